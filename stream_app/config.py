@@ -1,0 +1,116 @@
+"""One typed settings object, read from the environment and CLI flags.
+
+Every tunable of the monitor lives here, with its env variable and its reason,
+so that nothing else in the code carries a magic constant. CLI flags override
+env variables, which override the defaults below (`Settings.load`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+DAY = 86400.0
+
+
+def _env(name: str) -> str:
+    return "CHURNMON_" + name.upper()
+
+
+@dataclass(frozen=True)
+class Settings:
+    # -- where things are -------------------------------------------------
+    broker: str | None = field(default=None, metadata={"help": "kafka://host:port; none = start an embedded broker"})
+    app_id: str = field(default="churnmon", metadata={"help": "Faust app id = Kafka consumer group and changelog prefix"})
+    partitions: int = field(default=8, metadata={"help": "partition count of every topic the monitor creates"})
+    web_host: str = field(default="127.0.0.1", metadata={"help": "address of /metrics and the lookup endpoint"})
+    web_port: int = field(default=6066, metadata={"help": "port of /metrics and the lookup endpoint"})
+    data_dir: str = field(default="./churnmon-data", metadata={"help": "Faust data directory (table stores)"})
+    store: str = field(default="memory://", metadata={"help": "table store: memory:// or rocksdb://"})
+
+    # -- churn definitions (DOMAIN.md: what churn is) ----------------------
+    grace_days: float = field(default=14.0, metadata={"help": "a failed payment not recovered within this many days is involuntary churn"})
+    inactivity_days: float = field(default=90.0, metadata={"help": "a non-contractual customer with no usage for this many days has lapsed"})
+    trial_days: float = field(default=14.0, metadata={"help": "an unconverted trial expires this long after it started (not churn)"})
+    billing_cycle_days: float = field(default=30.0, metadata={"help": "renewal cycle, for days-to-renewal"})
+    windows_days: tuple[int, ...] = field(default=(30, 90), metadata={"help": "rolling KPI windows in days"})
+
+    # -- event time -------------------------------------------------------
+    allowed_lateness_s: float = field(default=3600.0, metadata={"help": "the event-time clock trails the highest event time seen by this much"})
+    clock_tick_s: float = field(default=1.0, metadata={"help": "how often idle partitions are moved to the worker's clock (wall seconds)"})
+    idle_partition_s: float = field(default=3.0, metadata={"help": "a partition with no input for this long (wall seconds) follows the worker's clock"})
+    dedupe_ids: int = field(default=64, metadata={"help": "event ids remembered per customer to drop redeliveries"})
+
+    # -- input limits (bad input goes to churn.dlq) -------------------------
+    max_event_bytes: int = field(default=65536, metadata={"help": "larger payloads are dead-lettered"})
+    max_future_s: float = field(default=DAY, metadata={"help": "events further ahead of the wall clock are dead-lettered"})
+
+    # -- Kafka / Faust tuning ------------------------------------------------
+    rebalance_timeout_s: float = field(default=5.0, metadata={"help": "group rebalance timeout; low keeps joins fast"})
+    session_timeout_s: float = field(default=10.0, metadata={"help": "consumer session timeout"})
+    heartbeat_interval_s: float = field(default=1.0, metadata={"help": "consumer heartbeat interval"})
+    producer_linger_ms: int = field(default=5, metadata={"help": "batch changelog and output messages this long"})
+
+    @classmethod
+    def load(cls, **overrides: Any) -> "Settings":
+        """Defaults < env (CHURNMON_*) < explicit overrides (CLI flags; None = not given)."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = os.environ.get(_env(f.name))
+            if raw is not None and raw != "":
+                values[f.name] = _parse(f, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values).checked()
+
+    def checked(self) -> "Settings":
+        problems = []
+        if self.partitions < 1:
+            problems.append(f"partitions must be >= 1 (got {self.partitions})")
+        if not (0 < self.web_port < 65536):
+            problems.append(f"web_port must be a TCP port (got {self.web_port})")
+        if self.broker is not None and not self.broker.startswith(("kafka://", "aiokafka://")):
+            problems.append(f"broker must look like kafka://host:port (got {self.broker!r})")
+        for name in ("grace_days", "inactivity_days", "trial_days", "billing_cycle_days"):
+            if getattr(self, name) <= 0:
+                problems.append(f"{name} must be > 0 (got {getattr(self, name)})")
+        if not self.windows_days or any(w <= 0 for w in self.windows_days):
+            problems.append(f"windows_days must be positive day counts (got {self.windows_days})")
+        if self.store.split(":", 1)[0] not in ("memory", "rocksdb"):
+            problems.append(f"store must be memory:// or rocksdb:// (got {self.store!r})")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def replace(self, **changes: Any) -> "Settings":
+        return dataclasses.replace(self, **changes).checked()
+
+    @staticmethod
+    def env_name(name: str) -> str:
+        return _env(name)
+
+
+def _parse(f: dataclasses.Field, raw: str) -> Any:
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    try:
+        if kind.startswith("int"):
+            return int(raw)
+        if kind.startswith("float"):
+            return float(raw)
+        if kind.startswith("tuple"):
+            return tuple(int(x) for x in raw.split(",") if x.strip())
+    except ValueError as exc:
+        raise ValueError(f"{_env(f.name)}={raw!r} is not a valid {kind}") from exc
+    return raw
+
+
+def settings_table() -> list[tuple[str, str, str, str]]:
+    """(setting, env variable, default, meaning) rows, for the README and `--help`."""
+    rows = []
+    for f in fields(Settings):
+        default = f.default
+        if isinstance(default, tuple):
+            default = ",".join(map(str, default))
+        rows.append((f.name, _env(f.name), str(default), f.metadata.get("help", "")))
+    return rows

@@ -1,0 +1,337 @@
+"""The churn and MRR arithmetic of DOMAIN.md, and the ledger that feeds it.
+
+Rolling-window KPIs ("customers at the start of the last 30 days", "MRR lost in
+the last 90 days") must end at the event-time clock, survive restarts and
+rebalances, and be summable across workers. We get all three from one idea:
+each customer's state *contributes* a set of step functions of the day
+(`contributions`): +1 to "customers at window start" from day `spell_start + W`,
+-1 from `churn_day + W`, and so on. A partition's `Ledger` is the sum of its
+customers' contributions; a KPI at day T is the sum of all steps at or before T.
+
+Because contributions are a pure function of the state, the agent keeps the
+ledger right by subtracting a customer's old contributions and adding the new
+ones on every change, and rebuilds it after a rebalance by summing over the
+table: nothing but the customer table needs to be persisted.
+
+Conventions (cited in the README):
+- customer churn rate = lost in window / customers at window start, customers
+  who join and churn inside the window left out (ChartMogul);
+- Stripe rolling churn = churned in window / (active at start + new in window);
+- gross MRR churn = (churn + contraction) / MRR at start;
+- net MRR churn = (churn + contraction - expansion - reactivation) / MRR at start;
+- NRR = (start MRR + expansion - contraction - churn) / start MRR;
+- quick ratio = (new + expansion) / (contraction + churn) (Baremetrics);
+- ARPA = MRR / customers, LTV = ARPA / churn rate (ChartMogul);
+- annualised churn = 1 - (1 - monthly)^12 (fight-churn).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from .state import ACTIVE, TRIAL, CustomerState, day_of
+
+# A step at this day is in force at any clock: current levels (customers now).
+ALWAYS = -(10**9)
+STICKINESS_DAYS = 30
+FORGETTABLE_DAYS = 30
+MOVEMENT_KINDS = ("new", "expansion", "contraction", "churn", "reactivation")
+TENURE_BUCKETS = ((30, "0-30"), (60, "31-60"), (90, "61-90"), (float("inf"), "90+"))
+
+Series = tuple  # ("active", plan) | ("start", W) | ("move", W, kind) | ("dau",) ...
+Step = tuple[Series, int, float]
+
+
+def tenure_bucket(days: float) -> str:
+    """Early-life churn bucket of a tenure in days (DOMAIN: churn at 30/60/90 days).
+
+    >>> [tenure_bucket(d) for d in (0, 30, 30.5, 75, 400)]
+    ['0-30', '0-30', '31-60', '61-90', '90+']
+    """
+    for limit, label in TENURE_BUCKETS:
+        if days <= limit:
+            return label
+    return "90+"  # pragma: no cover
+
+
+def contributions(s: CustomerState, windows: Iterable[int]) -> Iterator[Step]:
+    """The steps this customer adds to its partition's ledger.
+
+    Windows are whole days ending at the clock's day T: "in the window" means
+    days T-W+1 .. T, "at the start" means at the end of day T-W.
+    """
+    yield from account_steps(s, windows)
+    yield from activity_steps(tuple(s.usage))
+
+
+def account_key(s: CustomerState) -> tuple:
+    """Everything `account_steps` depends on: equal keys, equal steps.
+
+    Most events (sessions, feature use, tickets) leave it unchanged, and the
+    agent then skips the ledger update altogether.
+    """
+    last = s.last_activity_t if s.status == ACTIVE else None
+    return (s.status, s.plan, s.contractual, s.mrr, s.spell_start_t, s.cancel_effective_t,
+            len(s.spells), len(s.mrr_changes), None if last is None else day_of(last),
+            s.spells[0][1] if s.spells else None, s.mrr_changes[0][0] if s.mrr_changes else None)
+
+
+def account_steps(s: CustomerState, windows: Iterable[int]) -> Iterator[Step]:
+    """Steps from status, MRR, spells and MRR changes."""
+    plan = s.plan_label()
+    if s.status == ACTIVE:
+        yield ("active", plan), ALWAYS, 1.0
+        if s.mrr:
+            yield ("mrr", plan), ALWAYS, s.mrr
+        if s.cancel_effective_t is not None:
+            yield ("pending_cancel",), ALWAYS, 1.0
+            yield ("pending_cancel_mrr",), ALWAYS, s.mrr
+        last = day_of(max(s.last_activity_t or s.spell_start_t, s.spell_start_t))
+        yield ("forgettable",), last + FORGETTABLE_DAYS, 1.0
+    elif s.status == TRIAL:
+        yield ("trial",), ALWAYS, 1.0
+
+    spells = [(day_of(a), day_of(b), m) for a, b, m in s.spells]
+    if s.spell_start_t is not None:
+        spells.append((day_of(s.spell_start_t), None, s.mrr))
+    changes = s.mrr_changes
+    for w in windows:
+        for start, end, mrr in spells:
+            yield ("new", w), start, 1.0
+            yield ("new", w), start + w, -1.0
+            yield ("start", w), start + w, 1.0
+            if end is None:
+                continue
+            yield ("start", w), end + w, -1.0
+            # churned in the window: from the churn day for W days
+            yield ("churned", w), end, 1.0
+            yield ("churned", w), end + w, -1.0
+            # ... and of the starting cohort: only once the window starts after the spell did
+            first = max(end, start + w)
+            if first < end + w:
+                yield ("lost", w), first, 1.0
+                yield ("lost", w), end + w, -1.0
+                if mrr:
+                    yield ("mrr_lost", w), first, mrr
+                    yield ("mrr_lost", w), end + w, -mrr
+        prev = 0.0
+        for t, after, kind in changes:
+            d = day_of(t)
+            delta = after - prev
+            prev = after
+            if delta:
+                yield ("mrr_start", w), d + w, delta
+                yield ("move", w, kind), d, abs(delta)
+                yield ("move", w, kind), d + w, -abs(delta)
+
+
+def activity_steps(days: tuple[int, ...]) -> Iterator[Step]:
+    """Steps from the days with usage: daily and monthly actives, active-day sums."""
+    run_start = run_end = None
+    for d in sorted(days):
+        yield ("dau",), d, 1.0
+        yield ("dau",), d + 1, -1.0
+        yield ("active_days",), d, 1.0
+        yield ("active_days",), d + STICKINESS_DAYS, -1.0
+        # monthly active: the union of [d, d + 30) over active days
+        if run_end is not None and d <= run_end:
+            run_end = d + STICKINESS_DAYS
+        else:
+            if run_start is not None:
+                yield ("mau",), run_start, 1.0
+                yield ("mau",), run_end, -1.0
+            run_start, run_end = d, d + STICKINESS_DAYS
+    if run_start is not None:
+        yield ("mau",), run_start, 1.0
+        yield ("mau",), run_end, -1.0
+
+
+class Ledger:
+    """Sum of step functions, one per series, evaluated at a day.
+
+    >>> ledger = Ledger()
+    >>> ledger.add([(("start", 30), 10, 1.0), (("start", 30), 20, -1.0)])
+    >>> [ledger.value(("start", 30), day) for day in (9, 10, 19, 20)]
+    [0.0, 1.0, 1.0, 0.0]
+    """
+
+    __slots__ = ("steps", "base", "folded_to")
+
+    def __init__(self) -> None:
+        self.steps: dict[Series, dict[int, float]] = {}
+        self.base: dict[Series, float] = {}
+        self.folded_to = ALWAYS
+
+    def add(self, steps: Iterable[Step], sign: float = 1.0) -> None:
+        for series, day, delta in steps:
+            if day <= self.folded_to:
+                self.base[series] = self.base.get(series, 0.0) + sign * delta
+                continue
+            per_day = self.steps.get(series)
+            if per_day is None:
+                per_day = self.steps[series] = {}
+            per_day[day] = per_day.get(day, 0.0) + sign * delta
+
+    def value(self, series: Series, day: int) -> float:
+        total = self.base.get(series, 0.0)
+        for d, delta in self.steps.get(series, {}).items():
+            if d <= day:
+                total += delta
+        return _clean(total)
+
+    def values(self, day: int) -> dict[Series, float]:
+        out = {k: v for k, v in self.base.items()}
+        for series, per_day in self.steps.items():
+            total = out.get(series, 0.0)
+            for d, delta in per_day.items():
+                if d <= day:
+                    total += delta
+            out[series] = total
+        return {k: _clean(v) for k, v in out.items()}
+
+    def fold(self, day: int) -> None:
+        """Fold steps at or before `day` into the base; the clock never goes back past it."""
+        if day <= self.folded_to:
+            return
+        for series, per_day in self.steps.items():
+            old = [d for d in per_day if d <= day]
+            if old:
+                self.base[series] = self.base.get(series, 0.0) + sum(per_day.pop(d) for d in old)
+        self.folded_to = day
+
+
+def _clean(x: float) -> float:
+    """Round away float residue of many +/- steps (money to a millionth)."""
+    r = round(x, 6)
+    return 0.0 if r == 0 else r
+
+
+def merge(values: Iterable[dict[Series, float]]) -> dict[Series, float]:
+    """Sum ledger values of several partitions (what Prometheus' sum() does across workers)."""
+    out: dict[Series, float] = {}
+    for v in values:
+        for k, x in v.items():
+            out[k] = out.get(k, 0.0) + x
+    return out
+
+
+# ---------------------------------------------------------------------------
+# The formulas (fractions 0..1; None where the denominator is zero)
+# ---------------------------------------------------------------------------
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return num / den if den else None
+
+
+def customer_churn_rate(lost: float, start: float) -> float | None:
+    """Lost in the period over customers at its start (DOMAIN example: 25 of 500).
+
+    >>> customer_churn_rate(25, 500)
+    0.05
+    """
+    return _ratio(lost, start)
+
+
+def stripe_rolling_churn(churned: float, start: float, new: float) -> float | None:
+    """Stripe: churned in 30 days / (active 30 days ago + new in those 30 days).
+
+    >>> stripe_rolling_churn(30, 500, 100)
+    0.05
+    """
+    return _ratio(churned, start + new)
+
+
+def customer_retention_rate(end: float, new: float, start: float) -> float | None:
+    """CRR = (customers at end - new customers) / customers at start.
+
+    >>> customer_retention_rate(525, 50, 500)
+    0.95
+    """
+    return _ratio(end - new, start)
+
+
+def gross_mrr_churn(churn: float, contraction: float, mrr_start: float) -> float | None:
+    return _ratio(churn + contraction, mrr_start)
+
+
+def net_mrr_churn(churn: float, contraction: float, expansion: float, reactivation: float, mrr_start: float) -> float | None:
+    """Negative is good: expansion outgrew the losses.
+
+    >>> net_mrr_churn(100, 50, 200, 0, 10_000)
+    -0.005
+    """
+    return _ratio(churn + contraction - expansion - reactivation, mrr_start)
+
+
+def net_revenue_retention(mrr_start: float, expansion: float, contraction: float, churn: float) -> float | None:
+    return _ratio(mrr_start + expansion - contraction - churn, mrr_start)
+
+
+def quick_ratio(new: float, expansion: float, contraction: float, churn: float) -> float | None:
+    """Baremetrics quick ratio; above 4 is healthy growth.
+
+    >>> quick_ratio(300, 100, 50, 50)
+    4.0
+    """
+    return _ratio(new + expansion, contraction + churn)
+
+
+def arpa(mrr: float, customers: float) -> float | None:
+    return _ratio(mrr, customers)
+
+
+def lifetime_value(arpa_: float | None, monthly_churn: float | None) -> float | None:
+    """LTV = ARPA / monthly churn; unstable for small bases (few churns swing it)."""
+    if arpa_ is None or not monthly_churn:
+        return None
+    return arpa_ / monthly_churn
+
+
+def annualised(monthly: float | None) -> float | None:
+    """1 - (1 - monthly)^12: 4 % monthly loses 39 % of customers a year.
+
+    >>> round(annualised(0.04), 3)
+    0.387
+    """
+    return None if monthly is None else 1 - (1 - monthly) ** 12
+
+
+def stickiness(active_days_sum: float, monthly_active: float, days: int = STICKINESS_DAYS) -> float | None:
+    """Mean daily actives over monthly actives (NetHunt's DAU/MAU, averaged over the month)."""
+    return _ratio(active_days_sum / days, monthly_active)
+
+
+def figures(v: dict[Series, float], window: int) -> dict[str, float | None]:
+    """The domain's figures for one window from (summed) ledger values."""
+    customers = sum(x for k, x in v.items() if k[0] == "active")
+    mrr = sum(x for k, x in v.items() if k[0] == "mrr")
+    g = lambda *k: v.get(k, 0.0)  # noqa: E731
+    move = {kind: g("move", window, kind) for kind in MOVEMENT_KINDS}
+    rate = customer_churn_rate(g("lost", window), g("start", window))
+    monthly = None if rate is None else 1 - (1 - rate) ** (30 / window)
+    a = arpa(mrr, customers)
+    return {
+        "customers": customers,
+        "mrr": mrr,
+        "customers_start": g("start", window),
+        "customers_lost": g("lost", window),
+        "customers_churned": g("churned", window),
+        "customers_new": g("new", window),
+        "mrr_start": g("mrr_start", window),
+        "mrr_lost": g("mrr_lost", window),
+        "customer_churn_rate": rate,
+        "stripe_rolling_churn": stripe_rolling_churn(g("churned", window), g("start", window), g("new", window)),
+        "customer_retention_rate": customer_retention_rate(customers, g("new", window), g("start", window)),
+        "mrr_churn_rate": _ratio(g("mrr_lost", window), g("mrr_start", window)),
+        "gross_mrr_churn": gross_mrr_churn(move["churn"], move["contraction"], g("mrr_start", window)),
+        "net_mrr_churn": net_mrr_churn(move["churn"], move["contraction"], move["expansion"], move["reactivation"], g("mrr_start", window)),
+        "net_revenue_retention": net_revenue_retention(g("mrr_start", window), move["expansion"], move["contraction"], move["churn"]),
+        "quick_ratio": quick_ratio(move["new"], move["expansion"], move["contraction"], move["churn"]),
+        "arpa": a,
+        "ltv": lifetime_value(a, monthly),
+        "annualised_churn": annualised(monthly),
+        "stickiness": stickiness(g("active_days"), g("mau")),
+        "forgettable": g("forgettable"),
+        **{f"mrr_{k}": x for k, x in move.items()},
+    }

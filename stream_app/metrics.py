@@ -1,0 +1,183 @@
+"""Every Prometheus metric the worker exports, named and documented in one place.
+
+Names are a contract: Grafana dashboards and alert rules query them. They
+follow Prometheus conventions: `churn_` prefix, counters end in `_total`,
+seconds for durations, money in the account currency, and only bounded labels
+(plan, reason, kind, window, topic) -- never a customer id.
+
+Two families:
+
+- counters of what happened, incremented as events are processed
+  (`churn_customers_churned_total`, `churn_mrr_movement_total`, ...);
+- gauges of what is, computed at scrape time from the partition ledgers this
+  worker owns (`churn_customers_active`, `churn_window_*`, ...). Each worker
+  reports only its own partitions, so `sum()` across workers is the fleet's
+  figure -- which is why the windows are exported as numerators and
+  denominators, not as rates (a rate cannot be summed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from .kpis import MOVEMENT_KINDS, Series, tenure_bucket
+from .state import Churn, Effects
+
+# `_created` series double the exposition and no dashboard uses them.
+disable_created_metrics()
+
+OTHER = "other"
+
+# name -> (type, labels, help): the reference the README's metric table is generated from.
+REFERENCE: dict[str, tuple[str, str, str]] = {}
+
+
+def _doc(name: str, kind: str, labels: Iterable[str], help_: str) -> tuple[str, str]:
+    REFERENCE[name] = (kind, ",".join(labels), help_)
+    return name, help_
+
+
+class PlanLabels:
+    """Caps the number of distinct `plan` label values (the rest become `other`).
+
+    Plans are the business's own strings; a misbehaving producer must not be
+    able to blow up the number of time series.
+    """
+
+    def __init__(self, limit: int = 50) -> None:
+        self.limit = limit
+        self.seen: set[str] = set()
+
+    def __call__(self, plan: str) -> str:
+        if plan in self.seen:
+            return plan
+        if len(self.seen) < self.limit:
+            self.seen.add(plan)
+            return plan
+        return OTHER
+
+
+class Metrics:
+    """The worker's metrics on its own registry (so tests can run several)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, plan_limit: int = 50) -> None:
+        r = self.registry = registry or CollectorRegistry()
+        self.plan = PlanLabels(plan_limit)
+        self.events = Counter(*_doc("churn_events_processed_total", "counter", ["topic"], "Valid input events processed, by input topic."), ["topic"], registry=r)
+        self.rejected = Counter(*_doc("churn_events_rejected_total", "counter", ["topic", "reason"], "Input messages dead-lettered to churn.dlq, by topic and rejection reason."), ["topic", "reason"], registry=r)
+        self.duplicates = Counter(*_doc("churn_events_duplicate_total", "counter", ["topic"], "Redelivered events (event_id already applied) that changed nothing."), ["topic"], registry=r)
+        self.late = Counter(*_doc("churn_events_late_total", "counter", ["topic"], "Events older than the event-time clock (applied where safe)."), ["topic"], registry=r)
+        self.latency = Histogram(
+            *_doc("churn_event_processing_seconds", "histogram", [], "Wall time to process one input event (decode to state and metrics)."),
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=r,
+        )
+        self.lag = Gauge(*_doc("churn_event_time_lag_seconds", "gauge", [], "Wall clock minus the newest event time processed (large during replays)."), registry=r)
+        self.movement = Counter(*_doc("churn_mrr_movement_total", "counter", ["kind"], "MRR movements in account currency, kind = new, expansion, contraction, churn, reactivation."), ["kind"], registry=r)
+        self.churned = Counter(
+            *_doc("churn_customers_churned_total", "counter", ["reason", "plan", "kind"], "Customers churned; kind = voluntary, involuntary, inactivity; reason = cancellation category, payment or inactivity."),
+            ["reason", "plan", "kind"],
+            registry=r,
+        )
+        self.churned_by_tenure = Counter(
+            *_doc("churn_customers_churned_by_tenure_total", "counter", ["tenure"], "Customers churned by tenure bucket at churn (0-30, 31-60, 61-90, 90+ days): early-life churn."),
+            ["tenure"],
+            registry=r,
+        )
+        self._movement_children = {k: self.movement.labels(kind=k) for k in MOVEMENT_KINDS}
+        for label in ("0-30", "31-60", "61-90", "90+"):
+            self.churned_by_tenure.labels(tenure=label)
+
+    def record(self, topic: str, effects: Effects) -> None:
+        if effects.duplicate:
+            self.duplicates.labels(topic=topic).inc()
+            return
+        self.events.labels(topic=topic).inc()
+        if effects.late:
+            self.late.labels(topic=topic).inc()
+        self.record_effects(effects)
+
+    def record_effects(self, effects: Effects) -> None:
+        for m in effects.movements:
+            if m.amount:
+                self._movement_children[m.kind].inc(m.amount)
+        if effects.churn is not None:
+            self.record_churn(effects.churn)
+
+    def record_churn(self, c: Churn) -> None:
+        self.churned.labels(reason=c.reason, plan=self.plan(c.plan), kind=c.kind).inc()
+        self.churned_by_tenure.labels(tenure=tenure_bucket(c.tenure_days)).inc()
+
+    def watch_ledgers(self, source: Callable[[], tuple[dict[Series, float], float | None, int]]) -> None:
+        """Export ledger-derived gauges; `source()` -> (summed values, clock, partitions owned)."""
+        self.registry.register(LedgerCollector(source, self.plan))
+
+
+# Ledger series -> exported gauge. Keep in step with kpis.contributions.
+LEDGER_GAUGES = {
+    "active": _doc("churn_customers_active", "gauge", ["plan"], "Paying customers now (trials excluded), by plan; plan=none for purchase-only customers."),
+    "mrr": _doc("churn_mrr", "gauge", ["plan"], "MRR now in account currency, by plan (Stripe: trials and free plans excluded)."),
+    "trial": _doc("churn_customers_trial", "gauge", [], "Customers in a trial now."),
+    "pending_cancel": _doc("churn_customers_pending_cancellation", "gauge", [], "Cancelled, not yet churned: the cancellation takes effect at the end of the paid period."),
+    "pending_cancel_mrr": _doc("churn_mrr_pending_cancellation", "gauge", [], "MRR of customers cancelled but not yet churned."),
+    "start": _doc("churn_window_customers_start", "gauge", ["window"], "Customers active at the start of the window (end of day T-W)."),
+    "lost": _doc("churn_window_customers_lost", "gauge", ["window"], "Customers of the starting cohort churned in the window (ChartMogul: joiners who churn inside excluded)."),
+    "churned": _doc("churn_window_customers_churned", "gauge", ["window"], "All customers churned in the window (Stripe's numerator)."),
+    "new": _doc("churn_window_customers_new", "gauge", ["window"], "Customers who started (or restarted) a paying spell in the window."),
+    "mrr_start": _doc("churn_window_mrr_start", "gauge", ["window"], "MRR at the start of the window."),
+    "mrr_lost": _doc("churn_window_mrr_lost", "gauge", ["window"], "MRR lost in the window to churn of the starting cohort."),
+    "move": _doc("churn_window_mrr_movement", "gauge", ["window", "kind"], "MRR movements in the window by kind (for gross/net MRR churn, NRR, quick ratio)."),
+    "dau": _doc("churn_users_daily_active", "gauge", [], "Customers with usage on the clock's day."),
+    "mau": _doc("churn_users_monthly_active", "gauge", [], "Customers with usage in the last 30 days."),
+    "active_days": _doc("churn_active_days_30d", "gauge", [], "Sum over customers of active days in the last 30 days; stickiness = this / 30 / monthly active."),
+    "forgettable": _doc("churn_customers_forgettable", "gauge", [], "Paying customers with no usage in the last 30 days (the forgettable zone)."),
+}
+CLOCK_GAUGE = _doc("churn_event_time_clock_seconds", "gauge", [], "The worker's event-time clock (highest event time less allowed lateness), Unix seconds.")
+PARTITIONS_GAUGE = _doc("churn_partitions_assigned", "gauge", [], "Input partitions this worker owns.")
+
+
+class LedgerCollector(Collector):
+    def __init__(self, source: Callable[[], tuple[dict[Series, float], float | None, int]], plan: PlanLabels) -> None:
+        self.source = source
+        self.plan = plan
+
+    def describe(self):  # registered without calling collect()
+        return []
+
+    def collect(self):
+        values, clock, owned = self.source()
+        fams: dict[str, GaugeMetricFamily] = {}
+        for key, (name, help_) in LEDGER_GAUGES.items():
+            labels = {"active": ["plan"], "mrr": ["plan"], "move": ["window", "kind"]}.get(key)
+            if labels is None:
+                labels = ["window"] if REFERENCE[name][1] == "window" else []
+            fams[key] = GaugeMetricFamily(name, help_, labels=labels)
+        by_plan: dict[tuple[str, str], float] = {}
+        for series, value in values.items():
+            kind = series[0]
+            fam = fams.get(kind)
+            if fam is None:
+                continue
+            if kind in ("active", "mrr"):
+                k = (kind, self.plan(series[1]))
+                by_plan[k] = by_plan.get(k, 0.0) + value
+            elif kind == "move":
+                fam.add_metric([f"{series[1]}d", series[2]], value)
+            elif len(series) == 2:
+                fam.add_metric([f"{series[1]}d"], value)
+            else:
+                fam.add_metric([], value)
+        for (kind, plan), value in sorted(by_plan.items()):
+            fams[kind].add_metric([plan], value)
+        yield from fams.values()
+        clock_fam = GaugeMetricFamily(*CLOCK_GAUGE)
+        if clock is not None:
+            clock_fam.add_metric([], clock)
+        yield clock_fam
+        owned_fam = GaugeMetricFamily(*PARTITIONS_GAUGE)
+        owned_fam.add_metric([], owned)
+        yield owned_fam
