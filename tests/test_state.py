@@ -1,0 +1,176 @@
+"""State transitions, called directly: no Kafka."""
+
+from __future__ import annotations
+
+import pytest
+
+from stream_app.contract import parse_ts
+from stream_app.state import (
+    ACTIVE, CANCELLED, LAPSED, TRIAL, TRIAL_EXPIRED, CustomerState, Rules, advance, apply, new_state, next_deadline,
+)
+
+DAY = 86400.0
+RULES = Rules()
+_n = 0
+
+
+def e(typ: str, ts: str, cid: str = "c1", **fields) -> dict:
+    global _n
+    _n += 1
+    out = {"event_id": f"e{_n}", "customer_id": cid, "type": typ, "ts": ts, "_t": parse_ts(ts), **fields}
+    if "effective_at" in fields:
+        out["_effective_t"] = parse_ts(fields["effective_at"])
+    return out
+
+
+def run(*events, state: CustomerState | None = None):
+    s = state or new_state("c1")
+    effects = []
+    for ev in events:
+        s, eff = apply(s, ev, RULES)
+        effects.append(eff)
+    return s, effects
+
+
+def test_start_is_new_mrr_and_plan_changes_are_expansion_and_contraction():
+    s, eff = run(
+        e("subscription_started", "2025-01-01T00:00:00Z", plan="basic", mrr=29),
+        e("plan_changed", "2025-02-01T00:00:00Z", plan="pro", mrr=99),
+        e("plan_changed", "2025-03-01T00:00:00Z", plan="basic", mrr=29),
+    )
+    assert s.status == ACTIVE and s.plan == "basic" and s.mrr == 29
+    assert [m for x in eff for m in x.movements] == [("new", 29), ("expansion", 70), ("contraction", 70)]
+    assert [c[1] for c in s.plan_changes] == ["pro", "basic"]
+
+
+def test_cancellation_at_period_end_keeps_mrr_until_it_takes_effect():
+    s, _ = run(
+        e("subscription_started", "2025-01-01T00:00:00Z", plan="pro", mrr=99),
+        e("subscription_cancelled", "2025-01-20T00:00:00Z", reason="price", effective_at="2025-02-01T00:00:00Z"),
+    )
+    assert s.status == ACTIVE and s.mrr == 99 and s.cancel_effective_t == parse_ts("2025-02-01T00:00:00Z")
+    assert next_deadline(s, RULES) == s.cancel_effective_t
+    s, eff = advance(s, parse_ts("2025-01-31T23:59:59Z"), RULES)
+    assert s.status == ACTIVE and eff.churn is None
+    s, eff = advance(s, parse_ts("2025-02-01T00:00:00Z"), RULES)
+    assert s.status == CANCELLED and s.mrr == 0
+    assert eff.churn.kind == "voluntary" and eff.churn.reason == "price" and eff.churn.mrr == 99
+    assert eff.movements == (("churn", 99),)
+    assert s.churned_t == parse_ts("2025-02-01T00:00:00Z")
+
+
+def test_immediate_cancellation_churns_at_once():
+    s, eff = run(
+        e("subscription_started", "2025-01-01T00:00:00Z", plan="pro", mrr=99),
+        e("subscription_cancelled", "2025-03-01T00:00:00Z", reason="competitor"),
+    )
+    assert s.status == CANCELLED and eff[-1].churn.reason == "competitor"
+    assert 58 < eff[-1].churn.tenure_days < 60
+
+
+def test_failed_payment_churns_only_after_the_grace_period():
+    start = e("subscription_started", "2025-01-01T00:00:00Z", plan="pro", mrr=99)
+    failed = e("payment_failed", "2025-02-01T00:00:00Z", amount=99)
+    s, _ = run(start, failed)
+    s, eff = advance(s, parse_ts("2025-02-14T23:00:00Z"), RULES)
+    assert s.status == ACTIVE and eff.churn is None
+    s, eff = advance(s, parse_ts("2025-02-15T00:00:00Z"), RULES)
+    assert s.status == CANCELLED and eff.churn.kind == "involuntary" and eff.churn.reason == "payment"
+
+
+def test_recovered_payment_is_not_churn_and_a_late_payment_does_not_undo_it():
+    s, _ = run(
+        e("subscription_started", "2025-01-01T00:00:00Z", plan="pro", mrr=99),
+        e("payment_failed", "2025-02-01T00:00:00Z", amount=99),
+        e("payment_succeeded", "2025-02-10T00:00:00Z", amount=99),
+    )
+    s, eff = advance(s, parse_ts("2025-04-01T00:00:00Z"), RULES)
+    assert s.status == ACTIVE and eff.churn is None
+    s2, effs = run(
+        e("subscription_started", "2025-01-01T00:00:00Z", plan="pro", mrr=99),
+        e("payment_failed", "2025-02-01T00:00:00Z", amount=99),
+        e("payment_succeeded", "2025-03-01T00:00:00Z", amount=99),
+    )
+    assert s2.status == CANCELLED and effs[-1].churn.kind == "involuntary"
+
+
+def test_purchase_only_customers_lapse_after_the_inactivity_period():
+    s, eff = run(e("purchase", "2025-01-01T00:00:00Z", amount=30), e("purchase", "2025-02-01T00:00:00Z", amount=10))
+    assert s.status == ACTIVE and not s.contractual and s.plan_label() == "none" and s.purchases == 2
+    assert eff[0].movements == ()  # purchase-only customers bring no MRR
+    s, eff = advance(s, parse_ts("2025-05-02T00:00:00Z"), RULES)
+    assert s.status == LAPSED and eff.churn.kind == "inactivity"
+    s, eff = run(e("purchase", "2025-06-01T00:00:00Z", amount=30), state=s)
+    assert s.status == ACTIVE and s.spell_start_t == parse_ts("2025-06-01T00:00:00Z")
+
+
+def test_contractual_customers_do_not_lapse_for_inactivity():
+    s, _ = run(e("subscription_started", "2025-01-01T00:00:00Z", plan="pro", mrr=99))
+    s, eff = advance(s, parse_ts("2026-01-01T00:00:00Z"), RULES)
+    assert s.status == ACTIVE and eff.churn is None
+
+
+def test_trials_convert_or_expire_and_are_not_customers():
+    s, _ = run(e("trial_started", "2025-01-01T00:00:00Z", plan="pro"))
+    assert s.status == TRIAL and not s.is_customer
+    s2, eff = run(e("trial_converted", "2025-01-14T00:00:00Z", plan="pro", mrr=99), state=s.copy())
+    assert s2.status == ACTIVE and eff[0].movements == (("new", 99),)
+    s3, eff = advance(s, parse_ts("2025-01-16T00:00:00Z"), RULES)
+    assert s3.status == TRIAL_EXPIRED and eff.churn is None
+
+
+def test_coming_back_after_churn_is_reactivation():
+    s, eff = run(
+        e("subscription_started", "2025-01-01T00:00:00Z", plan="pro", mrr=99),
+        e("subscription_cancelled", "2025-02-01T00:00:00Z", reason="price"),
+        e("subscription_started", "2025-05-01T00:00:00Z", plan="basic", mrr=29),
+    )
+    assert eff[-1].movements == (("reactivation", 29),)
+    assert len(s.spells) == 1 and s.spell_start_t == parse_ts("2025-05-01T00:00:00Z")
+
+
+def test_redelivered_event_changes_nothing():
+    start = e("subscription_started", "2025-01-01T00:00:00Z", plan="pro", mrr=99)
+    session = e("session", "2025-01-02T00:00:00Z")
+    s, _ = run(start, session)
+    before = s.to_bytes()
+    s, eff = apply(s, dict(session), RULES)
+    assert eff.duplicate and s.to_bytes() == before
+
+
+def test_support_and_usage_signals_are_kept():
+    s, _ = run(
+        e("subscription_started", "2025-01-01T00:00:00Z", plan="pro", mrr=99),
+        e("session", "2025-01-02T10:00:00Z", duration_s=10),
+        e("feature_used", "2025-01-02T11:00:00Z", feature="reports"),
+        e("feature_used", "2025-01-03T11:00:00Z", feature="reports"),
+        e("ticket_opened", "2025-01-04T00:00:00Z", ticket_id="t1", priority="high", category="billing"),
+        e("ticket_opened", "2025-01-05T00:00:00Z", ticket_id="t2", priority="low", category="bug"),
+        e("ticket_resolved", "2025-01-06T00:00:00Z", ticket_id="t1"),
+        e("csat", "2025-01-06T00:00:00Z", score=2),
+        e("nps", "2025-01-07T00:00:00Z", score=4),
+    )
+    assert s.features == ["reports"] and s.open_tickets == ["t2"] and sum(s.tickets.values()) == 2
+    assert s.csat == 2 and s.nps == 4 and s.sessions_first_14d == 3 and len(s.usage) == 2
+
+
+def test_history_is_bounded_by_the_longest_window():
+    s = new_state("c1")
+    s, _ = apply(s, e("subscription_started", "2024-01-01T00:00:00Z", plan="pro", mrr=99), RULES)
+    t0 = parse_ts("2024-01-02T00:00:00Z")
+    for i in range(400):
+        s, _ = apply(s, {"event_id": f"s{i}", "customer_id": "c1", "type": "session", "ts": "", "_t": t0 + i * DAY}, RULES)
+    assert len(s.usage) <= RULES.keep_days + 2
+    assert len(s.seen_ids) == RULES.dedupe_ids
+
+
+@pytest.mark.parametrize("state", [new_state("x"), run(e("subscription_started", "2025-01-01T00:00:00Z", plan="pro", mrr=99))[0]])
+def test_state_round_trips_through_the_table_codec(state):
+    assert CustomerState.from_bytes(state.to_bytes()) == state
+
+
+def test_every_schema_type_has_a_handler():
+    from stream_app.contract import TOPIC_TYPES
+    from stream_app.state import HANDLERS
+
+    assert set(HANDLERS) == set().union(*TOPIC_TYPES.values())
