@@ -66,8 +66,16 @@ class Pipeline:
         self.last_tick: dict[int, float] = {}
         self.processed: dict[tuple[str, int], int] = {}  # (topic, partition) -> last offset processed
         n = settings.partitions
+        # Faust derives a changelog's serializers from key_type/value_type and
+        # falls back to JSON, ignoring the table's schema: a restarted worker
+        # would recover plain dicts. So the changelog topic is declared here.
+        changelog = app.topic(
+            topics.changelog_topic(settings, topics.CUSTOMERS_TABLE),
+            key_serializer="utf8", value_serializer="customer_state",
+            partitions=n, compacting=True, internal=True,
+        )
         self.customers = app.Table(
-            topics.CUSTOMERS_TABLE, partitions=n,
+            topics.CUSTOMERS_TABLE, partitions=n, changelog_topic=changelog,
             schema=faust.Schema(key_serializer="utf8", value_serializer="customer_state"),
         )
         self.source = app.topic(*topics.INPUT_TOPICS, topics.CLOCK, key_serializer="raw", value_serializer="raw", partitions=n)

@@ -22,6 +22,7 @@ any rolling KPI window (see `kpis.contributions`).
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
@@ -265,7 +266,13 @@ def _churn(state: CustomerState, at: float, kind: str, reason: str, movements: l
 
 
 def _mrr_change(state: CustomerState, t: float, mrr_after: float, kind: str) -> None:
-    state.mrr_changes.append([t, mrr_after, kind])
+    # kept in event-time order: topics are not ordered with each other, so a
+    # change may be read after a later one (the step function needs time order)
+    changes = state.mrr_changes
+    if not changes or changes[-1][0] <= t:
+        changes.append([t, mrr_after, kind])
+    else:
+        bisect.insort(changes, [t, mrr_after, kind], key=lambda c: c[0])
 
 
 def _start_spell(state: CustomerState, t: float, plan: str | None, mrr: float, contractual: bool) -> Effects:
@@ -300,9 +307,28 @@ def _set_mrr(state: CustomerState, t: float, plan: str, mrr: float) -> Effects:
 
 
 def _on_started(state, ev, t, rules):
-    if state.status == ACTIVE:  # a second start while active is a plan change
+    if state.status == ACTIVE and state.contractual:  # a second start while active is a plan change
         return state, _set_mrr(state, t, ev["plan"], float(ev["mrr"]))
+    if state.status == ACTIVE:
+        return state, _subscribe_buyer(state, t, ev["plan"], float(ev["mrr"]))
     return state, _start_spell(state, t, ev["plan"], float(ev["mrr"]), True)
+
+
+def _subscribe_buyer(state: CustomerState, t: float, plan: str, mrr: float) -> Effects:
+    """An active buyer subscribes: same spell, now contractual, with new MRR.
+
+    Also the path when a subscriber's purchase (usage topic) is read before
+    their subscription_started (subscription topic): the spell then starts
+    at the earlier of the two, exactly as if they had arrived in order.
+    """
+    state.contractual = True
+    state.plan, state.mrr = plan, mrr
+    state.spell_start_t = min(t, state.spell_start_t if state.spell_start_t is not None else t)
+    state.started_t = min(t, state.started_t if state.started_t is not None else t)
+    if mrr > 0:
+        _mrr_change(state, t, mrr, "new")
+        return Effects((Movement("new", mrr),))
+    return NO_EFFECTS
 
 
 def _on_plan_changed(state, ev, t, rules):
@@ -356,6 +382,8 @@ def _on_trial_started(state, ev, t, rules):
 
 
 def _on_trial_converted(state, ev, t, rules):
+    if state.status == ACTIVE and not state.contractual:
+        return state, _subscribe_buyer(state, t, ev["plan"], float(ev["mrr"]))
     if state.status == ACTIVE:
         return state, _set_mrr(state, t, ev["plan"], float(ev["mrr"]))
     return state, _start_spell(state, t, ev["plan"], float(ev["mrr"]), True)

@@ -174,3 +174,14 @@ def test_every_schema_type_has_a_handler():
     from stream_app.state import HANDLERS
 
     assert set(HANDLERS) == set().union(*TOPIC_TYPES.values())
+
+
+def test_a_subscribers_purchase_read_before_their_subscription_gives_the_same_state():
+    """Topics are not ordered with each other: the usage topic may be read first."""
+    start = e("subscription_started", "2025-01-01T00:00:00Z", plan="pro", mrr=99)
+    buy = e("purchase", "2025-01-05T00:00:00Z", amount=10)
+    in_order, _ = run(dict(start), dict(buy))
+    reversed_, effects = run(dict(buy), dict(start))
+    for name in ("status", "contractual", "plan", "mrr", "spell_start_t", "started_t", "mrr_changes", "purchases"):
+        assert getattr(in_order, name) == getattr(reversed_, name), name
+    assert effects[-1].movements == (("new", 99),)

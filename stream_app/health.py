@@ -1,0 +1,185 @@
+"""A transparent, rule-based churn risk: the score used before the model has learnt.
+
+Why rules at all: a new deployment has no labels for its first H days (the
+label horizon), and a success team wants reasons it can read. So until the
+online model has seen enough labels (`model.ChurnModel.ready`), risk is the
+sum of the weighted factors below, each one a signal from DOMAIN.md, each
+capped, each tagged with the reason category that picks the play.
+
+The risk is a score in 0..1 (the sum of contributions, capped at 1), not a
+calibrated probability: a customer with a pending cancellation and a failed
+payment is at 1.0 however unlikely the sum is as a probability. Weights are a
+judgement, written down here so that they can be argued with.
+
+| factor (feature)            | fires when                                    | max  | category          |
+|-----------------------------|-----------------------------------------------|------|-------------------|
+| cancel_pending              | cancelled, not yet churned                    | 0.90 | cancellation      |
+| failed_payments             | a payment failed and is not recovered         | 0.60 | payment           |
+| days_since_last_activity    | no activity for > 5 days (subscriptions)      | 0.35 | inactivity        |
+| recency_gap_ratio           | purchase overdue vs own rhythm (purchase-only)| 0.50 | inactivity        |
+| p_alive                     | BG/NBD-style P(alive) low (purchase-only)     | 0.30 | inactivity        |
+| usage_trend                 | last 7 days' rate below the 30-day rate       | 0.25 | product_fit       |
+| usage_trend_90d             | last 30 days below the 60 days before         | 0.15 | product_fit       |
+| active_days_30d             | active on fewer than 8 of 30 days             | 0.15 | inactivity        |
+| onboarding_rate             | < 0.6 sessions/day in the first 14 days       | 0.30 | onboarding        |
+| open_tickets                | more than one ticket open                     | 0.25 | customer_service  |
+| tickets_30d                 | more than 2 tickets in 30 days                | 0.15 | customer_service  |
+| csat                        | last CSAT 1-2 (0.25) or 3 (0.10)              | 0.25 | customer_service  |
+| nps_detractor               | last NPS 0-6                                  | 0.22 | user_experience   |
+| recent_downgrade            | downgrade in the last 30 days                 | 0.20 | price             |
+| price_increase_recent       | price increase in the last 30 days            | 0.20 | price             |
+| days_to_renewal             | renewal in <= 7 days with low engagement      | 0.15 | renewal           |
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+from .alerts import REASON_CATEGORY
+from .features import NEUTRAL
+
+__all__ = ["health_risk", "FACTORS", "Factor"]
+
+Factor = tuple[str, float, str]  # (feature, contribution, category)
+
+
+def _clamp(v: float) -> float:
+    return 0.0 if v < 0.0 else (1.0 if v > 1.0 else v)
+
+
+def _get(f: Mapping[str, float], k: str) -> float:
+    return float(f.get(k, NEUTRAL[k]))
+
+
+def _cancel(f):
+    return 0.9 * _get(f, "cancel_pending")
+
+
+def _payment(f):
+    if _get(f, "failed_payments") <= 0:
+        return 0.0
+    return 0.35 + 0.25 * _clamp(_get(f, "dunning_days") / 14.0)
+
+
+def _inactive(f):
+    if not _get(f, "contractual"):
+        return 0.0
+    return 0.35 * _clamp((_get(f, "days_since_last_activity") - 5.0) / 25.0)
+
+
+def _overdue(f):
+    if _get(f, "contractual") or not _get(f, "frequency"):
+        return 0.0
+    return 0.5 * _clamp((_get(f, "recency_gap_ratio") - 1.5) / 2.5)
+
+
+def _dead(f):
+    if _get(f, "contractual") or not _get(f, "frequency"):
+        return 0.0
+    return 0.3 * (1.0 - _clamp(_get(f, "p_alive")))
+
+
+def _falling(f):
+    if not _get(f, "contractual"):
+        return 0.0
+    return 0.25 * _clamp((0.8 - _get(f, "usage_trend")) / 0.6)
+
+
+def _fading(f):
+    if not _get(f, "contractual"):
+        return 0.0
+    return 0.15 * _clamp((0.8 - _get(f, "usage_trend_90d")) / 0.6)
+
+
+def _unsticky(f):
+    if not _get(f, "contractual") or _get(f, "tenure_days") < 14.0:
+        return 0.0
+    return 0.15 * _clamp((8.0 - _get(f, "active_days_30d")) / 8.0)
+
+
+def _onboarding(f):
+    if not _get(f, "contractual") or _get(f, "tenure_days") > 100.0 or _get(f, "tenure_days") < 3.0:
+        return 0.0
+    return 0.3 * _clamp((0.6 - _get(f, "onboarding_rate")) / 0.6)
+
+
+def _open_tickets(f):
+    return min(0.25, 0.08 * max(0.0, _get(f, "open_tickets") - 1.0))
+
+
+def _tickets(f):
+    return min(0.15, 0.05 * max(0.0, _get(f, "tickets_30d") - 2.0))
+
+
+def _csat(f):
+    if not _get(f, "csat_known"):
+        return 0.0
+    c = _get(f, "csat")
+    return 0.25 if c <= 2 else (0.1 if c <= 3 else 0.0)
+
+
+def _nps(f):
+    if not _get(f, "nps_detractor"):
+        return 0.0
+    return 0.1 + 0.02 * max(0.0, 6.0 - _get(f, "nps"))
+
+
+def _downgrade(f):
+    return 0.2 * _get(f, "recent_downgrade")
+
+
+def _price(f):
+    return 0.2 * _get(f, "price_increase_recent")
+
+
+def _renewal(f):
+    if not _get(f, "renewal_within_7d"):
+        return 0.0
+    low = _get(f, "usage_trend") < 0.7 or _get(f, "active_days_30d") < 5
+    return 0.15 if low else 0.0
+
+
+#: (feature named in the reason, rule). Category comes from alerts.REASON_CATEGORY.
+FACTORS: tuple[tuple[str, Callable[[Mapping[str, float]], float]], ...] = (
+    ("cancel_pending", _cancel),
+    ("failed_payments", _payment),
+    ("days_since_last_activity", _inactive),
+    ("recency_gap_ratio", _overdue),
+    ("p_alive", _dead),
+    ("usage_trend", _falling),
+    ("usage_trend_90d", _fading),
+    ("active_days_30d", _unsticky),
+    ("onboarding_rate", _onboarding),
+    ("open_tickets", _open_tickets),
+    ("tickets_30d", _tickets),
+    ("csat", _csat),
+    ("nps_detractor", _nps),
+    ("recent_downgrade", _downgrade),
+    ("price_increase_recent", _price),
+    ("days_to_renewal", _renewal),
+)
+
+
+def health_risk(feats: Mapping[str, float]) -> tuple[float, list[Factor]]:
+    """Risk 0..1 and the factors behind it, strongest first.
+
+    Missing keys take their neutral value, so an older feature dict still
+    scores.
+
+    >>> from stream_app.features import NEUTRAL
+    >>> health_risk(NEUTRAL)
+    (0.0, [])
+    >>> f = dict(NEUTRAL, contractual=1.0, failed_payments=1.0, dunning_days=7.0, csat_known=1.0, csat=1.0)
+    >>> risk, why = health_risk(f)
+    >>> round(risk, 3), [(name, cat) for name, _, cat in why]
+    (0.725, [('failed_payments', 'payment'), ('csat', 'customer_service')])
+    """
+    factors: list[Factor] = []
+    total = 0.0
+    for name, rule in FACTORS:
+        c = rule(feats)
+        if c > 0.0:
+            factors.append((name, round(c, 6), REASON_CATEGORY[name]))
+            total += c
+    factors.sort(key=lambda x: -x[1])
+    return min(1.0, total), factors

@@ -1,0 +1,337 @@
+"""The online churn-risk model and its live quality figures.
+
+`ChurnModel` wraps a river pipeline that scores feature dicts (`features.py`)
+and learns from the delayed labels of `labels.py`. Two things matter more
+than the choice of learner:
+
+- scoring never changes the model (river #1011): a pipeline whose scaler moved
+  on every score would drift with traffic instead of labels, and two workers
+  would score the same customer differently. `score` runs in river's pure
+  inference mode (`_pure_inference`);
+- until it has seen `min_labels` labels of both classes it is not trusted, and
+  `assess` falls back to the transparent rule score of `health.py`.
+
+`Quality` is progressive validation done live: every label is compared with
+the score the model gave *when the snapshot was taken* (stored in the label
+book), before the model learns from it.
+
+Snapshots are pickles of the whole pipeline plus metadata. Pickle executes
+code on load: restore only what this service wrote itself.
+
+>>> m = ChurnModel(min_labels=2)
+>>> x = {"a": 1.0}
+>>> m.learn(x, True); m.learn({"a": 0.0}, False)
+>>> m.ready, m.labels_seen
+(True, 2)
+>>> m2 = ChurnModel.restore(m.publish(created_at=0.0))
+>>> m2.version, m2.score(x) == m.score(x)
+(1, True)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import pickle
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping, NamedTuple
+
+from river import compose, drift, forest, linear_model, metrics, optim, preprocessing, utils
+
+from .alerts import REASON_CATEGORY
+from .features import NEUTRAL
+from .health import health_risk
+
+__all__ = ["ChurnModel", "Quality", "Assessment", "MODEL_KINDS", "make_pipeline"]
+
+MODEL_KINDS = ("logreg", "arf")
+SNAPSHOT_FORMAT = 1
+
+
+def make_pipeline(kind: str = "logreg", seed: int = 42):
+    """The river pipeline for a model kind.
+
+    `logreg`: StandardScaler | LogisticRegression, cheap, calibrated enough,
+    and its weight x scaled value is an exact per-feature explanation.
+    `arf`: a small adaptive random forest (5 trees, depth <= 12, 20 MB per
+    tree) for non-linear effects; bounded because a table-backed worker must
+    not grow without limit.
+    """
+    if kind == "logreg":
+        return preprocessing.StandardScaler() | linear_model.LogisticRegression(
+            optimizer=optim.SGD(0.02), l2=1e-4
+        )
+    if kind == "arf":
+        return forest.ARFClassifier(
+            n_models=5, max_depth=12, max_size=20.0, memory_estimate_period=20_000, seed=seed
+        )
+    raise ValueError(f"unknown model kind {kind!r}; expected one of {MODEL_KINDS}")
+
+
+@contextlib.contextmanager
+def _pure_inference() -> Iterator[None]:
+    """Score without learning, whatever the river version.
+
+    river documents `compose.pure_inference_mode` for this; the installed
+    0.26.1 lists it in `compose.__all__` but does not define it, and instead
+    learns during predict only inside `compose.learn_during_predict()`. So use
+    the former when present, otherwise make sure the latter's switch is off
+    for the duration of the call (it is a class-level flag).
+    """
+    ctx = getattr(compose, "pure_inference_mode", None)
+    if callable(ctx):
+        with ctx():
+            yield
+        return
+    flag = getattr(compose.Pipeline, "_LEARN_UNSUPERVISED_DURING_PREDICT", None)
+    if flag:
+        compose.Pipeline._LEARN_UNSUPERVISED_DURING_PREDICT = False
+    try:
+        yield
+    finally:
+        if flag:
+            compose.Pipeline._LEARN_UNSUPERVISED_DURING_PREDICT = flag
+
+
+class Assessment(NamedTuple):
+    """A risk with who produced it and why (reasons: (feature, contribution, category))."""
+
+    risk: float
+    scored_by: str  # "model" | "rules"
+    reasons: list[tuple[str, float, str]]
+
+
+class ChurnModel:
+    """One online churn model: score, learn, explain, snapshot, restore."""
+
+    def __init__(self, kind: str = "logreg", *, min_labels: int = 500, seed: int = 42) -> None:
+        self.kind = kind
+        self.seed = seed
+        self.min_labels = min_labels
+        self.pipeline = make_pipeline(kind, seed)
+        self.labels_seen = 0
+        self.positives = 0
+        self.version = 0
+        self.created_at: float | None = None
+
+    # -- the river contract ---------------------------------------------------
+    def score(self, x: Mapping[str, float]) -> float:
+        """P(churn within the horizon | x); never changes the model."""
+        with _pure_inference():
+            proba = self.pipeline.predict_proba_one(dict(x))
+        p = float(proba.get(True, 0.0)) if proba else 0.0
+        return 0.0 if p != p else min(1.0, max(0.0, p))
+
+    def learn(self, x: Mapping[str, float], y: bool) -> None:
+        self.pipeline.learn_one(dict(x), bool(y))
+        self.labels_seen += 1
+        self.positives += 1 if y else 0
+
+    @property
+    def ready(self) -> bool:
+        """Enough labels of both classes to be trusted over the rules."""
+        neg = self.labels_seen - self.positives
+        return self.labels_seen >= self.min_labels and self.positives > 0 and neg > 0
+
+    # -- explanations -------------------------------------------------------------
+    def contributions(self, x: Mapping[str, float]) -> list[tuple[str, float]]:
+        """Per-feature push on the risk, largest first.
+
+        Logistic regression: weight x scaled value, in log-odds (exact: they
+        sum, with the intercept, to the logit of `score`). Forest: the drop in
+        score when the feature is set to its neutral value (a perturbation
+        estimate; one extra prediction per feature, fine at alert rates).
+        """
+        x = dict(x)
+        if self.kind == "logreg":
+            scaler, lr = self.pipeline.steps.values()
+            with _pure_inference():
+                z = scaler.transform_one(x)
+            w = lr.weights
+            out = [(k, float(w.get(k, 0.0)) * float(v)) for k, v in z.items()]
+        else:
+            base = self.score(x)
+            out = []
+            for k in x:
+                neutral = NEUTRAL.get(k)
+                if neutral is None or x[k] == neutral:
+                    out.append((k, 0.0))
+                    continue
+                out.append((k, base - self.score({**x, k: neutral})))
+        out.sort(key=lambda kv: -kv[1])
+        return out
+
+    def assess(self, x: Mapping[str, float]) -> Assessment:
+        """The risk an alert should use: the model once `ready`, else the rules."""
+        if self.ready:
+            reasons = [(k, c, REASON_CATEGORY.get(k, "account")) for k, c in self.contributions(x) if c > 0]
+            return Assessment(self.score(x), "model", reasons)
+        risk, factors = health_risk(x)
+        return Assessment(risk, "rules", factors)
+
+    # -- persistence --------------------------------------------------------------
+    def snapshot(self, created_at: float | None = None) -> bytes:
+        """The pipeline and its metadata as bytes (pickle; trusted storage only)."""
+        meta = {
+            "format": SNAPSHOT_FORMAT,
+            "kind": self.kind,
+            "seed": self.seed,
+            "min_labels": self.min_labels,
+            "version": self.version,
+            "labels_seen": self.labels_seen,
+            "positives": self.positives,
+            "created_at": time.time() if created_at is None else created_at,
+        }
+        return pickle.dumps({"meta": meta, "pipeline": self.pipeline}, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def publish(self, created_at: float | None = None) -> bytes:
+        """A new model version for scorers: bump `version`, return its snapshot."""
+        self.version += 1
+        blob = self.snapshot(created_at)
+        self.created_at = pickle.loads(blob)["meta"]["created_at"]
+        return blob
+
+    @classmethod
+    def restore(cls, blob: bytes) -> "ChurnModel":
+        d = pickle.loads(blob)
+        meta = d["meta"]
+        if meta.get("format") != SNAPSHOT_FORMAT:
+            raise ValueError(f"unknown model snapshot format {meta.get('format')!r}")
+        m = cls(meta["kind"], min_labels=meta["min_labels"], seed=meta["seed"])
+        m.pipeline = d["pipeline"]
+        m.version = meta["version"]
+        m.labels_seen = meta["labels_seen"]
+        m.positives = meta["positives"]
+        m.created_at = meta["created_at"]
+        return m
+
+
+# ---------------------------------------------------------------------------
+# Quality
+# ---------------------------------------------------------------------------
+
+
+def _stretch(p: float) -> float:
+    """Monotone map of [0, 1] onto itself that spreads small probabilities.
+
+    river's ROCAUC discretises scores on evenly spaced thresholds in [0, 1];
+    churn probabilities mostly sit below 0.1, where even 100 thresholds give
+    a handful of points. AUC depends on ranks only, so scoring it on
+    sigmoid(logit(p) / 4) loses nothing and keeps the approximation close.
+    """
+    p = min(1.0 - 1e-9, max(1e-9, p))
+    return 1.0 / (1.0 + math.exp(-math.log(p / (1.0 - p)) / 4.0))
+
+
+@dataclass
+class _Bin:
+    n: int = 0
+    sum_p: float = 0.0
+    pos: int = 0
+
+
+class Quality:
+    """Live model quality from (label, score-at-snapshot-time) pairs.
+
+    - ROC AUC: cumulative (river ROCAUC on stretched scores, see `_stretch`)
+      and rolling over `window` labels (river RollingROCAUC, exact in window);
+    - log loss: cumulative and rolling (river LogLoss, utils.Rolling);
+    - Brier score (mean squared error of the probability), cumulative;
+    - calibration: `bins` equal-width bins of the score, each with count,
+      mean predicted and observed churn rate;
+    - top-decile lift over the last `lift_window` labels: churn rate among the
+      top 10 % of scores / overall churn rate (fight-churn);
+    - drift: ADWIN on the absolute error |y - p|; `drift` is True after the
+      update that detected a change, `drift_events` counts them.
+
+    Labels arrive in bursts (a churn labels up to H snapshots at once, the
+    daily expiry thousands of negatives), so ADWIN sees a less stationary
+    error stream than a shuffled one would give; read a single drift event
+    with that in mind, a run of them as a real change.
+
+    >>> q = Quality(window=100)
+    >>> for i in range(200): q.update(i % 10 == 0, 0.9 if i % 10 == 0 else 0.05)
+    >>> r = q.report(); r["labels"], r["roc_auc_rolling"], round(r["top_decile_lift"], 1)
+    (200, 1.0, 10.0)
+    """
+
+    def __init__(self, window: int = 5000, bins: int = 10, lift_window: int = 20000,
+                 n_thresholds: int = 100, adwin_delta: float = 0.002) -> None:
+        self.window = window
+        self.auc = metrics.ROCAUC(n_thresholds=n_thresholds)
+        self.auc_rolling = metrics.RollingROCAUC(window_size=window)
+        self.logloss = metrics.LogLoss()
+        self.logloss_rolling = utils.Rolling(metrics.LogLoss, window_size=window)
+        self.brier_sum = 0.0
+        self.labels = 0
+        self.positives = 0
+        self.bins = [_Bin() for _ in range(bins)]
+        self.recent: deque[tuple[float, bool]] = deque(maxlen=lift_window)
+        self.adwin = drift.ADWIN(delta=adwin_delta)
+        self.drift = False
+        self.drift_events = 0
+
+    def update(self, y: bool, p: float) -> None:
+        y = bool(y)
+        p = min(1.0, max(0.0, float(p)))
+        self.labels += 1
+        self.positives += y
+        self.auc.update(y, _stretch(p))
+        self.auc_rolling.update(y, p)
+        proba = {True: p, False: 1.0 - p}
+        self.logloss.update(y, proba)
+        self.logloss_rolling.update(y, proba)
+        self.brier_sum += (p - y) ** 2
+        b = self.bins[min(len(self.bins) - 1, int(p * len(self.bins)))]
+        b.n += 1
+        b.sum_p += p
+        b.pos += y
+        self.recent.append((p, y))
+        self.adwin.update(abs(y - p))
+        self.drift = bool(self.adwin.drift_detected)
+        self.drift_events += self.drift
+
+    @property
+    def brier(self) -> float:
+        return self.brier_sum / self.labels if self.labels else 0.0
+
+    def top_decile_lift(self) -> float:
+        """Churn rate of the top 10 % of recent scores / recent churn rate (0 if undefined)."""
+        n = len(self.recent)
+        pos = sum(y for _, y in self.recent)
+        if n < 10 or pos == 0:
+            return 0.0
+        k = max(1, n // 10)
+        top = sorted(self.recent, key=lambda py: -py[0])[:k]
+        return (sum(y for _, y in top) / k) / (pos / n)
+
+    def calibration(self) -> list[dict[str, float]]:
+        k = len(self.bins)
+        return [
+            {
+                "lo": i / k,
+                "hi": (i + 1) / k,
+                "count": b.n,
+                "mean_predicted": b.sum_p / b.n if b.n else 0.0,
+                "observed_rate": b.pos / b.n if b.n else 0.0,
+            }
+            for i, b in enumerate(self.bins)
+        ]
+
+    def report(self) -> dict[str, Any]:
+        """All figures as a plain dict (for /metrics gauges and the bench)."""
+        return {
+            "labels": self.labels,
+            "positives": self.positives,
+            "roc_auc": float(self.auc.get()),
+            "roc_auc_rolling": float(self.auc_rolling.get()),
+            "log_loss": float(self.logloss.get()),
+            "log_loss_rolling": float(self.logloss_rolling.get()),
+            "brier": self.brier,
+            "top_decile_lift": self.top_decile_lift(),
+            "calibration": self.calibration(),
+            "drift": self.drift,
+            "drift_events": self.drift_events,
+        }
