@@ -22,7 +22,7 @@ import typer
 
 from .config import Settings
 
-cli = typer.Typer(add_completion=False, no_args_is_help=True, help="Streaming churn monitor: Faust agents over Kafka, live churn/MRR metrics.")
+cli = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Streaming churn monitor: Faust agents over Kafka, live churn/MRR metrics.")
 
 
 class UserError(Exception):
@@ -102,6 +102,7 @@ def run_worker(settings: Settings, loglevel: str = "warn") -> None:
             raise
         if created:
             typer.echo(f"created topics: {', '.join(created)}", err=True)
+        Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
         app = build_app(settings, broker_url)
         register(app, settings)
         _quiet_kafka_logs()
@@ -191,10 +192,10 @@ def replay(
 
 @cli.command()
 def demo(
-    customers: int = typer.Option(1000, "--customers", min=1),
+    customers: int = typer.Option(600, "--customers", min=1, help="simulated population (bounded: the embedded broker keeps every message in memory)"),
     days: int = typer.Option(365, "--days", min=1),
     seed: int = typer.Option(42, "--seed"),
-    rate: float = typer.Option(1500.0, "--rate", min=1.0, help="simulated events per wall second"),
+    rate: float = typer.Option(2000.0, "--rate", min=1.0, help="simulated events per wall second (~1 event-time day per second)"),
     web_port: int = typer.Option(6066, "--web-port"),
     seconds: float = typer.Option(0.0, "--seconds", min=0.0, help="stop after this long (0 = until Ctrl-C)"),
     plain: bool = typer.Option(False, "--plain", help="print figures line by line instead of a live screen"),
@@ -220,6 +221,8 @@ def demo(
         )
         typer.echo(f"demo: broker {b.url}, metrics http://127.0.0.1:{web_port}/metrics (Ctrl-C stops everything)", err=True)
         run_view(f"http://127.0.0.1:{web_port}/metrics", seconds=seconds, plain=plain, alive=lambda: children[0].poll() is None)
+        if children[0].poll() is not None:
+            raise UserError(f"the worker exited with status {children[0].returncode} (its output is above)")
     except KeyboardInterrupt:
         pass
     finally:
@@ -237,19 +240,21 @@ def demo(
 
 
 def main() -> None:
+    import typer.main
+
     try:
-        cli(standalone_mode=False)
+        # the plain click command: typer's own wrapper prints a traceback box
+        typer.main.get_command(cli).main(prog_name="churnmon", standalone_mode=False)
     except UserError as exc:
         typer.echo(f"churnmon: error: {exc}", err=True)
         raise SystemExit(2)
     except KeyboardInterrupt:
         raise SystemExit(130)
-    except Exception as exc:  # click usage errors come here with standalone_mode=False
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+    except Exception as exc:
+        # usage errors (typer ships its own copy of click, so match the interface)
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
             typer.echo(f"churnmon: error: {exc.format_message()}", err=True)
-            raise SystemExit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
+            raise SystemExit(exc.exit_code or 2)
+        if type(exc).__name__ == "Abort":
             raise SystemExit(130)
         raise

@@ -53,7 +53,7 @@ def _fmt(x: float | None, kind: str = "n") -> str:
         return "–"
     if kind == "%":
         return f"{100 * x:.2f} %"
-    if kind == "$":
+    if kind in ("$", "i"):
         return f"{x:,.0f}"
     return f"{x:,.0f}" if abs(x) >= 100 else f"{x:,.2f}"
 
@@ -71,14 +71,14 @@ def render_rows(values: dict[Series, float], other: dict[str, float]) -> list[tu
         ("MRR", _fmt(f30["mrr"], "$")),
         ("ARPA", _fmt(f30["arpa"])),
         ("customer churn rate 30d / 90d", f"{_fmt(f30['customer_churn_rate'], '%')} / {_fmt(f90['customer_churn_rate'], '%')}"),
-        ("customers lost 30d (of start)", f"{_fmt(f30['customers_lost'])} of {_fmt(f30['customers_start'])}"),
+        ("customers lost 30d (of start)", f"{_fmt(f30['customers_lost'], 'i')} of {_fmt(f30['customers_start'], 'i')}"),
         ("MRR lost 30d", f"{_fmt(f30['mrr_lost'], '$')} ({_fmt(f30['mrr_churn_rate'], '%')})"),
         ("gross / net MRR churn 30d", f"{_fmt(f30['gross_mrr_churn'], '%')} / {_fmt(f30['net_mrr_churn'], '%')}"),
         ("annualised churn", _fmt(f30["annualised_churn"], "%")),
         ("quick ratio 30d / NRR 30d", f"{_fmt(f30['quick_ratio'])} / {_fmt(f30['net_revenue_retention'], '%')}"),
         ("stickiness (DAU/MAU)", _fmt(f30["stickiness"], "%")),
-        ("forgettable zone", _fmt(f30["forgettable"])),
-        ("cancelled, not yet churned", _fmt(values.get(("pending_cancel",), 0.0))),
+        ("forgettable zone", _fmt(f30["forgettable"], "i")),
+        ("cancelled, not yet churned", _fmt(values.get(("pending_cancel",), 0.0), "i")),
     ]
 
 

@@ -1,0 +1,60 @@
+"""Bad input to any command: one line naming the problem, exit status 2, no traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stream_app.broker import free_port
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def churnmon(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "stream_app", *args], capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+    )
+
+
+@pytest.mark.parametrize(
+    "args, env, says",
+    [
+        (["replay", "/nonexistent.jsonl", "--broker", "kafka://127.0.0.1:1"], {}, "no such file"),
+        (["simulate", "--start", "yesterday", "--out", "/tmp/x.jsonl"], {}, "--start 'yesterday' is not an RFC 3339"),
+        (["simulate", "--customers", "0"], {}, "--customers"),
+        (["worker", "--broker", "localhost:9092"], {}, "broker must look like kafka://host:port"),
+        (["worker"], {"CHURNMON_PARTITIONS": "many"}, "CHURNMON_PARTITIONS='many' is not a valid int"),
+        (["simulate"], {"CHURNMON_BROKER": ""}, "simulate needs --broker"),
+        (["frobnicate"], {}, "No such command"),
+    ],
+)
+def test_bad_input_gets_one_line_and_status_2(args, env, says):
+    done = churnmon(*args, env=env)
+    assert done.returncode == 2, done
+    assert "Traceback" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and says in lines[0], done.stderr
+
+
+def test_worker_says_when_the_broker_is_unreachable():
+    done = churnmon("worker", "--broker", f"kafka://127.0.0.1:{free_port()}")
+    assert done.returncode == 2 and "cannot reach the broker" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_replay_dead_letters_invalid_lines_or_stops_in_strict_mode(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"event_id": "1", "customer_id": "c", "type": "session", "ts": "2025-01-01T00:00:00Z"}\nnot json\n')
+    done = churnmon("replay", str(bad), "--broker", "kafka://127.0.0.1:1", "--strict")
+    assert done.returncode == 2 and f"{bad}:2: not_json" in done.stderr
+
+
+def test_simulate_writes_events_and_truth(tmp_path):
+    out, truth = tmp_path / "e.jsonl", tmp_path / "t.jsonl"
+    done = churnmon("simulate", "--customers", "20", "--days", "30", "--out", str(out), "--truth", str(truth))
+    assert done.returncode == 0, done.stderr
+    assert out.stat().st_size > 0 and truth.read_text().count("\n") >= 20
