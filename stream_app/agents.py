@@ -66,9 +66,10 @@ class Pipeline:
         self.last_tick: dict[int, float] = {}
         self.processed: dict[tuple[str, int], int] = {}  # (topic, partition) -> last offset processed
         n = settings.partitions
-        # Faust derives a changelog's serializers from key_type/value_type and
-        # falls back to JSON, ignoring the table's schema: a restarted worker
-        # would recover plain dicts. So the changelog topic is declared here.
+        # Faust derives a table's serializers from key_type/value_type and falls
+        # back to JSON, ignoring its schema; it writes the changelog with the
+        # table's serializers and recovers with the changelog topic's. Both are
+        # set here, or a restarted worker recovers '"cus_1"' keys and dict values.
         changelog = app.topic(
             topics.changelog_topic(settings, topics.CUSTOMERS_TABLE),
             key_serializer="utf8", value_serializer="customer_state",
@@ -78,9 +79,12 @@ class Pipeline:
             topics.CUSTOMERS_TABLE, partitions=n, changelog_topic=changelog,
             schema=faust.Schema(key_serializer="utf8", value_serializer="customer_state"),
         )
-        self.source = app.topic(*topics.INPUT_TOPICS, topics.CLOCK, key_serializer="raw", value_serializer="raw", partitions=n)
+        self.customers.key_serializer = "utf8"
+        self.customers.value_serializer = "customer_state"
+        self.clock_name = topics.clock_topic(settings)
+        self.source = app.topic(*topics.INPUT_TOPICS, self.clock_name, key_serializer="raw", value_serializer="raw", partitions=n)
         self.dlq = app.topic(topics.DLQ, key_serializer="raw", value_serializer="raw", partitions=n)
-        self.clock_topic = app.topic(topics.CLOCK, key_serializer="raw", value_serializer="raw", partitions=n)
+        self.clock_topic = app.topic(self.clock_name, key_serializer="raw", value_serializer="raw", partitions=n, internal=True)
         self.metrics.watch_ledgers(self.ledger_values)
 
     # -- the agent -------------------------------------------------------------
@@ -88,7 +92,7 @@ class Pipeline:
         metrics = self.metrics
         async for event in stream.events():
             msg = event.message
-            if msg.topic == topics.CLOCK:
+            if msg.topic == self.clock_name:
                 self.on_tick(msg.partition, event.value)
                 continue
             started = time.perf_counter()
@@ -173,7 +177,7 @@ class Pipeline:
             assignment = self.app.consumer.assignment()
         except Exception:  # consumer not started yet
             return set()
-        inputs = set(topics.INPUT_TOPICS) | {topics.CLOCK}
+        inputs = set(topics.INPUT_TOPICS) | {self.clock_name}
         return {tp.partition for tp in assignment if tp.topic in inputs}
 
     def book(self, partition: int) -> PartitionBook:
@@ -201,6 +205,26 @@ class Pipeline:
         """Ownership changed: drop every book; the next event or tick rebuilds it from the table."""
         self.books.clear()
         self.last_tick.clear()
+        self.processed.clear()
+
+    def describe(self) -> dict:
+        """Per owned partition: its clock, which inputs are idle, what was processed (for /healthz)."""
+        out = {}
+        for p in sorted(self.assigned_partitions()):
+            book = self.books.get(p)
+            out[str(p)] = None if book is None else {
+                "clock": None if book.clock is None else format_ts(book.clock),
+                "idle_inputs": sorted(book.idle),
+                "processed_offsets": {t: self.processed.get((t, p)) for t in topics.INPUT_TOPICS},
+                "highwaters": {t: self._highwater(t, p) for t in topics.INPUT_TOPICS},
+                "due_days": len(book.due),
+            }
+        return out
+
+    def _highwater(self, topic: str, partition: int) -> int | None:
+        from faust.types import TP
+
+        return self.app.consumer.highwater(TP(topic, partition))
 
     def worker_clock(self) -> float | None:
         clocks = [b.clock for b in self.books.values() if b.clock is not None]
@@ -217,18 +241,28 @@ class Pipeline:
 
     # -- the clock timer ---------------------------------------------------------
     async def caught_up(self, topic: str, partition: int) -> bool:
-        """This input topic-partition has been processed up to its high-water mark."""
+        """This input topic-partition has been *processed* up to its high-water mark.
+
+        Not the consumer's fetch position: records prefetched into the buffer
+        are not processed yet, and counting them would let the clock run
+        ahead of state. With nothing processed since assignment, the offset
+        committed before (Faust keeps it; no public accessor) tells whether
+        anything is left to read.
+        """
         from faust.types import TP
 
         consumer = self.app.consumer
         tp = TP(topic, partition)
-        highwater = consumer.highwater(tp)
+        highwater = self._highwater(topic, partition)
         if highwater is None:
             return False
+        if highwater == 0:
+            return True
         done = self.processed.get((topic, partition))
         if done is not None:
             return done + 1 >= highwater
-        return (await consumer.position(tp) or 0) >= highwater
+        committed = getattr(consumer, "_committed_offset", {}).get(tp)
+        return committed is not None and committed >= highwater
 
     async def send_ticks(self) -> None:
         """Move every owned partition to the worker's clock, through Kafka.
@@ -237,7 +271,7 @@ class Pipeline:
         still working through a backlog must keep its own clock, or its
         customers would lapse before their pending events are read (the
         watermark idleness rule of Flink and Kafka Streams).
-        The tick is a message on the partition's own number of `churn.clock`,
+        The tick is a message on the partition's own number of `<app_id>-clock`,
         so the sweep it triggers runs inside the stream, in order with that
         partition's events, and its table writes go to the right changelog
         partition. A missing book is rebuilt the same way after a rebalance.
@@ -303,7 +337,7 @@ def register(app: faust.App, settings: Settings, metrics: Metrics | None = None)
 
     @app.page("/healthz")
     async def health(web, request):
-        return web.json({"ok": True, "partitions": sorted(pipeline.assigned_partitions())})
+        return web.json({"ok": True, "partitions": pipeline.describe()})
 
     pipeline.agent = process
     return pipeline

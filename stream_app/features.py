@@ -47,7 +47,9 @@ PLAN_TIERS: dict[str, float] = {
 BILLING_CYCLE_DAYS = 30.0  # Settings.billing_cycle_days default
 RECENT_DAYS = 30.0  # "recent" downgrade / price increase
 MAX_DAYS = 365.0  # day counts are capped so one dormant account cannot dominate the scaler
-PRIOR_GAP_DAYS = 30.0  # inter-purchase gap assumed before a second purchase shows the real one
+PRIOR_GAP_DAYS = 30.0
+INACTIVITY_DAYS = 90.0  # Settings.inactivity_days default
+HORIZON_DAYS = 30.0  # labels.DEFAULT_HORIZON_DAYS: "about to lapse" means within it  # inter-purchase gap assumed before a second purchase shows the real one
 
 # MBG/NBD priors (population-level, not fitted; see `p_alive`).
 PA_R, PA_ALPHA, PA_A, PA_B = 1.0, 20.0, 1.0, 9.0
@@ -63,15 +65,20 @@ NEUTRAL: dict[str, float] = {
     "contractual": 0.0,
     # activity
     "days_since_last_activity": 0.0,
+    "inactive_log_days": 0.0,
+    "no_activity_7d": 0.0,
     "usage_7d": 0.0,
     "usage_30d": 0.0,
     "usage_trend": 1.0,
     "usage_trend_90d": 1.0,
+    "usage_trend_log": 0.0,
+    "usage_trend_90d_log": 0.0,
     "active_days_30d": 0.0,
     "stickiness": 0.0,
     "feature_breadth": 0.0,
     "sessions_first_14d": 0.0,
     "onboarding_rate": 0.0,
+    "onboarding_incomplete": 0.0,
     # support
     "open_tickets": 0.0,
     "tickets_30d": 0.0,
@@ -88,6 +95,7 @@ NEUTRAL: dict[str, float] = {
     "recent_downgrade": 0.0,
     "price_increase_recent": 0.0,
     "days_since_price_change": MAX_DAYS,
+    "price_change_90d": 0.0,
     # contract
     "days_to_renewal": BILLING_CYCLE_DAYS / 2,
     "renewal_within_7d": 0.0,
@@ -99,6 +107,7 @@ NEUTRAL: dict[str, float] = {
     "mean_gap_days": PRIOR_GAP_DAYS,
     "recency_gap_ratio": 0.0,
     "p_alive": 1.0,
+    "lapse_within_30d": 0.0,
 }
 
 FEATURES: tuple[str, ...] = tuple(NEUTRAL)
@@ -182,12 +191,19 @@ def _window_sum(buckets: dict[int, int], today: int, days: int) -> int:
     return sum(v for d, v in buckets.items() if lo <= d <= today)
 
 
-def features(state: CustomerState, now: float) -> dict[str, float]:
+def features(state: CustomerState, now: float, *, inactivity_days: float = INACTIVITY_DAYS) -> dict[str, float]:
     """The fixed feature dict of one customer at event time `now`.
 
     Pure and total: every key of `FEATURES`, always a float, never NaN, for any
     state (even a customer the monitor has never seen an event for), so the
     same function serves the daily snapshot, the alert scoring and the replay.
+
+    Some signals appear twice, raw and reshaped (log of a ratio, a threshold
+    flag): a linear model can only add, and "no activity for a week" or "usage
+    halved" are thresholds and ratios, not sums. `inactivity_days` is the
+    monitor's inactivity-churn rule (Settings.inactivity_days): a purchase-only
+    customer that close to it is about to be counted lost, and saying so is a
+    feature, not a leak, because the rule is known in advance.
 
     >>> from stream_app.state import CustomerState
     >>> f = features(CustomerState("nobody"), 0.0)
@@ -214,27 +230,41 @@ def features(state: CustomerState, now: float) -> dict[str, float]:
 
     # -- activity ------------------------------------------------------------
     last = state.last_activity_t
-    f["days_since_last_activity"] = _days(now, last if last is not None else start)
-    usage = state.usage
-    u7 = _window_sum(usage, today, 7)
-    u30 = _window_sum(usage, today, 30)
-    u90 = _window_sum(usage, today, 90)
+    inactive = _days(now, last if last is not None else start)
+    f["days_since_last_activity"] = inactive
+    f["inactive_log_days"] = math.log1p(inactive)
+    u7 = u30 = u90 = active = 0
+    for d, v in state.usage.items():  # one pass: this runs for every customer every day
+        age = today - d
+        if 0 <= age < 90:
+            u90 += v
+            if age < 30:
+                u30 += v
+                active += 1
+                if age < 7:
+                    u7 += v
     f["usage_7d"] = float(u7)
     f["usage_30d"] = float(u30)
+    f["no_activity_7d"] = 1.0 if u7 == 0 else 0.0
     w7, w30, w90 = min(7.0, observed), min(30.0, observed), min(90.0, observed)
     # Smoothed rate ratios: +0.1 a day keeps a quiet customer's ratio near 1
     # instead of jumping between 0 and infinity on single sessions.
-    f["usage_trend"] = min(4.0, (u7 / w7 + 0.1) / (u30 / w30 + 0.1))
+    trend = min(4.0, (u7 / w7 + 0.1) / (u30 / w30 + 0.1))
+    f["usage_trend"] = trend
+    f["usage_trend_log"] = math.log(trend)
     if observed > 37.0:
         # last 30 days vs the days before them: the slow decay of a fading account
-        f["usage_trend_90d"] = min(4.0, (u30 / 30.0 + 0.1) / ((u90 - u30) / (w90 - 30.0) + 0.1))
-    lo = today - 29
-    active = sum(1 for d in usage if lo <= d <= today)
+        trend90 = min(4.0, (u30 / 30.0 + 0.1) / ((u90 - u30) / (w90 - 30.0) + 0.1))
+        f["usage_trend_90d"] = trend90
+        f["usage_trend_90d_log"] = math.log(trend90)
     f["active_days_30d"] = float(active)
     f["stickiness"] = active / w30  # DAU/MAU of one account (NetHunt)
     f["feature_breadth"] = float(len(state.features))
     f["sessions_first_14d"] = float(state.sessions_first_14d)
-    f["onboarding_rate"] = state.sessions_first_14d / max(1.0, min(14.0, tenure + 1.0))
+    onboarding = state.sessions_first_14d / max(1.0, min(14.0, tenure + 1.0))
+    f["onboarding_rate"] = onboarding
+    if state.contractual and 3.0 <= tenure <= 100.0 and onboarding < 0.3:
+        f["onboarding_incomplete"] = 1.0  # early-life churn: never got going
 
     # -- support -------------------------------------------------------------
     f["open_tickets"] = float(len(state.open_tickets))
@@ -254,20 +284,27 @@ def features(state: CustomerState, now: float) -> dict[str, float]:
         f["dunning_days"] = _days(now, state.first_failed_t)
 
     # -- price / plan ------------------------------------------------------------
+    # A price shock's churn comes weeks to months later (DOMAIN: price is the
+    # first stated reason), so besides the 30-day flags a 90-day one.
     recent = now - RECENT_DAYS * DAY
+    quarter = now - 90.0 * DAY
     last_change = None
-    for t, _plan, delta in state.plan_changes:
-        if t > now:
+    lp = state.last_price_increase_t
+    for t, plan, delta in state.plan_changes:
+        if t > now or not delta:
             continue
-        if delta:
+        # price changes only: a downgrade, or the same plan costing more
+        if delta < 0 or (lp is not None and t == lp):
             last_change = t if last_change is None else max(last_change, t)
         if delta < 0 and t >= recent:
             f["recent_downgrade"] = 1.0
-    lp = state.last_price_increase_t
-    if lp is not None and recent <= lp <= now:
-        f["price_increase_recent"] = 1.0
+    if lp is not None and lp <= now:
+        last_change = lp if last_change is None else max(last_change, lp)
+        if lp >= recent:
+            f["price_increase_recent"] = 1.0
     if last_change is not None:
         f["days_since_price_change"] = _days(now, last_change)
+        f["price_change_90d"] = 1.0 if last_change >= quarter else 0.0
 
     # -- contract ----------------------------------------------------------------
     if state.contractual and state.status == ACTIVE:
@@ -294,4 +331,6 @@ def features(state: CustomerState, now: float) -> dict[str, float]:
         f["mean_gap_days"] = gap
         f["recency_gap_ratio"] = min(20.0, recency / gap)
         f["p_alive"] = p_alive(n - 1, _days(lastp, first), _days(now, first))
+        if state.status == ACTIVE and inactive >= inactivity_days - HORIZON_DAYS:
+            f["lapse_within_30d"] = 1.0
     return f

@@ -47,95 +47,91 @@ def _clamp(v: float) -> float:
     return 0.0 if v < 0.0 else (1.0 if v > 1.0 else v)
 
 
-def _get(f: Mapping[str, float], k: str) -> float:
-    return float(f.get(k, NEUTRAL[k]))
-
-
 def _cancel(f):
-    return 0.9 * _get(f, "cancel_pending")
+    return 0.9 * f["cancel_pending"]
 
 
 def _payment(f):
-    if _get(f, "failed_payments") <= 0:
+    if f["failed_payments"] <= 0:
         return 0.0
-    return 0.35 + 0.25 * _clamp(_get(f, "dunning_days") / 14.0)
+    return 0.35 + 0.25 * _clamp(f["dunning_days"] / 14.0)
 
 
 def _inactive(f):
-    if not _get(f, "contractual"):
+    if not f["contractual"]:
         return 0.0
-    return 0.35 * _clamp((_get(f, "days_since_last_activity") - 5.0) / 25.0)
+    return 0.35 * _clamp((f["days_since_last_activity"] - 5.0) / 25.0)
 
 
 def _overdue(f):
-    if _get(f, "contractual") or not _get(f, "frequency"):
+    if f["contractual"] or not f["frequency"]:
         return 0.0
-    return 0.5 * _clamp((_get(f, "recency_gap_ratio") - 1.5) / 2.5)
+    return 0.5 * _clamp((f["recency_gap_ratio"] - 1.5) / 2.5)
 
 
 def _dead(f):
-    if _get(f, "contractual") or not _get(f, "frequency"):
+    if f["contractual"] or not f["frequency"]:
         return 0.0
-    return 0.3 * (1.0 - _clamp(_get(f, "p_alive")))
+    return 0.3 * (1.0 - _clamp(f["p_alive"]))
 
 
 def _falling(f):
-    if not _get(f, "contractual"):
+    if not f["contractual"]:
         return 0.0
-    return 0.25 * _clamp((0.8 - _get(f, "usage_trend")) / 0.6)
+    return 0.25 * _clamp((0.8 - f["usage_trend"]) / 0.6)
 
 
 def _fading(f):
-    if not _get(f, "contractual"):
+    if not f["contractual"]:
         return 0.0
-    return 0.15 * _clamp((0.8 - _get(f, "usage_trend_90d")) / 0.6)
+    return 0.15 * _clamp((0.8 - f["usage_trend_90d"]) / 0.6)
 
 
 def _unsticky(f):
-    if not _get(f, "contractual") or _get(f, "tenure_days") < 14.0:
+    if not f["contractual"] or f["tenure_days"] < 14.0:
         return 0.0
-    return 0.15 * _clamp((8.0 - _get(f, "active_days_30d")) / 8.0)
+    return 0.15 * _clamp((8.0 - f["active_days_30d"]) / 8.0)
 
 
 def _onboarding(f):
-    if not _get(f, "contractual") or _get(f, "tenure_days") > 100.0 or _get(f, "tenure_days") < 3.0:
+    if not f["contractual"] or f["tenure_days"] > 100.0 or f["tenure_days"] < 3.0:
         return 0.0
-    return 0.3 * _clamp((0.6 - _get(f, "onboarding_rate")) / 0.6)
+    return 0.3 * _clamp((0.6 - f["onboarding_rate"]) / 0.6)
 
 
 def _open_tickets(f):
-    return min(0.25, 0.08 * max(0.0, _get(f, "open_tickets") - 1.0))
+    return min(0.25, 0.08 * max(0.0, f["open_tickets"] - 1.0))
 
 
 def _tickets(f):
-    return min(0.15, 0.05 * max(0.0, _get(f, "tickets_30d") - 2.0))
+    return min(0.15, 0.05 * max(0.0, f["tickets_30d"] - 2.0))
 
 
 def _csat(f):
-    if not _get(f, "csat_known"):
+    if not f["csat_known"]:
         return 0.0
-    c = _get(f, "csat")
+    c = f["csat"]
     return 0.25 if c <= 2 else (0.1 if c <= 3 else 0.0)
 
 
 def _nps(f):
-    if not _get(f, "nps_detractor"):
+    if not f["nps_detractor"]:
         return 0.0
-    return 0.1 + 0.02 * max(0.0, 6.0 - _get(f, "nps"))
+    return 0.1 + 0.02 * max(0.0, 6.0 - f["nps"])
 
 
 def _downgrade(f):
-    return 0.2 * _get(f, "recent_downgrade")
+    return 0.2 * f["recent_downgrade"]
 
 
 def _price(f):
-    return 0.2 * _get(f, "price_increase_recent")
+    return 0.2 * f["price_increase_recent"]
 
 
 def _renewal(f):
-    if not _get(f, "renewal_within_7d"):
+    if not f["renewal_within_7d"]:
         return 0.0
-    low = _get(f, "usage_trend") < 0.7 or _get(f, "active_days_30d") < 5
+    low = f["usage_trend"] < 0.7 or f["active_days_30d"] < 5
     return 0.15 if low else 0.0
 
 
@@ -160,6 +156,9 @@ FACTORS: tuple[tuple[str, Callable[[Mapping[str, float]], float]], ...] = (
 )
 
 
+_KEYS = frozenset(NEUTRAL)
+
+
 def health_risk(feats: Mapping[str, float]) -> tuple[float, list[Factor]]:
     """Risk 0..1 and the factors behind it, strongest first.
 
@@ -174,6 +173,8 @@ def health_risk(feats: Mapping[str, float]) -> tuple[float, list[Factor]]:
     >>> round(risk, 3), [(name, cat) for name, _, cat in why]
     (0.725, [('failed_payments', 'payment'), ('csat', 'customer_service')])
     """
+    if not _KEYS <= feats.keys():
+        feats = {**NEUTRAL, **feats}
     factors: list[Factor] = []
     total = 0.0
     for name, rule in FACTORS:

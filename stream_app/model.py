@@ -42,7 +42,7 @@ from river import compose, drift, forest, linear_model, metrics, optim, preproce
 
 from .alerts import REASON_CATEGORY
 from .features import NEUTRAL
-from .health import health_risk
+from .health import FACTORS, health_risk
 
 __all__ = ["ChurnModel", "Quality", "Assessment", "MODEL_KINDS", "make_pipeline"]
 
@@ -50,21 +50,64 @@ MODEL_KINDS = ("logreg", "arf")
 SNAPSHOT_FORMAT = 1
 
 
+_KEYS = frozenset(NEUTRAL)
+HF_PREFIX = "hf_"  # model inputs derived from the health-score factors
+CLIP = 5.0  # standard deviations
+
+
+def with_health_factors(x: dict) -> dict:
+    """Add each health-score factor as a model input (``hf_<feature>``).
+
+    The factors are thresholds and ramps written from the domain (no activity
+    for more than 5 days, CSAT of 2 or less, ...); a linear model cannot build
+    those from raw values, but it can weigh them, so the learnt model starts
+    from the rules' knowledge and corrects their weights with labels.
+    """
+    full = x if _KEYS <= x.keys() else {**NEUTRAL, **x}
+    out = dict(x)
+    for name, rule in FACTORS:
+        out[HF_PREFIX + name] = rule(full)
+    return out
+
+
+def clip_scaled(x: dict) -> dict:
+    """Cap standardised inputs at +-5 sd.
+
+    Online scaling sees rare features (a first failed payment, a first price
+    change) with a variance near zero; unclipped, one such value is a z-score
+    in the hundreds and saturates the logistic model for days.
+    """
+    return {k: (CLIP if v > CLIP else (-CLIP if v < -CLIP else v)) for k, v in x.items()}
+
+
+def base_feature(name: str) -> str:
+    """The feature an input is derived from (``hf_csat`` -> ``csat``)."""
+    return name[len(HF_PREFIX):] if name.startswith(HF_PREFIX) else name
+
+
 def make_pipeline(kind: str = "logreg", seed: int = 42):
     """The river pipeline for a model kind.
 
-    `logreg`: StandardScaler | LogisticRegression, cheap, calibrated enough,
-    and its weight x scaled value is an exact per-feature explanation.
+    `logreg`: health factors | StandardScaler | clip | LogisticRegression.
+    Cheap, calibrated enough, and weight x scaled value is an exact
+    per-feature explanation. The small learning rates are deliberate: labels
+    arrive in bursts (thousands of negatives when a day's horizon passes, up
+    to 30 positives at once when a customer churns), and a large step lets
+    each burst drag the model; 0.0002 was the best of 0.005..0.0002 on the
+    simulated year (bench/model_quality.py).
     `arf`: a small adaptive random forest (5 trees, depth <= 12, 20 MB per
     tree) for non-linear effects; bounded because a table-backed worker must
     not grow without limit.
     """
     if kind == "logreg":
-        return preprocessing.StandardScaler() | linear_model.LogisticRegression(
-            optimizer=optim.SGD(0.02), l2=1e-4
+        return (
+            compose.FuncTransformer(with_health_factors)
+            | preprocessing.StandardScaler()
+            | compose.FuncTransformer(clip_scaled)
+            | linear_model.LogisticRegression(optimizer=optim.SGD(0.0002), intercept_lr=0.001)
         )
     if kind == "arf":
-        return forest.ARFClassifier(
+        return compose.FuncTransformer(with_health_factors) | forest.ARFClassifier(
             n_models=5, max_depth=12, max_size=20.0, memory_estimate_period=20_000, seed=seed
         )
     raise ValueError(f"unknown model kind {kind!r}; expected one of {MODEL_KINDS}")
@@ -143,25 +186,31 @@ class ChurnModel:
         sum, with the intercept, to the logit of `score`). Forest: the drop in
         score when the feature is set to its neutral value (a perturbation
         estimate; one extra prediction per feature, fine at alert rates).
+        Inputs derived from a feature (its health factor) are summed into it,
+        so a reason always names a feature of `features.FEATURES`.
         """
         x = dict(x)
+        out: dict[str, float] = {}
         if self.kind == "logreg":
-            scaler, lr = self.pipeline.steps.values()
+            steps = list(self.pipeline.steps.values())
+            lr = steps[-1]
+            z = x
             with _pure_inference():
-                z = scaler.transform_one(x)
+                for step in steps[:-1]:
+                    z = step.transform_one(z)
             w = lr.weights
-            out = [(k, float(w.get(k, 0.0)) * float(v)) for k, v in z.items()]
+            for k, v in z.items():
+                b = base_feature(k)
+                out[b] = out.get(b, 0.0) + float(w.get(k, 0.0)) * float(v)
         else:
             base = self.score(x)
-            out = []
             for k in x:
                 neutral = NEUTRAL.get(k)
                 if neutral is None or x[k] == neutral:
-                    out.append((k, 0.0))
+                    out[k] = 0.0
                     continue
-                out.append((k, base - self.score({**x, k: neutral})))
-        out.sort(key=lambda kv: -kv[1])
-        return out
+                out[k] = base - self.score({**x, k: neutral})
+        return sorted(out.items(), key=lambda kv: -kv[1])
 
     def assess(self, x: Mapping[str, float]) -> Assessment:
         """The risk an alert should use: the model once `ready`, else the rules."""
@@ -243,13 +292,15 @@ class Quality:
       mean predicted and observed churn rate;
     - top-decile lift over the last `lift_window` labels: churn rate among the
       top 10 % of scores / overall churn rate (fight-churn);
-    - drift: ADWIN on the absolute error |y - p|; `drift` is True after the
-      update that detected a change, `drift_events` counts them.
+    - drift: ADWIN on the model's absolute error |y - p|, one detector per
+      class; `drift` is True after the update that detected a change,
+      `drift_events` counts them.
 
-    Labels arrive in bursts (a churn labels up to H snapshots at once, the
-    daily expiry thousands of negatives), so ADWIN sees a less stationary
-    error stream than a shuffled one would give; read a single drift event
-    with that in mind, a run of them as a real change.
+    Why one detector per class: labels arrive in bursts by class (a churn
+    labels up to H positives at once, the daily expiry thousands of
+    negatives), so a single error stream changes its mean with every burst
+    and ADWIN fires on the arrival order, not on the model. Within a class
+    the error only moves when the model's fit does.
 
     >>> q = Quality(window=100)
     >>> for i in range(200): q.update(i % 10 == 0, 0.9 if i % 10 == 0 else 0.05)
@@ -258,7 +309,7 @@ class Quality:
     """
 
     def __init__(self, window: int = 5000, bins: int = 10, lift_window: int = 20000,
-                 n_thresholds: int = 100, adwin_delta: float = 0.002) -> None:
+                 n_thresholds: int = 50, adwin_delta: float = 0.002) -> None:
         self.window = window
         self.auc = metrics.ROCAUC(n_thresholds=n_thresholds)
         self.auc_rolling = metrics.RollingROCAUC(window_size=window)
@@ -269,7 +320,7 @@ class Quality:
         self.positives = 0
         self.bins = [_Bin() for _ in range(bins)]
         self.recent: deque[tuple[float, bool]] = deque(maxlen=lift_window)
-        self.adwin = drift.ADWIN(delta=adwin_delta)
+        self.adwin = {True: drift.ADWIN(delta=adwin_delta), False: drift.ADWIN(delta=adwin_delta)}
         self.drift = False
         self.drift_events = 0
 
@@ -289,8 +340,9 @@ class Quality:
         b.sum_p += p
         b.pos += y
         self.recent.append((p, y))
-        self.adwin.update(abs(y - p))
-        self.drift = bool(self.adwin.drift_detected)
+        detector = self.adwin[y]
+        detector.update(abs(y - p))
+        self.drift = bool(detector.drift_detected)
         self.drift_events += self.drift
 
     @property

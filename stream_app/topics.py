@@ -19,7 +19,6 @@ from .config import Settings
 
 SUBSCRIPTION, USAGE, SUPPORT = INPUT_TOPICS
 DLQ = "churn.dlq"  # rejected input: original bytes + why, in headers
-CLOCK = "churn.clock"  # internal: event-time ticks that move idle partitions
 CUSTOMERS_TABLE = "customers"
 
 log = logging.getLogger(__name__)
@@ -29,11 +28,17 @@ def changelog_topic(settings: Settings, table: str) -> str:
     return f"{settings.app_id}-{table}-changelog"
 
 
+def clock_topic(settings: Settings) -> str:
+    """Internal: event-time ticks that move idle partitions. Per app, like a
+    changelog: another consumer group's ticks must never move our clock."""
+    return f"{settings.app_id}-clock"
+
+
 def all_topics(settings: Settings) -> dict[str, dict]:
     """name -> config of every topic a worker needs."""
     compacted = {"cleanup.policy": "compact"}
     topics: dict[str, dict] = {t: {} for t in INPUT_TOPICS}
-    topics[CLOCK] = {"retention.ms": str(3600 * 1000)}
+    topics[clock_topic(settings)] = {"retention.ms": str(3600 * 1000)}
     topics[DLQ] = {}
     topics[changelog_topic(settings, CUSTOMERS_TABLE)] = compacted
     return topics

@@ -1,0 +1,228 @@
+"""Grafana dashboards: generated, valid against Grafana's dashboard model, and
+querying only metrics that exist.
+
+The committed JSON under grafana/dashboards/ must be exactly what
+grafana/build_dashboards.py produces; every query must read a metric the
+worker exports (stream_app.metrics.REFERENCE, with histogram suffixes) or a
+recording rule of prometheus/rules/recording.yml, and must parse as PromQL
+(checked with promtool).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import subprocess
+from itertools import product
+
+import pytest
+import yaml
+
+from .tools import REPO, exported_names, metric_names, recorded_names
+
+DASHBOARD_DIR = REPO / "grafana" / "dashboards"
+PANEL_TYPES = {"row", "stat", "gauge", "timeseries", "bargauge", "barchart", "table", "text", "piechart", "heatmap", "state-timeline"}
+# Unit ids of Grafana's valueFormats (packages/grafana-data/src/valueFormats/categories.ts) used by
+# dashboards like these, plus its custom-unit prefixes.
+GRAFANA_UNITS = {
+    "none", "short", "percent", "percentunit", "locale", "string", "sci",
+    "ns", "µs", "ms", "s", "m", "h", "d", "dtdurationms", "dtdurations", "dthms", "dtdhms", "clockms", "clocks",
+    "dateTimeAsIso", "dateTimeAsUS", "dateTimeFromNow",
+    "cps", "ops", "reqps", "rps", "wps", "iops", "cpm", "opm", "rpm", "wpm",
+    "bytes", "decbytes", "bps", "Bps",
+    "currencyUSD", "currencyGBP", "currencyEUR", "currencyJPY", "currencyRUB", "currencyUAH", "currencyBRL",
+    "currencyDKK", "currencyISK", "currencyNOK", "currencySEK", "currencyCZK", "currencyCHF", "currencyPLN",
+    "currencyZAR", "currencyINR", "currencyKRW",
+}
+CUSTOM_UNIT_PREFIXES = ("prefix:", "suffix:", "si:", "count:", "currency:", "time:", "bool")
+GRAFANA_BUILTIN_VARS = {"__range", "__range_s", "__range_ms", "__interval", "__interval_ms", "__rate_interval", "__from", "__to"}
+REQUIRED_KEYS = {"uid", "title", "panels", "schemaVersion", "templating", "time", "tags", "annotations", "editable", "version", "refresh", "timezone"}
+
+
+def _generator():
+    spec = importlib.util.spec_from_file_location("build_dashboards", REPO / "grafana" / "build_dashboards.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+GEN = _generator()
+FILES = sorted(DASHBOARD_DIR.glob("*.json"))
+
+
+def _load(path):
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _panels(d: dict) -> list[dict]:
+    out = []
+    for p in d["panels"]:
+        out.append(p)
+        out.extend(p.get("panels", []))  # collapsed rows keep their panels inside
+    return out
+
+
+def _queries(d: dict) -> list[tuple[str, str]]:
+    """(where, expr) of every panel target and query variable."""
+    out = [(f"panel {p['title']!r}", t["expr"]) for p in _panels(d) if p["type"] != "row" for t in p["targets"]]
+    for v in d["templating"]["list"]:
+        if v["type"] == "query":
+            q = v["query"]["query"] if isinstance(v["query"], dict) else v["query"]
+            m = re.fullmatch(r"\s*label_values\((.+),\s*(\w+)\)\s*", q)
+            out.append((f"variable {v['name']}", m.group(1) if m else q))
+    return out
+
+
+def _expansions(d: dict, expr: str) -> list[str]:
+    """The expression with every template variable replaced, once per value of each."""
+    values: dict[str, list[str]] = {name: ["5m"] for name in GRAFANA_BUILTIN_VARS}
+    for v in d["templating"]["list"]:
+        if v["type"] == "custom":
+            values[v["name"]] = [o["value"] for o in v["options"]]
+        elif v["type"] == "query":
+            values[v["name"]] = [v.get("allValue") or ".*"]
+        else:
+            values[v["name"]] = ["x"]
+    used = sorted(set(re.findall(r"\$\{?(\w+)\}?", expr)))
+    unknown = [u for u in used if u not in values]
+    assert not unknown, f"{expr!r} uses undefined template variables {unknown}"
+    out = []
+    for combo in product(*(values[u] for u in used)):
+        e = expr
+        for name, value in zip(used, combo):
+            e = re.sub(r"\$\{" + name + r"\}|\$" + name + r"\b", value, e)
+        out.append(e)
+    return out
+
+
+# -- generated, committed, in sync ------------------------------------------------------
+
+
+def test_committed_json_is_what_the_generator_writes():
+    built = GEN.build()
+    assert sorted(built) == [p.name for p in FILES], "grafana/dashboards/ and DASHBOARDS list different files"
+    for path in FILES:
+        assert path.read_text(encoding="utf-8") == built[path.name], (
+            f"{path.name} is stale: run python grafana/build_dashboards.py"
+        )
+
+
+def test_json_has_sorted_keys():
+    for path in FILES:
+        text = path.read_text(encoding="utf-8")
+        assert text == json.dumps(json.loads(text), indent=2, sort_keys=True, ensure_ascii=False) + "\n", path.name
+
+
+def test_one_function_per_dashboard():
+    """The hook for the at-risk and model quality dashboards: one builder each in DASHBOARDS."""
+    assert GEN.DASHBOARDS["churn-overview.json"] is GEN.churn_overview
+    assert GEN.DASHBOARDS["pipeline-health.json"] is GEN.pipeline_health
+    assert len(set(GEN.DASHBOARDS.values())) == len(GEN.DASHBOARDS)
+
+
+# -- Grafana's dashboard model ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_dashboard_model(path):
+    d = _load(path)
+    assert REQUIRED_KEYS <= set(d), f"missing {REQUIRED_KEYS - set(d)}"
+    assert isinstance(d["schemaVersion"], int) and d["schemaVersion"] >= 36
+    assert re.fullmatch(r"[A-Za-z0-9_-]{1,40}", d["uid"])
+    assert d["title"].strip()
+    assert "churnmon" in d["tags"]
+    assert d["editable"] is False, "provisioned dashboards are generated: not editable in the UI"
+    assert {"from", "to"} <= set(d["time"])
+    assert d.get("id") is None, "provisioned dashboards must not carry a database id"
+    names = [v["name"] for v in d["templating"]["list"]]
+    assert "datasource" in names and len(names) == len(set(names))
+
+
+def test_uids_and_titles_unique():
+    dashboards = [_load(p) for p in FILES]
+    uids = [d["uid"] for d in dashboards]
+    titles = [d["title"] for d in dashboards]
+    assert len(uids) == len(set(uids)) and len(titles) == len(set(titles))
+
+
+def test_overview_variables():
+    d = _load(DASHBOARD_DIR / "churn-overview.json")
+    variables = {v["name"]: v for v in d["templating"]["list"]}
+    assert {"datasource", "plan", "window"} <= set(variables)
+    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    assert [o["value"] for o in variables["window"]["options"]] == ["30d", "90d"]
+    assert variables["plan"]["includeAll"] and variables["plan"]["multi"]
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_panels(path):
+    d = _load(path)
+    panels = _panels(d)
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    cells: set[tuple[int, int]] = set()
+    for p in panels:
+        where = f"{path.name}: panel {p.get('title')!r}"
+        assert p["type"] in PANEL_TYPES, f"{where}: unknown type {p['type']}"
+        assert p["title"].strip(), where
+        g = p["gridPos"]
+        assert set(g) == {"h", "w", "x", "y"} and all(isinstance(v, int) for v in g.values()), where
+        assert g["w"] > 0 and g["h"] > 0 and g["x"] >= 0 and g["y"] >= 0 and g["x"] + g["w"] <= 24, where
+        mine = {(x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])}
+        assert not (mine & cells), f"{where}: overlaps another panel"
+        cells |= mine
+        if p["type"] == "row":
+            continue
+        assert p["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, where
+        assert p["targets"], f"{where}: no query"
+        refs = [t["refId"] for t in p["targets"]]
+        assert len(refs) == len(set(refs)), f"{where}: duplicate refId"
+        for t in p["targets"]:
+            assert isinstance(t.get("expr"), str) and t["expr"].strip(), f"{where}: target without expr"
+            assert t["datasource"] == p["datasource"], where
+        unit = p["fieldConfig"]["defaults"].get("unit")
+        assert unit, f"{where}: no unit"
+        assert unit in GRAFANA_UNITS or unit.startswith(CUSTOM_UNIT_PREFIXES), f"{where}: unknown unit {unit!r}"
+
+
+# -- the queries ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_queries_read_only_exported_or_recorded_metrics(path):
+    d = _load(path)
+    allowed = exported_names() | recorded_names()
+    for where, expr in _queries(d):
+        for e in _expansions(d, expr):
+            unknown = metric_names(e) - allowed
+            assert not unknown, f"{path.name} {where}: {e!r} reads {sorted(unknown)}, which neither the worker exports nor a recording rule defines"
+
+
+def test_queries_parse_as_promql(tools, tmp_path):
+    """promtool parses every expanded query (as a recording rule expression)."""
+    rules = []
+    for path in FILES:
+        d = _load(path)
+        for _where, expr in _queries(d):
+            rules += [{"record": f"dashboard:check:{len(rules)}", "expr": e} for e in _expansions(d, expr)]
+    f = tmp_path / "dashboard_queries.yml"
+    f.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}), encoding="utf-8")
+    proc = subprocess.run([tools.promtool, "check", "rules", str(f)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# -- provisioning -----------------------------------------------------------------------------
+
+
+def test_provisioning_points_at_the_dashboards():
+    ds = yaml.safe_load((REPO / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text())
+    (source,) = ds["datasources"]
+    assert source["type"] == "prometheus" and source["url"] == "http://prometheus:9090" and source["isDefault"]
+    prov = yaml.safe_load((REPO / "grafana" / "provisioning" / "dashboards" / "dashboards.yml").read_text())
+    (provider,) = prov["providers"]
+    assert provider["type"] == "file"
+    path = provider["options"]["path"]
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    mounts = compose["services"]["grafana"]["volumes"]
+    assert any(m.split(":")[:2] == ["./grafana/dashboards", path] for m in mounts), f"docker-compose does not mount grafana/dashboards at {path}"
