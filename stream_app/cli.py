@@ -133,6 +133,7 @@ def simulate(
     truth: Optional[Path] = typer.Option(None, "--truth", help="write the ground truth (who churned, when, why) as JSONL"),
     broker: Optional[str] = typer.Option(None, "--broker", help="kafka://HOST:PORT (env CHURNMON_BROKER)"),
     rate: float = typer.Option(0.0, "--rate", min=0.0, help="events per wall second when producing (0 = as fast as possible)"),
+    speed: float = typer.Option(0.0, "--speed", min=0.0, help="event-time seconds per wall second, e.g. 86400 = a day per second (instead of --rate)"),
 ) -> None:
     """Produce a realistic, seeded customer population's events (to Kafka or a file)."""
     from .contract import parse_ts
@@ -153,7 +154,7 @@ def simulate(
     sim = Simulation(cfg)
     from .producer import produce_events
 
-    n = asyncio.run(produce_events(settings, sim.events(), rate=rate))
+    n = asyncio.run(produce_events(settings, sim.events(), rate=rate, speed=speed))
     if truth is not None:
         from .simulator import write_truth
 
@@ -166,6 +167,7 @@ def replay(
     file: Path = typer.Argument(..., help="JSONL file, one event per line"),
     broker: Optional[str] = typer.Option(None, "--broker", help="kafka://HOST:PORT (env CHURNMON_BROKER)"),
     rate: float = typer.Option(0.0, "--rate", min=0.0, help="events per wall second (0 = as fast as possible)"),
+    speed: float = typer.Option(0.0, "--speed", min=0.0, help="event-time seconds per wall second, e.g. 86400 = a day per second"),
     strict: bool = typer.Option(False, "--strict", help="stop at the first invalid line instead of dead-lettering it"),
 ) -> None:
     """Produce events from a JSONL file in event-time order, validating each line first."""
@@ -180,7 +182,7 @@ def replay(
         events, invalid = read_replay_file(file, strict=strict)
     except ReplayError as exc:
         raise UserError(str(exc)) from exc
-    n = asyncio.run(produce_events(settings, events, rate=rate, invalid=invalid, source=str(file)))
+    n = asyncio.run(produce_events(settings, events, rate=rate, speed=speed, invalid=invalid, source=str(file)))
     msg = f"replayed {n} events from {file}"
     if invalid:
         msg += f"; {len(invalid)} invalid lines sent to churn.dlq (first: line {invalid[0][0]}: {invalid[0][1].detail})"

@@ -18,7 +18,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from .config import Settings
-from .contract import Rejection, decode, format_ts, topic_for_type
+from .contract import Rejection, decode, format_ts, parse_ts, topic_for_type
 from .topics import DLQ, bootstrap_servers, ensure_topics
 
 Invalid = tuple[int, Rejection, bytes]  # (line number, why, original bytes)
@@ -73,10 +73,15 @@ async def produce_events(
     events: Iterable[dict],
     *,
     rate: float = 0.0,
+    speed: float = 0.0,
     invalid: list[Invalid] = (),
     source: str = "",
 ) -> int:
-    """Send events (and dead-letter invalid lines); returns how many events were sent."""
+    """Send events (and dead-letter invalid lines); returns how many events were sent.
+
+    `rate` caps events per wall second; `speed` compresses event time instead
+    (86400 = one day of event time per wall second). 0 = as fast as possible.
+    """
     assert settings.broker is not None
     await ensure_topics(settings, settings.broker)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(settings.broker), linger_ms=5, max_batch_size=262144)
@@ -93,11 +98,18 @@ async def produce_events(
             ]
             await producer.send(DLQ, value=raw, headers=headers)
         started = time.monotonic()
+        first_t: float | None = None
         for event in events:
             topic = topic_for_type(event["type"])
             await producer.send(topic, key=event["customer_id"].encode(), value=_wire(event) if "_t" in event else orjson.dumps(event))
             sent += 1
-            if rate > 0 and sent % 50 == 0:
+            if speed > 0:
+                t = event["_t"] if "_t" in event else parse_ts(event["ts"])
+                first_t = t if first_t is None else first_t
+                ahead = (t - first_t) / speed - (time.monotonic() - started)
+                if ahead > 0.005:
+                    await asyncio.sleep(ahead)
+            elif rate > 0 and sent % 50 == 0:
                 ahead = sent / rate - (time.monotonic() - started)
                 if ahead > 0:
                     await asyncio.sleep(ahead)
