@@ -10,6 +10,7 @@ Kafka; the logic is in those modules and tested without Kafka.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterable
@@ -24,7 +25,10 @@ from .config import Settings
 from .contract import Limits, Rejection, decode, format_ts
 from .kpis import merge
 from .metrics import Metrics
+from .alerts import AlertConfig
+from .model import ChurnModel, Quality
 from .partition import PartitionBook
+from .scoring import RiskMemory, example_message, score_customer, update_risk
 from .state import CustomerState, advance, apply, day_of, new_state, next_deadline, prune
 from .state import Rules
 from .views import customer_view
@@ -48,8 +52,37 @@ class _StateCodec(codecs.Codec):
         return CustomerState.from_bytes(b)
 
 
+class _RiskCodec(codecs.Codec):
+    def _dumps(self, m: RiskMemory) -> bytes:
+        return m.to_bytes()
+
+    def _loads(self, b: bytes) -> RiskMemory:
+        return RiskMemory.from_bytes(b)
+
+
 codecs.register("utf8", _Utf8())
 codecs.register("customer_state", _StateCodec())
+codecs.register("risk_memory", _RiskCodec())
+
+
+def _table(app: faust.App, settings: Settings, name: str, value_serializer: str) -> faust.Table:
+    """A customer-keyed table whose changelog uses our codecs on both paths.
+
+    Faust derives a table's serializers from key_type/value_type and falls
+    back to JSON, ignoring its schema; it writes the changelog with the
+    table's serializers and recovers with the changelog topic's. Both are set
+    here, or a restarted worker recovers '"cus_1"' keys and dict values.
+    """
+    n = settings.partitions
+    changelog = app.topic(
+        topics.changelog_topic(settings, name), key_serializer="utf8", value_serializer=value_serializer,
+        partitions=n, compacting=True, internal=True,
+    )
+    table = app.Table(name, partitions=n, changelog_topic=changelog,
+                      schema=faust.Schema(key_serializer="utf8", value_serializer=value_serializer))
+    table.key_serializer = "utf8"
+    table.value_serializer = value_serializer
+    return table
 
 
 class Pipeline:
@@ -66,21 +99,22 @@ class Pipeline:
         self.last_tick: dict[int, float] = {}
         self.processed: dict[tuple[str, int], int] = {}  # (topic, partition) -> last offset processed
         n = settings.partitions
-        # Faust derives a table's serializers from key_type/value_type and falls
-        # back to JSON, ignoring its schema; it writes the changelog with the
-        # table's serializers and recovers with the changelog topic's. Both are
-        # set here, or a restarted worker recovers '"cus_1"' keys and dict values.
-        changelog = app.topic(
-            topics.changelog_topic(settings, topics.CUSTOMERS_TABLE),
-            key_serializer="utf8", value_serializer="customer_state",
-            partitions=n, compacting=True, internal=True,
+        self.customers = _table(app, settings, topics.CUSTOMERS_TABLE, "customer_state")
+        self.risk = _table(app, settings, topics.RISK_TABLE, "risk_memory")
+        self.alerts_topic = app.topic(topics.ALERTS, key_serializer="raw", value_serializer="raw", partitions=n)
+        self.training = app.topic(topics.TRAINING, key_serializer="raw", value_serializer="raw", partitions=1)
+        self.models_topic = app.topic(topics.MODELS, key_serializer="raw", value_serializer="raw", partitions=1)
+        self.alert_cfg = AlertConfig(
+            upper=settings.alert_upper, lower=settings.alert_lower, step=settings.alert_step,
+            cooldown_s=settings.alert_cooldown_days * 86400.0, min_expected_loss=settings.alert_min_expected_loss,
         )
-        self.customers = app.Table(
-            topics.CUSTOMERS_TABLE, partitions=n, changelog_topic=changelog,
-            schema=faust.Schema(key_serializer="utf8", value_serializer="customer_state"),
-        )
-        self.customers.key_serializer = "utf8"
-        self.customers.value_serializer = "customer_state"
+        self.model = ChurnModel(settings.model_kind, min_labels=settings.min_labels)  # what this worker scores with
+        self.models_seen = asyncio.Event()  # set once the model feed has read churn.models to its end
+        # the trainer (only on the worker that owns churn.training's one partition)
+        self.trainer: ChurnModel | None = None
+        self.learnt_to = -1
+        self.quality = Quality()
+        self.unpublished, self.first_unpublished = 0, 0.0
         self.clock_name = topics.clock_topic(settings)
         self.source = app.topic(*topics.INPUT_TOPICS, self.clock_name, key_serializer="raw", value_serializer="raw", partitions=n)
         self.dlq = app.topic(topics.DLQ, key_serializer="raw", value_serializer="raw", partitions=n)
@@ -118,10 +152,35 @@ class Pipeline:
         st.partition = partition
         st, effects = apply(st, ev, self.rules, book.clock)
         if not effects.duplicate:
+            churned_at = st.churned_t if effects.churn is not None else None
+            self.score(book, st, ev["_t"], churned_at, ev["event_id"])
             self.customers[cid] = st
             book.after(before, st)
         self.metrics.lag.set(time.time() - (book.max_event_t or ev["_t"]))
         return effects
+
+    def score(self, book: PartitionBook, st: CustomerState, now: float, churned_at: float | None, trigger: str | None) -> None:
+        """Risk, labels and alert for one customer whose state just changed (or is due its daily score)."""
+        cid = st.customer_id
+        memory = self.risk.get(cid) or RiskMemory()
+        scored = score_customer(
+            st, memory, self.model, now, churned_at=churned_at, event_id=trigger, cfg=self.alert_cfg,
+            inactivity_days=self.settings.inactivity_days, emitted_at=time.time(),
+        )
+        update_risk(st, scored.assessment)
+        if scored.assessment is not None:
+            self.metrics.scored.labels(scored_by=scored.assessment.scored_by).inc()
+        for ex in scored.examples:
+            self.training.send_soon(key=cid.encode(), value=example_message(cid, ex))
+            self.metrics.examples.labels(label="churned" if ex.label else "stayed").inc()
+        if scored.alert is not None:
+            self.alerts_topic.send_soon(key=cid.encode(), value=orjson.dumps(scored.alert))
+            self.metrics.alerts.labels(state=scored.alert["state"], play=scored.alert["recommended_play"]).inc()
+        if scored.changed or cid not in self.risk:
+            self.risk[cid] = memory
+        # visit again tomorrow (daily snapshot, label expiry) even if nothing happens
+        if st.is_customer or memory.labels.snapshots:
+            book.due.setdefault(day_of(now) + 1, set()).add(cid)
 
     def sweep(self, book: PartitionBook) -> None:
         """Apply time-driven transitions (cancellations taking effect, grace
@@ -134,14 +193,13 @@ class Pipeline:
             if st is None or st.partition != book.partition:
                 continue
             deadline = next_deadline(st, self.rules)
-            if deadline is None:
-                continue
-            if deadline > clock:
+            if deadline is not None and deadline > clock:
                 book.due.setdefault(day_of(deadline), set()).add(cid)
-                continue
             before = book.before(st)
             st, effects = advance(st, clock, self.rules)
             prune(st, clock, self.rules)
+            churned_at = st.churned_t if effects.churn is not None else None
+            self.score(book, st, clock, churned_at, f"sweep-{day_of(clock)}")
             self.customers[cid] = st
             book.after(before, st)
             self.metrics.record_effects(effects)
@@ -170,6 +228,86 @@ class Pipeline:
         await self.dlq.send(key=event.key, value=event.value if event.value is not None else b"", headers=headers)
         self.metrics.rejected.labels(topic=msg.topic, reason=rejection.reason).inc()
         log.warning("dead-lettered %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, rejection.detail)
+
+    # -- the trainer and the model feed ---------------------------------------------
+    async def train(self, stream: faust.StreamT) -> None:
+        """One trainer (churn.training has one partition: one worker of the group
+        owns it) learns every labelled example and publishes versioned snapshots.
+
+        It resumes from the newest snapshot on churn.models, skipping examples
+        the snapshot already contains (their offset is in its headers).
+        """
+        await self.models_seen.wait()
+        if self.trainer is None:
+            self.trainer = ChurnModel.restore(self.latest_blob) if self.latest_blob else ChurnModel(self.settings.model_kind, min_labels=self.settings.min_labels)
+            self.learnt_to = self.latest_offset
+        async for event in stream.events():
+            offset = event.message.offset
+            if offset <= self.learnt_to:
+                continue
+            ex = orjson.loads(event.value)
+            if ex.get("score") is not None:
+                self.quality.update(ex["label"], ex["score"])
+            self.trainer.learn(ex["features"], ex["label"])
+            self.learnt_to = offset
+            self.metrics.model_labels.inc()
+            self.unpublished += 1
+            self.first_unpublished = self.first_unpublished or time.monotonic()
+            if self.unpublished >= self.settings.publish_every:
+                await self.publish()
+
+    async def publish(self) -> None:
+        """Snapshot the trainer's model to churn.models (also from the timer, so
+        the last labels of a quiet stream are not left unpublished)."""
+        if self.trainer is None or not self.unpublished:
+            return
+        self.unpublished, self.first_unpublished = 0, 0.0
+        blob = self.trainer.publish(created_at=time.time())
+        await self.models_topic.send(
+            key=b"churn-model", value=blob,
+            headers=[("version", str(self.trainer.version).encode()), ("training_offset", str(self.learnt_to).encode())],
+        )
+        self.metrics.record_quality(self.quality.report())
+
+    async def maybe_publish(self) -> None:
+        if self.unpublished and time.monotonic() - self.first_unpublished >= self.settings.publish_interval_s:
+            await self.publish()
+
+    latest_blob: bytes | None = None
+    latest_offset: int = -1
+
+    async def follow_models(self) -> None:
+        """Every worker reads churn.models from the start (it is compacted) and
+        scores with the newest snapshot; a hot swap is one assignment."""
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        consumer = AIOKafkaConsumer(bootstrap_servers=topics.bootstrap_servers(self.broker_url), group_id=None, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            tp = TopicPartition(topics.MODELS, 0)
+            consumer.assign([tp])
+            await consumer.seek_to_beginning(tp)
+            end = (await consumer.end_offsets([tp]))[tp]
+            if end == 0:
+                self.models_seen.set()
+            while True:
+                batch = await consumer.getmany(tp, timeout_ms=1000)
+                for msg in batch.get(tp, []):
+                    headers = dict(msg.headers or ())
+                    version = int(headers.get("version", b"0"))
+                    if version > self.model.version:
+                        self.model = ChurnModel.restore(msg.value)
+                        self.latest_blob = msg.value
+                        self.latest_offset = int(headers.get("training_offset", b"-1"))
+                        self.metrics.model_version.set(self.model.version)
+                        self.metrics.model_created.set(self.model.created_at or 0.0)
+                        self.metrics.model_ready.set(1.0 if self.model.ready else 0.0)
+                    if msg.offset + 1 >= end:
+                        self.models_seen.set()
+                if not self.models_seen.is_set() and await consumer.position(tp) >= end:
+                    self.models_seen.set()
+        finally:
+            await consumer.stop()
 
     # -- partition books ---------------------------------------------------------
     def assigned_partitions(self) -> set[int]:
@@ -302,9 +440,18 @@ class Pipeline:
             await self.clock_topic.send(value=orjson.dumps({"t": clock if everything_read else None}), partition=p)
 
 
-def register(app: faust.App, settings: Settings, metrics: Metrics | None = None) -> Pipeline:
-    """Attach the pipeline's agent, timer and web views to `app`."""
+def register(app: faust.App, settings: Settings, broker_url: str, metrics: Metrics | None = None) -> Pipeline:
+    """Attach the pipeline's agents, timer, tasks and web views to `app`."""
     pipeline = Pipeline(app, settings, metrics)
+    pipeline.broker_url = broker_url
+
+    @app.agent(pipeline.training, name="churn-train")
+    async def train(stream):
+        await pipeline.train(stream)
+
+    @app.task
+    async def models():
+        await pipeline.follow_models()
 
     @app.agent(pipeline.source, name="churn-process")
     async def process(stream):
@@ -313,6 +460,7 @@ def register(app: faust.App, settings: Settings, metrics: Metrics | None = None)
     @app.timer(settings.clock_tick_s)
     async def ticks():
         await pipeline.send_ticks()
+        await pipeline.maybe_publish()
 
     @app.on_partitions_assigned.connect
     async def assigned(sender, assigned, **kwargs):
@@ -333,7 +481,21 @@ def register(app: faust.App, settings: Settings, metrics: Metrics | None = None)
         st = pipeline.customers.get(customer_id)
         if st is None:
             return web.json({"error": f"unknown customer {customer_id!r}"}, status=404)
-        return web.json(customer_view(st, pipeline.worker_clock(), pipeline.rules))
+        view = customer_view(st, pipeline.worker_clock(), pipeline.rules)
+        memory = pipeline.risk.get(customer_id)
+        if st.is_customer:
+            from .features import features as feats
+
+            x = feats(st, pipeline.worker_clock() or st.last_event_t or 0.0, inactivity_days=settings.inactivity_days)
+            a = pipeline.model.assess(x)
+            from .alerts import normalise_reasons
+
+            view.update(features=x, risk_now=a.risk, scored_by=a.scored_by, model_version=pipeline.model.version,
+                        reasons=normalise_reasons(a.reasons))
+        if memory is not None:
+            view["alert"] = memory.alert.to_dict()
+            view["label_snapshots_waiting"] = len(memory.labels.snapshots)
+        return web.json(view)
 
     @app.page("/healthz")
     async def health(web, request):

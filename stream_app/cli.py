@@ -104,7 +104,7 @@ def run_worker(settings: Settings, loglevel: str = "warn") -> None:
             typer.echo(f"created topics: {', '.join(created)}", err=True)
         Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
         app = build_app(settings, broker_url)
-        register(app, settings)
+        register(app, settings, broker_url)
         _quiet_kafka_logs()
         typer.echo(f"worker {settings.app_id}: metrics on http://{settings.web_host}:{settings.web_port}/metrics", err=True)
         faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()

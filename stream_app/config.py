@@ -43,6 +43,18 @@ class Settings:
     idle_partition_s: float = field(default=3.0, metadata={"help": "a partition with no input for this long (wall seconds) follows the worker's clock"})
     dedupe_ids: int = field(default=64, metadata={"help": "event ids remembered per customer to drop redeliveries"})
 
+    # -- risk model and alerts (issue: online models on delayed labels) -------
+    horizon_days: float = field(default=30.0, metadata={"help": "the target: churns within this many days"})
+    model_kind: str = field(default="logreg", metadata={"help": "logreg (StandardScaler | LogisticRegression) or arf (bounded ARFClassifier)"})
+    min_labels: int = field(default=500, metadata={"help": "labels (of both classes) the model needs before it replaces the rule-based score"})
+    publish_every: int = field(default=200, metadata={"help": "the trainer publishes a model snapshot after this many new labels ..."})
+    publish_interval_s: float = field(default=2.0, metadata={"help": "... or this many wall seconds after the first unpublished label"})
+    alert_upper: float = field(default=0.6, metadata={"help": "raise an alert when risk reaches this"})
+    alert_lower: float = field(default=0.4, metadata={"help": "resolve an open alert when risk falls below this (hysteresis)"})
+    alert_step: float = field(default=0.1, metadata={"help": "escalate when risk rises this much above the last alerted risk"})
+    alert_cooldown_days: float = field(default=1.0, metadata={"help": "event time between two raise/escalate alerts of one customer"})
+    alert_min_expected_loss: float = field(default=10.0, metadata={"help": "risk x MRR below this (or below the play's cost) is not alerted"})
+
     # -- input limits (bad input goes to churn.dlq) -------------------------
     max_event_bytes: int = field(default=65536, metadata={"help": "larger payloads are dead-lettered"})
     max_future_s: float = field(default=DAY, metadata={"help": "events further ahead of the wall clock are dead-lettered"})
@@ -77,6 +89,10 @@ class Settings:
                 problems.append(f"{name} must be > 0 (got {getattr(self, name)})")
         if not self.windows_days or any(w <= 0 for w in self.windows_days):
             problems.append(f"windows_days must be positive day counts (got {self.windows_days})")
+        if self.model_kind not in ("logreg", "arf"):
+            problems.append(f"model_kind must be logreg or arf (got {self.model_kind!r})")
+        if not (0 <= self.alert_lower <= self.alert_upper <= 1):
+            problems.append(f"need 0 <= alert_lower <= alert_upper <= 1 (got {self.alert_lower}, {self.alert_upper})")
         if self.store.split(":", 1)[0] not in ("memory", "rocksdb"):
             problems.append(f"store must be memory:// or rocksdb:// (got {self.store!r})")
         if problems:

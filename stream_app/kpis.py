@@ -72,7 +72,7 @@ def account_key(s: CustomerState) -> tuple:
     """
     last = s.last_activity_t if s.status == ACTIVE else None
     return (s.status, s.plan, s.contractual, s.mrr, s.spell_start_t, s.cancel_effective_t,
-            len(s.spells), len(s.mrr_changes), None if last is None else day_of(last),
+            len(s.spells), len(s.mrr_changes), None if last is None else day_of(last), s.risk, s.risk_band,
             s.spells[0][1] if s.spells else None, s.mrr_changes[0][0] if s.mrr_changes else None)
 
 
@@ -88,6 +88,10 @@ def account_steps(s: CustomerState, windows: Iterable[int]) -> Iterator[Step]:
             yield ("pending_cancel_mrr",), ALWAYS, s.mrr
         last = day_of(max(s.last_activity_t or s.spell_start_t, s.spell_start_t))
         yield ("forgettable",), last + FORGETTABLE_DAYS, 1.0
+        if s.risk is not None:
+            yield ("at_risk", s.risk_band), ALWAYS, 1.0
+            yield ("at_risk_mrr", s.risk_band), ALWAYS, s.mrr
+            yield ("expected_loss",), ALWAYS, s.risk * s.mrr
     elif s.status == TRIAL:
         yield ("trial",), ALWAYS, 1.0
 

@@ -88,6 +88,17 @@ class Metrics:
             ["tenure"],
             registry=r,
         )
+        self.alerts = Counter(*_doc("churn_alerts_emitted_total", "counter", ["state", "play"], "At-risk alerts published to churn.alerts, by state (raised, escalated, resolved) and recommended play."), ["state", "play"], registry=r)
+        self.scored = Counter(*_doc("churn_customers_scored_total", "counter", ["scored_by"], "Risk scores computed, by who produced them (model or rules)."), ["scored_by"], registry=r)
+        self.examples = Counter(*_doc("churn_training_examples_total", "counter", ["label"], "Labelled examples sent to churn.training (label = churned, stayed)."), ["label"], registry=r)
+        self.model_labels = Counter(*_doc("churn_model_labels_total", "counter", [], "Labelled examples the trainer has learnt from (this process)."), registry=r)
+        self.model_version = Gauge(*_doc("churn_model_version", "gauge", [], "Version of the model this worker scores with (0 = rules only so far)."), registry=r)
+        self.model_created = Gauge(*_doc("churn_model_created_timestamp_seconds", "gauge", [], "When the model this worker scores with was published; age = time() - this."), registry=r)
+        self.model_ready = Gauge(*_doc("churn_model_ready", "gauge", [], "1 when the model has seen enough labels of both classes to replace the rules."), registry=r)
+        self.quality = Gauge(*_doc("churn_model_quality", "gauge", ["metric", "window"], "Progressive-validation quality on the trainer: metric = roc_auc, log_loss, brier, top_decile_lift; window = rolling or cumulative."), ["metric", "window"], registry=r)
+        self.calibration = Gauge(*_doc("churn_model_calibration", "gauge", ["bin", "stat"], "Calibration bins on the trainer: stat = mean_predicted, observed_rate, count."), ["bin", "stat"], registry=r)
+        self.drift = Gauge(*_doc("churn_model_drift_detected", "gauge", [], "1 after ADWIN detected a change in the model's error on the last update."), registry=r)
+        self.drift_events = Gauge(*_doc("churn_model_drift_events", "gauge", [], "Drift events detected by ADWIN since the trainer started (monotonic within a trainer process)."), registry=r)
         self._movement_children = {k: self.movement.labels(kind=k) for k in MOVEMENT_KINDS}
         for label in ("0-30", "31-60", "61-90", "90+"):
             self.churned_by_tenure.labels(tenure=label)
@@ -112,6 +123,20 @@ class Metrics:
         self.churned.labels(reason=c.reason, plan=self.plan(c.plan), kind=c.kind).inc()
         self.churned_by_tenure.labels(tenure=tenure_bucket(c.tenure_days)).inc()
 
+    def record_quality(self, report: dict) -> None:
+        q = self.quality
+        q.labels(metric="roc_auc", window="cumulative").set(report["roc_auc"])
+        q.labels(metric="roc_auc", window="rolling").set(report["roc_auc_rolling"])
+        q.labels(metric="log_loss", window="cumulative").set(report["log_loss"])
+        q.labels(metric="log_loss", window="rolling").set(report["log_loss_rolling"])
+        q.labels(metric="brier", window="cumulative").set(report["brier"])
+        q.labels(metric="top_decile_lift", window="rolling").set(report["top_decile_lift"])
+        for i, b in enumerate(report["calibration"]):
+            for stat in ("mean_predicted", "observed_rate", "count"):
+                self.calibration.labels(bin=str(i), stat=stat).set(b[stat])
+        self.drift.set(1.0 if report["drift"] else 0.0)
+        self.drift_events.set(report["drift_events"])
+
     def watch_ledgers(self, source: Callable[[], tuple[dict[Series, float], float | None, int]]) -> None:
         """Export ledger-derived gauges; `source()` -> (summed values, clock, partitions owned)."""
         self.registry.register(LedgerCollector(source, self.plan))
@@ -135,6 +160,9 @@ LEDGER_GAUGES = {
     "mau": _doc("churn_users_monthly_active", "gauge", [], "Customers with usage in the last 30 days."),
     "active_days": _doc("churn_active_days_30d", "gauge", [], "Sum over customers of active days in the last 30 days; stickiness = this / 30 / monthly active."),
     "forgettable": _doc("churn_customers_forgettable", "gauge", [], "Paying customers with no usage in the last 30 days (the forgettable zone)."),
+    "at_risk": _doc("churn_at_risk_customers", "gauge", ["band"], "Paying customers by current churn-risk band (low, medium, high, critical)."),
+    "at_risk_mrr": _doc("churn_at_risk_mrr", "gauge", ["band"], "MRR of paying customers by current churn-risk band."),
+    "expected_loss": _doc("churn_expected_mrr_loss", "gauge", [], "Sum over paying customers of risk x MRR: the MRR expected to churn within the horizon."),
 }
 CLOCK_GAUGE = _doc("churn_event_time_clock_seconds", "gauge", [], "The worker's event-time clock (highest event time less allowed lateness), Unix seconds.")
 PARTITIONS_GAUGE = _doc("churn_partitions_assigned", "gauge", [], "Input partitions this worker owns.")
@@ -152,7 +180,7 @@ class LedgerCollector(Collector):
         values, clock, owned = self.source()
         fams: dict[str, GaugeMetricFamily] = {}
         for key, (name, help_) in LEDGER_GAUGES.items():
-            labels = {"active": ["plan"], "mrr": ["plan"], "move": ["window", "kind"]}.get(key)
+            labels = {"active": ["plan"], "mrr": ["plan"], "move": ["window", "kind"], "at_risk": ["band"], "at_risk_mrr": ["band"]}.get(key)
             if labels is None:
                 labels = ["window"] if REFERENCE[name][1] == "window" else []
             fams[key] = GaugeMetricFamily(name, help_, labels=labels)
@@ -165,6 +193,8 @@ class LedgerCollector(Collector):
             if kind in ("active", "mrr"):
                 k = (kind, self.plan(series[1]))
                 by_plan[k] = by_plan.get(k, 0.0) + value
+            elif kind in ("at_risk", "at_risk_mrr"):
+                fam.add_metric([str(series[1])], value)
             elif kind == "move":
                 fam.add_metric([f"{series[1]}d", series[2]], value)
             elif len(series) == 2:

@@ -96,6 +96,8 @@ class PartitionBook:
             self.due.setdefault(day_of(deadline), set()).add(s.customer_id)
         if s.last_event_t is not None:
             self.observe(s.last_event_t)
+            if s.is_customer:  # its daily score (snapshot, label expiry) resumes
+                self.due.setdefault(day_of(s.last_event_t) + 1, set()).add(s.customer_id)
 
     def before(self, s: CustomerState) -> "Before":
         """Capture what the ledger knows of `s` before it is mutated in place."""

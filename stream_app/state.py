@@ -118,6 +118,9 @@ class CustomerState:
     churn_reason: str | None = None
     seen_ids: list[str] = field(default_factory=list)
     late_events: int = 0
+    # the current churn risk (scoring.update_risk), for the at-risk gauges
+    risk: float | None = None
+    risk_band: str | None = None
 
     # -- serialisation (the table codec) ---------------------------------------
     def to_bytes(self) -> bytes:
@@ -262,6 +265,7 @@ def _churn(state: CustomerState, at: float, kind: str, reason: str, movements: l
     state.failed_payments = 0
     state.first_failed_t = None
     state.churned_t, state.churn_kind, state.churn_reason = at, kind, reason
+    state.risk = state.risk_band = None
     return churn
 
 

@@ -19,6 +19,10 @@ from .config import Settings
 
 SUBSCRIPTION, USAGE, SUPPORT = INPUT_TOPICS
 DLQ = "churn.dlq"  # rejected input: original bytes + why, in headers
+ALERTS = "churn.alerts"  # at-risk alerts for downstream services (schemas/churn.alerts.json)
+TRAINING = "churn.training"  # labelled examples, one partition: one trainer learns from all
+MODELS = "churn.models"  # versioned model snapshots, compacted: every worker hot-swaps to the newest
+RISK_TABLE = "risk"
 CUSTOMERS_TABLE = "customers"
 
 log = logging.getLogger(__name__)
@@ -34,13 +38,18 @@ def clock_topic(settings: Settings) -> str:
     return f"{settings.app_id}-clock"
 
 
-def all_topics(settings: Settings) -> dict[str, dict]:
-    """name -> config of every topic a worker needs."""
+def all_topics(settings: Settings) -> dict[str, tuple[int, dict]]:
+    """name -> (partitions, config) of every topic a worker needs."""
+    n = settings.partitions
     compacted = {"cleanup.policy": "compact"}
-    topics: dict[str, dict] = {t: {} for t in INPUT_TOPICS}
-    topics[clock_topic(settings)] = {"retention.ms": str(3600 * 1000)}
-    topics[DLQ] = {}
-    topics[changelog_topic(settings, CUSTOMERS_TABLE)] = compacted
+    topics: dict[str, tuple[int, dict]] = {t: (n, {}) for t in INPUT_TOPICS}
+    topics[clock_topic(settings)] = (n, {"retention.ms": str(3600 * 1000)})
+    topics[DLQ] = (n, {})
+    topics[ALERTS] = (n, {})
+    topics[TRAINING] = (1, {})
+    topics[MODELS] = (1, compacted)
+    topics[changelog_topic(settings, CUSTOMERS_TABLE)] = (n, compacted)
+    topics[changelog_topic(settings, RISK_TABLE)] = (n, compacted)
     return topics
 
 
@@ -50,7 +59,7 @@ def bootstrap_servers(broker_url: str) -> str:
     return ",".join(h.strip().rstrip("/") for h in hosts.replace(";", ",").split(",") if h.strip())
 
 
-async def ensure_topics(settings: Settings, broker_url: str, extra: dict[str, dict] | None = None, timeout: float = 30.0) -> list[str]:
+async def ensure_topics(settings: Settings, broker_url: str, extra: dict[str, tuple[int, dict]] | None = None, timeout: float = 30.0) -> list[str]:
     """Create the missing topics with the configured partition count; return those created.
 
     An existing topic with a different partition count is an error: the
@@ -64,17 +73,16 @@ async def ensure_topics(settings: Settings, broker_url: str, extra: dict[str, di
         missing = [name for name in wanted if name not in existing]
         if missing:
             await admin.create_topics(
-                [NewTopic(name, settings.partitions, 1, topic_configs=wanted[name]) for name in missing]
+                [NewTopic(name, wanted[name][0], 1, topic_configs=wanted[name][1]) for name in missing]
             )
         present = [name for name in wanted if name in existing]
         if present:
             for meta in await admin.describe_topics(present):
                 count = len(meta.get("partitions", []))
-                if count and count != settings.partitions:
-                    raise RuntimeError(
-                        f"topic {meta['topic']} has {count} partitions but the monitor is configured for "
-                        f"{settings.partitions}: set CHURNMON_PARTITIONS={count} or recreate the topic"
-                    )
+                want = wanted[meta["topic"]][0]
+                if count and count != want:
+                    hint = f"set CHURNMON_PARTITIONS={count} or recreate it" if want == settings.partitions else "recreate it"
+                    raise RuntimeError(f"topic {meta['topic']} has {count} partitions but the monitor needs {want}: {hint}")
         return missing
     finally:
         await admin.close()
