@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from .config import DAY, Settings
+from .contract import TOPIC_TYPES
 
 # Statuses. `cancelled` customers churned by cancellation or failed payment;
 # `lapsed` ones by inactivity; `trial_expired` never converted (not churn).
@@ -116,7 +117,9 @@ class CustomerState:
     churned_t: float | None = None
     churn_kind: str | None = None
     churn_reason: str | None = None
-    seen_ids: list[str] = field(default_factory=list)
+    # last event ids applied, per input topic: a redelivery replays the tail
+    # of one topic-partition, and topics are read at different paces
+    seen_ids: dict[str, list[str]] = field(default_factory=dict)
     late_events: int = 0
     # the current churn risk (scoring.update_risk), for the at-risk gauges
     risk: float | None = None
@@ -187,11 +190,14 @@ def apply(state: CustomerState, event: dict, rules: Rules, clock: float | None =
     nothing.
     """
     eid = event["event_id"]
-    if eid in state.seen_ids:
+    seen = state.seen_ids.get(_TOPIC_OF[event["type"]])
+    if seen is None:
+        seen = state.seen_ids[_TOPIC_OF[event["type"]]] = []
+    elif eid in seen:
         return state, Effects(duplicate=True)
-    state.seen_ids.append(eid)
-    if len(state.seen_ids) > rules.dedupe_ids:
-        del state.seen_ids[: len(state.seen_ids) - rules.dedupe_ids]
+    seen.append(eid)
+    if len(seen) > rules.dedupe_ids:
+        del seen[: len(seen) - rules.dedupe_ids]
 
     t: float = event["_t"]
     late = clock is not None and t < clock
@@ -474,6 +480,9 @@ HANDLERS = {
     "csat": _on_csat,
     "nps": _on_nps,
 }
+
+
+_TOPIC_OF = {t: topic for topic, types in TOPIC_TYPES.items() for t in types}
 
 
 def prune(state: CustomerState, now: float, rules: Rules) -> None:

@@ -161,7 +161,7 @@ def test_history_is_bounded_by_the_longest_window():
     for i in range(400):
         s, _ = apply(s, {"event_id": f"s{i}", "customer_id": "c1", "type": "session", "ts": "", "_t": t0 + i * DAY}, RULES)
     assert len(s.usage) <= RULES.keep_days + 2
-    assert len(s.seen_ids) == RULES.dedupe_ids
+    assert len(s.seen_ids["churn.usage"]) == RULES.dedupe_ids
 
 
 @pytest.mark.parametrize("state", [new_state("x"), run(e("subscription_started", "2025-01-01T00:00:00Z", plan="pro", mrr=99))[0]])
@@ -185,3 +185,14 @@ def test_a_subscribers_purchase_read_before_their_subscription_gives_the_same_st
     for name in ("status", "contractual", "plan", "mrr", "spell_start_t", "started_t", "mrr_changes", "purchases"):
         assert getattr(in_order, name) == getattr(reversed_, name), name
     assert effects[-1].movements == (("new", 99),)
+
+
+def test_dedupe_window_is_per_topic():
+    """Many usage events read after a ticket must not push the ticket out of the window."""
+    s, _ = run(e("subscription_started", "2025-01-01T00:00:00Z", plan="pro", mrr=99))
+    ticket = e("ticket_opened", "2025-03-01T00:00:00Z", ticket_id="t1", priority="high", category="bug")
+    s, _ = run(dict(ticket), state=s)
+    for i in range(200):
+        s, _ = run(e("session", f"2025-02-{1 + i % 28:02d}T00:00:00Z"), state=s)
+    s, eff = run(dict(ticket), state=s)
+    assert eff[0].duplicate

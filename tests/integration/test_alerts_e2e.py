@@ -1,0 +1,106 @@
+"""At-risk alerts through a real broker and a real worker: a customer whose
+usage collapses and who files angry tickets is raised with reasons naming
+those signals, then resolved when they recover; a redelivered event does not
+produce a second alert; every alert matches schemas/churn.alerts.json."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import fastjsonschema
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from stream_app.contract import parse_ts
+from stream_app.topics import bootstrap_servers
+from tests.data.at_risk_story import RECOVERY_DAY, RISKY, T0, story
+from tests.integration.conftest import processed, replay, wait_for
+
+pytestmark = pytest.mark.integration
+SCHEMA = fastjsonschema.compile(json.loads((Path(__file__).resolve().parents[2] / "schemas" / "churn.alerts.json").read_text()))
+USAGE_SIGNALS = {"usage_trend", "usage_7d", "usage_30d", "days_since_last_activity", "active_days_30d", "inactive_7d"}
+SERVICE_SIGNALS = {"open_tickets", "tickets_30d", "csat", "csat_low", "nps", "nps_detractor"}
+
+
+async def read_alerts(url: str, timeout: float = 3.0) -> list[dict]:
+    c = AIOKafkaConsumer("churn.alerts", bootstrap_servers=bootstrap_servers(url), auto_offset_reset="earliest", group_id=None)
+    await c.start()
+    out = []
+    try:
+        while True:
+            batch = await c.getmany(timeout_ms=int(timeout * 1000))
+            if not batch:
+                return out
+            for msgs in batch.values():
+                out.extend(orjson.loads(m.value) for m in msgs)
+    finally:
+        await c.stop()
+
+
+def topic_of(event: dict) -> str:
+    from stream_app.contract import topic_for_type
+
+    return topic_for_type(event["type"])
+
+
+async def send(url: str, topic: str, event: dict) -> None:
+    p = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(url))
+    await p.start()
+    try:
+        await p.send_and_wait(topic, key=event["customer_id"].encode(), value=orjson.dumps(event))
+    finally:
+        await p.stop()
+
+
+def test_collapse_raises_recovery_resolves_and_redelivery_is_not_a_second_alert(broker, workers, app_id, tmp_path):
+    events = story()
+    path = tmp_path / "story.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+    assert replay(broker, path).returncode == 0
+
+    w = workers(app_id)
+    wait_for(lambda: processed(w.metrics()) >= len(events), 120, "the story processed", w)
+
+    def risky_alerts():
+        alerts = [a for a in asyncio.run(read_alerts(broker.url)) if a["customer_id"] == RISKY]
+        return alerts if any(a["state"] == "resolved" for a in alerts) else None
+    alerts = wait_for(risky_alerts, 60, "a resolved alert for the risky customer", w, every=2)
+
+    for a in alerts:
+        SCHEMA(a)  # raises on a violation
+    assert len({a["alert_id"] for a in alerts}) == len(alerts)
+    raised = [a for a in alerts if a["state"] == "raised"]
+    assert raised, alerts
+    first = raised[0]
+    assert first["risk"] >= 0.6 and first["risk_band"] in ("high", "critical") and first["mrr"] == 500.0
+    assert first["expected_mrr_loss"] == pytest.approx(first["risk"] * 500.0, abs=0.01)
+    assert first["scored_by"] == "rules" and first["recommended_play"] != "none"
+    named = {r["feature"] for a in alerts if a["state"] != "resolved" for r in a["reasons"]}
+    assert named & USAGE_SIGNALS, named
+    assert named & SERVICE_SIGNALS, named
+    resolved = [a for a in alerts if a["state"] == "resolved"]
+    assert parse_ts(resolved[-1]["ts"]) >= T0 + RECOVERY_DAY * 86400.0
+
+    # the healthy neighbours were never alerted
+    everyone = asyncio.run(read_alerts(broker.url))
+    assert {a["customer_id"] for a in everyone} == {RISKY}
+
+    # a crash before the commit redelivers the last batch: here the risky customer's
+    # last five days, which include the event that resolved its alert
+    last = parse_ts(events[-1]["ts"])
+    redelivered = [e for e in events if e["customer_id"] == RISKY and parse_ts(e["ts"]) > last - 5 * 86400.0]
+    assert any(parse_ts(e["ts"]) == parse_ts(resolved[-1]["ts"]) for e in redelivered) or resolved[-1]["ts"] < redelivered[0]["ts"]
+    before = len(everyone)
+    for e in redelivered:
+        asyncio.run(send(broker.url, topic_of(e), e))
+    wait_for(lambda: sum(v for k, v in w.metrics().items() if k.startswith("churn_events_duplicate_total")) >= len(redelivered),
+             30, "the redelivered events counted as duplicates", w)
+    assert len(asyncio.run(read_alerts(broker.url))) == before
+
+    # the lookup endpoint explains the customer now
+    status, body = w.get(f"/customers/{RISKY}")
+    view = json.loads(body)
+    assert status == 200 and view["alert"]["state"] == "resolved" and "risk_now" in view and set(view["features"]) >= {"usage_7d", "csat"}
