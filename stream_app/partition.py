@@ -24,9 +24,38 @@ from .state import CustomerState, Rules, day_of, next_deadline
 
 class Before(NamedTuple):
     key: tuple
-    account: list
+    account: "AccountView"
     days: tuple[int, ...]
     deadline: float | None
+
+
+class AccountView(NamedTuple):
+    """What `kpis.account_steps` reads of a state, copied before a mutation.
+
+    Cheap (spells and MRR changes are append-only lists of lists, so shallow
+    copies do); the old steps are only computed from it when the account key
+    changed, which most events do not do.
+    """
+
+    status: str | None
+    contractual: bool
+    plan: str | None
+    mrr: float
+    cancel_effective_t: float | None
+    last_activity_t: float | None
+    spell_start_t: float | None
+    risk: float | None
+    risk_band: str | None
+    spells: list
+    mrr_changes: list
+
+    def plan_label(self) -> str:
+        return CustomerState.plan_label(self)
+
+    @classmethod
+    def of(cls, s: CustomerState) -> "AccountView":
+        return cls(s.status, s.contractual, s.plan, s.mrr, s.cancel_effective_t, s.last_activity_t, s.spell_start_t,
+                   s.risk, s.risk_band, list(s.spells), list(s.mrr_changes))
 
 
 class PartitionBook:
@@ -102,12 +131,12 @@ class PartitionBook:
     def before(self, s: CustomerState) -> "Before":
         """Capture what the ledger knows of `s` before it is mutated in place."""
         key = account_key(s)
-        return Before(key, list(account_steps(s, self.windows)), tuple(s.usage), next_deadline(s, self.rules))
+        return Before(key, AccountView.of(s), tuple(s.usage), next_deadline(s, self.rules))
 
     def after(self, before: "Before", s: CustomerState) -> None:
         """Swap the steps that changed since `before`; most events change none."""
         if account_key(s) != before.key:
-            self.ledger.add(before.account, -1.0)
+            self.ledger.add(account_steps(before.account, self.windows), -1.0)
             self.ledger.add(account_steps(s, self.windows), 1.0)
         deadline = next_deadline(s, self.rules)
         if deadline is not None and deadline != before.deadline:
