@@ -189,6 +189,38 @@ def replay(
     typer.echo(msg, err=True)
 
 
+# -- alerts ---------------------------------------------------------------------------
+
+
+@cli.command()
+def alerts(
+    broker: Optional[str] = typer.Option(None, "--broker", help="kafka://HOST:PORT (env CHURNMON_BROKER)"),
+    follow_new: bool = typer.Option(False, "--new", help="only alerts published from now on (default: from the beginning)"),
+    state: Optional[str] = typer.Option(None, "--state", help="only raised, escalated or resolved"),
+    idle: float = typer.Option(0.0, "--idle-exit", min=0.0, help="exit after this many seconds without an alert (0 = follow forever)"),
+    as_json: bool = typer.Option(False, "--json", help="print the alert JSON instead of a readable line"),
+) -> None:
+    """Tail churn.alerts in a readable form."""
+    import orjson
+
+    from .alert_feed import follow, line
+
+    settings = _settings(broker=broker)
+    if settings.broker is None:
+        raise UserError("alerts needs --broker kafka://HOST:PORT (or CHURNMON_BROKER)")
+    if state is not None and state not in ("raised", "escalated", "resolved"):
+        raise UserError(f"--state must be raised, escalated or resolved (got {state!r})")
+
+    def show(a: dict) -> None:
+        if state is None or a.get("state") == state:
+            typer.echo(orjson.dumps(a).decode() if as_json else line(a))
+
+    try:
+        asyncio.run(follow(settings.broker, show, from_beginning=not follow_new, idle_timeout=idle or None))
+    except KeyboardInterrupt:
+        pass
+
+
 # -- demo -------------------------------------------------------------------------
 
 
@@ -222,7 +254,11 @@ def demo(
             )
         )
         typer.echo(f"demo: broker {b.url}, metrics http://127.0.0.1:{web_port}/metrics (Ctrl-C stops everything)", err=True)
-        run_view(f"http://127.0.0.1:{web_port}/metrics", seconds=seconds, plain=plain, alive=lambda: children[0].poll() is None)
+        from .alert_feed import AtRiskBoard
+
+        board = AtRiskBoard(b.url).start()
+        run_view(f"http://127.0.0.1:{web_port}/metrics", seconds=seconds, plain=plain, alive=lambda: children[0].poll() is None, board=board)
+        board.stop()
         if children[0].poll() is not None:
             raise UserError(f"the worker exited with status {children[0].returncode} (its output is above)")
     except KeyboardInterrupt:
@@ -244,6 +280,9 @@ def demo(
 def main() -> None:
     import typer.main
 
+    # aiokafka logs each failed connection attempt itself; the one-line error below says it
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
     try:
         # the plain click command: typer's own wrapper prints a traceback box
         typer.main.get_command(cli).main(prog_name="churnmon", standalone_mode=False)
@@ -253,6 +292,9 @@ def main() -> None:
     except KeyboardInterrupt:
         raise SystemExit(130)
     except Exception as exc:
+        if type(exc).__name__ in ("KafkaConnectionError", "KafkaTimeoutError", "NoBrokersAvailable"):
+            typer.echo(f"churnmon: error: cannot reach the broker: {exc}", err=True)
+            raise SystemExit(2)
         # usage errors (typer ships its own copy of click, so match the interface)
         if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
             typer.echo(f"churnmon: error: {exc.format_message()}", err=True)

@@ -48,6 +48,15 @@ def parse(text: str) -> tuple[dict[Series, float], dict[str, float]]:
     return values, other
 
 
+def risk_rows(values: dict[Series, float]) -> list[tuple[str, str]]:
+    bands = {k[1]: v for k, v in values.items() if k[0] == "at_risk"}
+    mrr = {k[1]: v for k, v in values.items() if k[0] == "at_risk_mrr"}
+    if not bands:
+        return []
+    text = "  ".join(f"{b} {bands.get(b, 0):,.0f} ({mrr.get(b, 0):,.0f})" for b in ("critical", "high", "medium", "low"))
+    return [("customers (MRR) by risk band", text), ("expected MRR loss", _fmt(values.get(("expected_loss",), 0.0), "$"))]
+
+
 def _fmt(x: float | None, kind: str = "n") -> str:
     if x is None:
         return "–"
@@ -82,7 +91,18 @@ def render_rows(values: dict[Series, float], other: dict[str, float]) -> list[tu
     ]
 
 
-def run_view(url: str, *, seconds: float = 0.0, plain: bool = False, alive: Callable[[], bool] = lambda: True, interval: float = 1.0) -> None:
+def at_risk_rows(board) -> list[tuple[str, str]]:
+    if board is None:
+        return []
+    rows = []
+    for a in board.top(5):
+        why = ", ".join(r["feature"] for r in a.get("reasons", [])[:2])
+        rows.append((f"at risk: {a['customer_id']}", f"{a['risk']:.2f} {a['risk_band']}, loss {a['expected_mrr_loss']:,.0f}/mo, {a['recommended_play']} ({why})"))
+    return rows or [("at risk", "no open alerts yet")]
+
+
+def run_view(url: str, *, seconds: float = 0.0, plain: bool = False, alive: Callable[[], bool] = lambda: True,
+             interval: float = 1.0, board=None) -> None:
     """Refresh the figures every `interval` s until `seconds` pass (0 = forever) or the worker dies."""
     from rich.console import Console
     from rich.live import Live
@@ -102,7 +122,7 @@ def run_view(url: str, *, seconds: float = 0.0, plain: bool = False, alive: Call
     def frame() -> tuple[list[tuple[str, str]], str]:
         try:
             values, other = parse(scrape(url))
-            return render_rows(values, other), time.strftime("%H:%M:%S")
+            return render_rows(values, other) + risk_rows(values) + at_risk_rows(board), time.strftime("%H:%M:%S")
         except OSError as exc:
             return [], f"waiting for the worker ({type(exc).__name__})"
 

@@ -67,7 +67,11 @@ async def ensure_topics(settings: Settings, broker_url: str, extra: dict[str, tu
     """
     wanted = {**all_topics(settings), **(extra or {})}
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(broker_url), request_timeout_ms=int(timeout * 1000))
-    await asyncio.wait_for(admin.start(), timeout)
+    try:
+        await asyncio.wait_for(admin.start(), timeout)
+    except BaseException:
+        await admin.close()
+        raise
     try:
         existing = set(await admin.list_topics())
         missing = [name for name in wanted if name not in existing]

@@ -31,6 +31,9 @@ def churnmon(*args: str, env: dict | None = None) -> subprocess.CompletedProcess
         (["worker"], {"CHURNMON_PARTITIONS": "many"}, "CHURNMON_PARTITIONS='many' is not a valid int"),
         (["simulate"], {"CHURNMON_BROKER": ""}, "simulate needs --broker"),
         (["frobnicate"], {}, "No such command"),
+        (["alerts", "--broker", "kafka://127.0.0.1:1"], {}, "cannot reach the broker"),
+        (["replay", __file__, "--broker", "kafka://127.0.0.1:1"], {}, "cannot reach the broker"),
+        (["alerts", "--broker", "kafka://127.0.0.1:1", "--state", "bogus"], {}, "--state must be raised, escalated or resolved"),
     ],
 )
 def test_bad_input_gets_one_line_and_status_2(args, env, says):
