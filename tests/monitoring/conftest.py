@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .tools import Tools, ensure_tools
+from tests.monitoring.tools import Tools, ensure_tools
 
 
 @pytest.fixture(scope="session")

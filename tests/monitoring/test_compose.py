@@ -20,17 +20,16 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
 from stream_app.config import Settings
 from stream_app.topics import all_topics
 
-from .tools import REPO, load_yaml
+from tests.monitoring.tools import REPO, load_yaml
 
 COMPOSE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "docker" / "Dockerfile"
 SCHEMA = Path(__file__).resolve().with_name("compose-spec.schema.json")
-# Topics the coming at-risk alerts and model work will use; created up front.
+# Topics of the at-risk alerts and the model (churn.alerts, churn.training, churn.models): always created.
 FUTURE_TOPICS = {"churn.alerts", "churn.training", "churn.models"}
 
 
@@ -186,18 +185,27 @@ def _created(calls: list[list[str]]) -> dict[str, dict]:
     return out
 
 
+def _wanted(settings: Settings) -> dict[str, tuple[int, dict]]:
+    """stream_app.topics.all_topics as name -> (partitions, configs)."""
+    out = {}
+    for name, spec in all_topics(settings).items():
+        out[name] = spec if isinstance(spec, tuple) else (settings.partitions, spec)
+    return out
+
+
 def test_topic_init_creates_every_topic_the_app_uses(compose, tmp_path):
     created = _created(_run_topic_init(compose, tmp_path))
     env = compose["services"]["worker"]["environment"]
     settings = Settings(app_id=env.get("CHURNMON_APP_ID", Settings.app_id), partitions=int(env.get("CHURNMON_PARTITIONS", Settings.partitions)))
-    wanted = all_topics(settings)
+    assert compose["services"]["topic-init"]["environment"]["PARTITIONS"] == str(settings.partitions)
+    wanted = _wanted(settings)
     missing = set(wanted) - set(created)
     assert not missing, f"topic-init does not create {sorted(missing)}"
-    for topic, configs in wanted.items():
-        assert created[topic]["partitions"] == settings.partitions, f"{topic}: partition count differs from the worker's"
+    for topic, (partitions, configs) in wanted.items():
+        assert created[topic]["partitions"] == partitions, f"{topic}: {created[topic]['partitions']} partitions, the worker wants {partitions}"
+        assert created[topic]["replication"] == 1
         assert configs.items() <= created[topic]["configs"].items(), f"{topic}: configs {configs} missing"
     assert FUTURE_TOPICS <= set(created)
-    assert {info["partitions"] for info in created.values()} == {settings.partitions}, "every topic has the same partition count"
 
 
 # -- the Dockerfile (hadolint-style) ---------------------------------------------------------

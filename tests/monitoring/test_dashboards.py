@@ -19,7 +19,7 @@ from itertools import product
 import pytest
 import yaml
 
-from .tools import REPO, exported_names, metric_names, recorded_names
+from tests.monitoring.tools import REPO, exported_names, metric_names, recorded_names
 
 DASHBOARD_DIR = REPO / "grafana" / "dashboards"
 PANEL_TYPES = {"row", "stat", "gauge", "timeseries", "bargauge", "barchart", "table", "text", "piechart", "heatmap", "state-timeline"}

@@ -19,9 +19,8 @@ import yaml
 from stream_app import kpis
 from stream_app.metrics import LEDGER_GAUGES
 
-from .tools import (
+from tests.monitoring.tools import (
     EXTERNAL_METRICS,
-    PLANNED_METRICS,
     REPO,
     RULE_FILES,
     alerting_rules,
@@ -122,7 +121,7 @@ def test_recording_rule_names_follow_level_metric_operations():
 
 
 def test_rules_read_only_metrics_that_exist():
-    allowed = exported_names() | recorded_names() | set(EXTERNAL_METRICS) | set(PLANNED_METRICS)
+    allowed = exported_names() | recorded_names() | set(EXTERNAL_METRICS)
     for rule in recording_rules() + alerting_rules():
         unknown = metric_names(rule["expr"]) - allowed
         assert not unknown, f"{rule.get('record') or rule.get('alert')} reads unknown metrics {unknown}"

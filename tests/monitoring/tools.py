@@ -25,13 +25,6 @@ EXTERNAL_METRICS = {
     "up": "written by Prometheus for every scrape target",
     "kafka_consumergroup_lag": "danielqsj/kafka-exporter (docker-compose.yml)",
 }
-# Metrics the model and at-risk work will add to stream_app/metrics.py; the
-# placeholder alerts read them already.
-PLANNED_METRICS = {
-    "churn_at_risk_mrr": "MRR of customers scored at risk (gauge)",
-    "churn_model_roc_auc": "ROC AUC of the online model on delayed labels (gauge)",
-    "churn_model_drift_events_total": "drift detections (counter)",
-}
 
 
 @dataclass(frozen=True)
@@ -176,3 +169,105 @@ def github_anchor(heading: str) -> str:
 def runbook_anchors() -> set[str]:
     text = (REPO / "docs" / "RUNBOOK.md").read_text(encoding="utf-8")
     return {github_anchor(m.group(1)) for m in re.finditer(r"^#{1,6}\s+(.+?)\s*#*\s*$", text, re.M)}
+
+
+# -- real processes -------------------------------------------------------------------
+
+
+class WebhookReceiver:
+    """An Alertmanager webhook endpoint on 127.0.0.1, served from a thread.
+
+    Every POST is kept as (path, payload); `alerts()` flattens them to
+    (path, status, labels) per alert.
+    """
+
+    def __init__(self) -> None:
+        import json as _json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        received = self.received = []
+        lock = self.lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with lock:
+                    received.append((self.path, _json.loads(body)))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def alerts(self) -> list[tuple[str, str, dict]]:
+        with self.lock:
+            return [(path, a["status"], a["labels"]) for path, payload in self.received for a in payload["alerts"]]
+
+    def __enter__(self) -> "WebhookReceiver":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def alertmanager_config_for_test(receiver: WebhookReceiver, *, wait: str = "1s") -> dict:
+    """The real alertmanager/alertmanager.yml with its webhooks pointed at `receiver`
+    and its grouping timers shortened; routes and inhibitions untouched."""
+    config = load_yaml(REPO / "alertmanager" / "alertmanager.yml")
+    for r in config["receivers"]:
+        for hook in r.get("webhook_configs", []):
+            hook["url"] = receiver.url("/" + r["name"])
+    routes = [config["route"], *config["route"].get("routes", [])]
+    for route in routes:
+        route["group_wait"] = wait
+        route["group_interval"] = wait
+    return config
+
+
+def start(cmd: list[str], log: Path, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True, **kwargs)
+
+
+def stop(proc: subprocess.Popen | None, timeout: float = 15) -> None:
+    """SIGTERM the process group we started, SIGKILL if it does not go."""
+    import signal
+
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=timeout)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
+    """Until `url` answers 200, or fail with the process's log."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"{proc.args[0]} exited with {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{url} did not answer within {timeout:.0f} s:\n{log.read_text(errors='replace')[-3000:]}")

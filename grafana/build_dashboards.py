@@ -1,0 +1,685 @@
+"""Generate the Grafana dashboards of the churn monitor from code.
+
+    python grafana/build_dashboards.py           # (re)write grafana/dashboards/*.json
+    python grafana/build_dashboards.py --check   # exit 1 if the committed JSON is stale
+
+Dashboards are built from small named panel functions (one per panel, grouped
+by dashboard) and written as JSON with sorted keys, so a change to a query is a
+one-line diff. Standard library only. Grafana loads the files through file
+provisioning (grafana/provisioning/dashboards/dashboards.yml); they are
+read-only in the UI: change this file and regenerate.
+
+Queries read the fleet-wide recording rules of prometheus/rules/recording.yml
+(`churn:<figure>:<window>` ...) or the worker's own metrics
+(stream_app/metrics.py). tests/monitoring/test_dashboards.py rejects a query
+naming any other metric, and checks the committed JSON equals this output.
+
+Adding a dashboard (the at-risk customers and model quality dashboards are
+next, on churn_at_risk_*, churn_expected_mrr_loss, churn_alerts_emitted_total
+and churn_model_*): write panel functions and a function returning
+`dashboard(...)` below, register it in DASHBOARDS, and run this script. The
+test accepts only metrics in stream_app.metrics.REFERENCE or recording rules.
+Every dashboard carries the `churnmon` tag, and each one's header links to all
+dashboards with that tag, so new ones appear in the others' links.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+OUT_DIR = Path(__file__).resolve().parent / "dashboards"
+SCHEMA_VERSION = 39  # Grafana 11.x dashboard model
+TAG = "churnmon"
+
+# Money is in the account currency (stream_app/metrics.py). Set the unit to
+# the business's currency (currencyEUR, currencyGBP, ...) and regenerate.
+CURRENCY = "currencyUSD"
+RATE = "cps"  # counts (events) per second
+
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+WINDOWS = ("30d", "90d")
+
+# Colour bands of the churn-rate stats; the same numbers as the ChurnRateHigh
+# ticket (5 %) and page (10 %) thresholds in prometheus/rules/alerts.yml.
+CHURN_TICKET, CHURN_PAGE = 0.05, 0.10
+
+Panel = dict
+Row = tuple[str, list[Panel]]
+
+
+# ---------------------------------------------------------------------------
+# Building blocks
+# ---------------------------------------------------------------------------
+
+
+def target(expr: str, legend: str = "", *, instant: bool = False) -> dict:
+    """One Prometheus query of a panel; refIds are assigned by `panel`."""
+    return {
+        "datasource": DATASOURCE,
+        "editorMode": "code",
+        "expr": expr,
+        "instant": instant,
+        "legendFormat": legend or "__auto",
+        "range": not instant,
+    }
+
+
+def thresholds(*steps: tuple[float, str], base: str = "green") -> dict:
+    return {
+        "mode": "absolute",
+        "steps": [{"color": base, "value": None}] + [{"color": c, "value": v} for v, c in steps],
+    }
+
+
+def panel(
+    kind: str,
+    title: str,
+    targets: Iterable[dict],
+    unit: str,
+    *,
+    description: str = "",
+    w: int = 6,
+    h: int = 8,
+    decimals: int | None = None,
+    steps: dict | None = None,
+    custom: dict | None = None,
+    options: dict | None = None,
+    interval: str | None = None,
+    transformations: list | None = None,
+    overrides: list | None = None,
+) -> Panel:
+    """A panel without its place: `layout` assigns id and gridPos."""
+    targets = [dict(t, refId=chr(ord("A") + i)) for i, t in enumerate(targets)]
+    defaults: dict = {"unit": unit, "thresholds": steps or thresholds(), "color": {"mode": "thresholds" if kind in ("stat", "gauge") else "palette-classic"}}
+    if decimals is not None:
+        defaults["decimals"] = decimals
+    if custom is not None:
+        defaults["custom"] = custom
+    p: Panel = {
+        "type": kind,
+        "title": title,
+        "description": description,
+        "datasource": DATASOURCE,
+        "targets": targets,
+        "fieldConfig": {"defaults": defaults, "overrides": overrides or []},
+        "options": options or {},
+        "_size": (w, h),
+    }
+    if interval:
+        p["interval"] = interval
+    if transformations:
+        p["transformations"] = transformations
+    return p
+
+
+def stat(title: str, expr: str, unit: str, *, description: str = "", steps: dict | None = None, decimals: int | None = None, w: int = 4, h: int = 4) -> Panel:
+    return panel(
+        "stat", title, [target(expr)], unit, description=description, w=w, h=h, decimals=decimals, steps=steps,
+        options={
+            "colorMode": "value",
+            "graphMode": "area",
+            "justifyMode": "auto",
+            "orientation": "auto",
+            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+            "textMode": "auto",
+        },
+    )
+
+
+def timeseries(title: str, targets: Iterable[dict], unit: str, *, description: str = "", w: int = 12, h: int = 8,
+               stacked: bool = False, bars: bool = False, decimals: int | None = None, interval: str | None = None,
+               steps: dict | None = None) -> Panel:
+    custom = {
+        "drawStyle": "bars" if bars else "line",
+        "fillOpacity": 80 if bars else 10,
+        "lineWidth": 1,
+        "showPoints": "never",
+        "spanNulls": False,
+        "stacking": {"group": "A", "mode": "normal" if stacked else "none"},
+    }
+    return panel(
+        "timeseries", title, targets, unit, description=description, w=w, h=h, decimals=decimals, custom=custom,
+        interval=interval, steps=steps,
+        options={
+            "legend": {"calcs": [], "displayMode": "list", "placement": "bottom", "showLegend": True},
+            "tooltip": {"mode": "multi", "sort": "desc"},
+        },
+    )
+
+
+def bargauge(title: str, targets: Iterable[dict], unit: str, *, description: str = "", w: int = 6, h: int = 8) -> Panel:
+    return panel(
+        "bargauge", title, targets, unit, description=description, w=w, h=h,
+        options={
+            "displayMode": "gradient",
+            "orientation": "horizontal",
+            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+            "showUnfilled": True,
+            "valueMode": "color",
+        },
+    )
+
+
+def barchart(title: str, targets: Iterable[dict], unit: str, *, description: str = "", w: int = 12, h: int = 8) -> Panel:
+    """Signed bars, one per series: instant queries reduced to one row per series."""
+    return panel(
+        "barchart", title, targets, unit, description=description, w=w, h=h,
+        custom={"fillOpacity": 80, "gradientMode": "none", "lineWidth": 1},
+        transformations=[{"id": "reduce", "options": {"includeTimeField": False, "mode": "seriesToRows", "reducers": ["lastNotNull"]}}],
+        options={
+            "barWidth": 0.8,
+            "legend": {"calcs": [], "displayMode": "list", "placement": "bottom", "showLegend": False},
+            "orientation": "horizontal",
+            "showValue": "always",
+            "tooltip": {"mode": "single", "sort": "none"},
+            "xField": "Field",
+        },
+    )
+
+
+def layout(rows: Iterable[Row]) -> list[Panel]:
+    """Flow each row's panels left to right over Grafana's 24 columns."""
+    out: list[Panel] = []
+    y = 0
+    next_id = 1
+    for title, panels in rows:
+        out.append({"type": "row", "title": title, "collapsed": False, "id": next_id, "panels": [], "gridPos": {"h": 1, "w": 24, "x": 0, "y": y}})
+        next_id += 1
+        y += 1
+        x = 0
+        line_h = 0
+        for p in panels:
+            p = dict(p)
+            w, h = p.pop("_size")
+            if x + w > 24:
+                x, y, line_h = 0, y + line_h, 0
+            p["gridPos"] = {"h": h, "w": w, "x": x, "y": y}
+            p["id"] = next_id
+            next_id += 1
+            out.append(p)
+            x += w
+            line_h = max(line_h, h)
+        y += line_h
+    return out
+
+
+def datasource_variable() -> dict:
+    return {
+        "current": {},
+        "hide": 0,
+        "includeAll": False,
+        "label": "Data source",
+        "multi": False,
+        "name": "datasource",
+        "options": [],
+        "query": "prometheus",
+        "refresh": 1,
+        "regex": "",
+        "type": "datasource",
+    }
+
+
+def plan_variable() -> dict:
+    query = "label_values(churn_customers_active, plan)"
+    return {
+        "allValue": ".*",
+        "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+        "datasource": DATASOURCE,
+        "definition": query,
+        "hide": 0,
+        "includeAll": True,
+        "label": "Plan",
+        "multi": True,
+        "name": "plan",
+        "options": [],
+        "query": {"qryType": 1, "query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery"},
+        "refresh": 2,
+        "regex": "",
+        "sort": 1,
+        "type": "query",
+    }
+
+
+def window_variable() -> dict:
+    options = [{"selected": w == WINDOWS[0], "text": w, "value": w} for w in WINDOWS]
+    return {
+        "current": {"selected": True, "text": WINDOWS[0], "value": WINDOWS[0]},
+        "description": "Rolling window of the churn figures, ending at the event-time clock.",
+        "hide": 0,
+        "includeAll": False,
+        "label": "Window",
+        "multi": False,
+        "name": "window",
+        "options": options,
+        "query": ",".join(WINDOWS),
+        "skipUrlSync": False,
+        "type": "custom",
+    }
+
+
+def dashboard(uid: str, title: str, description: str, rows: Iterable[Row], variables: list[dict], *, time_from: str = "now-7d", refresh: str = "1m") -> dict:
+    return {
+        "annotations": {
+            "list": [
+                {
+                    "builtIn": 1,
+                    "datasource": {"type": "grafana", "uid": "-- Grafana --"},
+                    "enable": True,
+                    "hide": True,
+                    "iconColor": "rgba(0, 211, 255, 1)",
+                    "name": "Annotations & Alerts",
+                    "type": "dashboard",
+                }
+            ]
+        },
+        "description": description,
+        "editable": False,
+        "fiscalYearStartMonth": 0,
+        "graphTooltip": 1,
+        "id": None,
+        "links": [{"asDropdown": False, "icon": "external link", "includeVars": False, "keepTime": True, "tags": [TAG], "targetBlank": False, "title": "Churn monitor", "type": "dashboards"}],
+        "panels": layout(rows),
+        "refresh": refresh,
+        "schemaVersion": SCHEMA_VERSION,
+        "tags": [TAG],
+        "templating": {"list": variables},
+        "time": {"from": time_from, "to": "now"},
+        "timepicker": {},
+        "timezone": "utc",
+        "title": title,
+        "uid": uid,
+        "version": 1,
+        "weekStart": "",
+    }
+
+
+# ---------------------------------------------------------------------------
+# Churn overview: panels
+# ---------------------------------------------------------------------------
+
+W = "${window}"
+
+
+def customers_now() -> Panel:
+    return stat("Paying customers", "churn:customers_active:sum", "short",
+                description="Customers with an active paid subscription now (trials excluded), plus purchase-only customers (plan=none).")
+
+
+def mrr_now() -> Panel:
+    return stat("MRR", "churn:mrr:sum", CURRENCY,
+                description="Monthly recurring revenue now (Stripe definition: trials, free plans and metered items excluded).")
+
+
+def arpa_now() -> Panel:
+    return stat("ARPA", "churn:arpa:ratio", CURRENCY, description="Average revenue per account = MRR / paying customers (ChartMogul).")
+
+
+def trials_now() -> Panel:
+    return stat("In trial", "sum(churn_customers_trial)", "short", description="Customers in a trial now; they count as customers only once converted.")
+
+
+def pending_cancellation() -> Panel:
+    return stat("Cancelled, not yet churned", "sum(churn_customers_pending_cancellation)", "short",
+                steps=thresholds((1, "orange")),
+                description="Customers who cancelled but whose paid period has not ended (ProfitWell/Paddle): the most actionable group.")
+
+
+def pending_cancellation_mrr() -> Panel:
+    return stat("MRR about to churn", "sum(churn_mrr_pending_cancellation)", CURRENCY, steps=thresholds((1, "orange")),
+                description="MRR of the customers cancelled but not yet churned; it leaves at the end of their paid periods.")
+
+
+def customer_churn_rate() -> Panel:
+    return stat(f"Customer churn rate ({W})", f"churn:customer_churn_rate:{W}", "percentunit", decimals=2,
+                steps=thresholds((CHURN_TICKET, "orange"), (CHURN_PAGE, "red")),
+                description="Customers of the starting cohort lost in the window / customers at its start (ChartMogul; joiners who churn inside the window are left out). Alerts: ticket above 5 %, page above 10 % (30d).")
+
+
+def customers_start() -> Panel:
+    return stat(f"Customers at window start ({W})", f"churn:customers_start:{W}", "short",
+                description="Paying customers at the end of the day the window starts.")
+
+
+def customers_lost() -> Panel:
+    return stat(f"Customers lost ({W})", f"churn:customers_lost:{W}", "short", steps=thresholds((1, "orange")),
+                description="Customers of the starting cohort who churned in the window.")
+
+
+def stripe_rolling_churn() -> Panel:
+    return stat(f"Stripe rolling churn ({W})", f"churn:stripe_rolling_churn_rate:{W}", "percentunit", decimals=2,
+                steps=thresholds((CHURN_TICKET, "orange"), (CHURN_PAGE, "red")),
+                description="Stripe's subscriber churn: churned in the window / (active at its start + new in it).")
+
+
+def annualised_churn() -> Panel:
+    return stat(f"Annualised churn (from {W})", f"churn:annualised_churn_rate:{W}", "percentunit", decimals=1,
+                steps=thresholds((0.3, "orange"), (0.5, "red")),
+                description="1 - (1 - monthly churn)^12 (fight-churn): the share of customers a year of this churn would lose. 4 % a month loses 39 % a year; 0.5 % loses 6 %.")
+
+
+def mrr_lost() -> Panel:
+    return stat(f"MRR lost ({W})", f"churn:mrr_lost:{W}", CURRENCY, steps=thresholds((1, "orange")),
+                description="MRR of the starting cohort lost to churn in the window.")
+
+
+def mrr_churn_rate() -> Panel:
+    return stat(f"MRR churn rate ({W})", f"churn:mrr_churn_rate:{W}", "percentunit", decimals=2,
+                steps=thresholds((CHURN_TICKET, "orange"), (CHURN_PAGE, "red")),
+                description="MRR lost to churn in the window / MRR at its start.")
+
+
+def gross_mrr_churn() -> Panel:
+    return stat(f"Gross MRR churn ({W})", f"churn:gross_mrr_churn_rate:{W}", "percentunit", decimals=2,
+                steps=thresholds((CHURN_TICKET, "orange"), (CHURN_PAGE, "red")),
+                description="(churned + contraction MRR) / MRR at the window start.")
+
+
+def net_mrr_churn() -> Panel:
+    return stat(f"Net MRR churn ({W})", f"churn:net_mrr_churn_rate:{W}", "percentunit", decimals=2,
+                steps=thresholds((0, "orange"), (CHURN_TICKET, "red")),
+                description="(churn + contraction - expansion - reactivation) / MRR at the window start. Negative is good: expansion outgrew the losses.")
+
+
+def net_revenue_retention() -> Panel:
+    return stat(f"Net revenue retention ({W})", f"churn:net_revenue_retention:{W}", "percentunit", decimals=1,
+                steps=thresholds((0.9, "orange"), (1.0, "green"), base="red"),
+                description="(start MRR + expansion - contraction - churn) / start MRR of the starting cohort. Above 100 % the cohort grows without new customers.")
+
+
+def quick_ratio() -> Panel:
+    return stat(f"Quick ratio ({W})", f"churn:quick_ratio:{W}", "none", decimals=2,
+                steps=thresholds((1, "orange"), (4, "green"), base="red"),
+                description="(new + expansion MRR) / (contraction + churn MRR) (Baremetrics). Above 4 is healthy growth; below 1 the business shrinks.")
+
+
+def lifetime_value() -> Panel:
+    return stat(f"LTV (from {W} churn)", f"churn:ltv:{W}", CURRENCY,
+                description="ARPA / monthly customer churn (ChartMogul). Unstable for small bases: a couple of churns swing it.")
+
+
+def churn_rates_over_time() -> Panel:
+    return timeseries("Customer churn rate", [
+        target("churn:customer_churn_rate:30d", "30-day"),
+        target("churn:customer_churn_rate:90d", "90-day"),
+        target("churn:stripe_rolling_churn_rate:30d", "Stripe rolling 30-day"),
+        target("churn:annualised_churn_rate:30d", "annualised (from 30-day)"),
+    ], "percentunit", decimals=2, steps=thresholds((CHURN_TICKET, "orange"), (CHURN_PAGE, "red")),
+        description="Rolling windows ending at the event-time clock.")
+
+
+def mrr_churn_over_time() -> Panel:
+    return timeseries("Gross and net MRR churn", [
+        target("churn:gross_mrr_churn_rate:30d", "gross 30-day"),
+        target("churn:net_mrr_churn_rate:30d", "net 30-day"),
+        target("churn:gross_mrr_churn_rate:90d", "gross 90-day"),
+        target("churn:net_mrr_churn_rate:90d", "net 90-day"),
+    ], "percentunit", decimals=2, description="Gross = (churn + contraction) / start MRR; net also subtracts expansion and reactivation.")
+
+
+def mrr_movements_window() -> Panel:
+    sel = f'churn_window_mrr_movement{{window="{W}"'
+    return barchart(f"MRR movements in the last {W}", [
+        target(f'sum by (kind) ({sel}, kind=~"new|expansion|reactivation"}})', "{{kind}}", instant=True),
+        target(f'-sum by (kind) ({sel}, kind=~"contraction|churn"}})', "{{kind}}", instant=True),
+        target(f'sum({sel}, kind=~"new|expansion|reactivation"}}) - sum({sel}, kind=~"contraction|churn"}})', "net MRR growth", instant=True),
+    ], CURRENCY, description="ChartMogul's MRR movements in the window (event time): growth = new + expansion + reactivation - contraction - churn. Losses are drawn negative.")
+
+
+def mrr_movements_hourly() -> Panel:
+    return timeseries("MRR movements per hour", [
+        target('kind:churn_mrr_movement:increase1h{kind=~"new|expansion|reactivation"}', "{{kind}}"),
+        target('-kind:churn_mrr_movement:increase1h{kind=~"contraction|churn"}', "{{kind}}"),
+    ], CURRENCY, stacked=True, bars=True, interval="1h",
+        description="MRR moved in each hour as events were processed (wall-clock time: a replay of history shows up as a burst). Losses are drawn negative.")
+
+
+def mrr_lost_vs_usual() -> Panel:
+    return timeseries("MRR churned per hour vs usual", [
+        target('kind:churn_mrr_movement:increase1h{kind="churn"}', "churned in the last hour"),
+        target('3 * avg_over_time(kind:churn_mrr_movement:increase1h{kind="churn"}[7d])', "3x the 7-day average (ChurnMrrLossSpike)"),
+    ], CURRENCY, description="ChurnMrrLossSpike pages when the first line crosses the second and exceeds 1000.")
+
+
+def quick_ratio_over_time() -> Panel:
+    return timeseries(f"Quick ratio ({W})", [target(f"churn:quick_ratio:{W}", "quick ratio")], "none", w=6, decimals=2,
+                      steps=thresholds((1, "orange"), (4, "green"), base="red"),
+                      description="(new + expansion) / (contraction + churn) MRR.")
+
+
+def nrr_over_time() -> Panel:
+    return timeseries(f"Net revenue retention ({W})", [target(f"churn:net_revenue_retention:{W}", "NRR")], "percentunit", w=6, decimals=1,
+                      description="(start MRR + expansion - contraction - churn) / start MRR.")
+
+
+def mrr_by_plan() -> Panel:
+    return timeseries("MRR by plan", [target('plan:churn_mrr:sum{plan=~"${plan}"}', "{{plan}}")], CURRENCY, stacked=True)
+
+
+def customers_by_plan() -> Panel:
+    return timeseries("Paying customers by plan", [target('plan:churn_customers_active:sum{plan=~"${plan}"}', "{{plan}}")], "short", stacked=True)
+
+
+def churned_by(label: str, title: str, description: str) -> Panel:
+    expr = f'sum by ({label}) (increase(churn_customers_churned_total{{plan=~"${{plan}}"}}[$__range]))'
+    return bargauge(title, [target(expr, f"{{{{{label}}}}}", instant=True)], "short", description=description)
+
+
+def churn_by_reason() -> Panel:
+    return churned_by("reason", "Churned by reason", "Customers churned in the dashboard's time range by stated cancellation reason, or payment / inactivity.")
+
+
+def churn_by_plan() -> Panel:
+    return churned_by("plan", "Churned by plan", "Customers churned in the dashboard's time range by their plan at churn.")
+
+
+def churn_by_kind() -> Panel:
+    return churned_by("kind", "Churned by kind", "Voluntary (cancelled), involuntary (payment not recovered in the grace period), inactivity (non-contractual customers gone quiet).")
+
+
+def early_life_churn() -> Panel:
+    return bargauge("Churned by tenure (early-life churn)", [
+        target("sum by (tenure) (increase(churn_customers_churned_by_tenure_total[$__range]))", "{{tenure}} days", instant=True),
+    ], "short", description="Customers churned in the dashboard's time range by tenure at churn: many in 0-30 / 31-60 days points at onboarding.")
+
+
+def stickiness_now() -> Panel:
+    return stat("Stickiness (DAU/MAU)", "churn:stickiness:ratio", "percentunit", decimals=1, w=6, h=8,
+                steps=thresholds((0.1, "orange"), (0.2, "green"), base="red"),
+                description="Average daily active customers over the last 30 days / monthly active customers (NetHunt).")
+
+
+def forgettable_share() -> Panel:
+    return stat("Forgettable zone", "churn:forgettable_customers:ratio", "percentunit", decimals=1, w=6, h=8,
+                steps=thresholds((0.1, "orange"), (0.25, "red")),
+                description="Share of paying customers with no usage in the last 30 days: less than once a month.")
+
+
+def active_customers() -> Panel:
+    return timeseries("Active customers", [
+        target("sum(churn_users_daily_active)", "daily active"),
+        target("sum(churn_users_monthly_active)", "monthly active"),
+        target("sum(churn_customers_forgettable)", "forgettable (paying, no usage in 30 days)"),
+    ], "short")
+
+
+def churn_overview() -> dict:
+    return dashboard(
+        "churn-overview",
+        "Churn overview",
+        "Customers, MRR and churn of the whole business, as the churn monitor computes them from the event streams.",
+        [
+            ("Now", [customers_now(), mrr_now(), arpa_now(), trials_now(), pending_cancellation(), pending_cancellation_mrr()]),
+            (f"Churn in the last {W}", [
+                customer_churn_rate(), customers_start(), customers_lost(), stripe_rolling_churn(), annualised_churn(), lifetime_value(),
+                mrr_churn_rate(), mrr_lost(), gross_mrr_churn(), net_mrr_churn(), net_revenue_retention(), quick_ratio(),
+                churn_rates_over_time(), mrr_churn_over_time(),
+            ]),
+            ("MRR movements", [
+                mrr_movements_window(), mrr_movements_hourly(), mrr_lost_vs_usual(), quick_ratio_over_time(), nrr_over_time(),
+                mrr_by_plan(), customers_by_plan(),
+            ]),
+            ("Why and when customers churn", [churn_by_reason(), churn_by_plan(), churn_by_kind(), early_life_churn()]),
+            ("Engagement", [stickiness_now(), forgettable_share(), active_customers()]),
+        ],
+        [datasource_variable(), plan_variable(), window_variable()],
+        time_from="now-30d",
+    )
+
+
+# ---------------------------------------------------------------------------
+# Pipeline health: panels
+# ---------------------------------------------------------------------------
+
+
+def workers_up() -> Panel:
+    return stat("Workers up", "churn:workers_up:sum", "short", steps=thresholds((1, "green"), base="red"),
+                description="Workers Prometheus can scrape (job churnmon). ChurnWorkerDown / ChurnWorkersAllDown page on this.")
+
+
+def partitions_assigned() -> Panel:
+    return stat("Partitions assigned", "churn:partitions_assigned:sum", "short",
+                description="Input partitions owned across the fleet; equals the partition count (CHURNMON_PARTITIONS, 8) when every partition has a worker.")
+
+
+def events_rate() -> Panel:
+    return stat("Events processed", "churn:events_processed:rate5m", RATE, description="Valid input events per second, all topics, last 5 minutes.")
+
+
+def dead_letter_ratio() -> Panel:
+    return stat("Dead-lettered", "churn:events_rejected:ratio_rate5m", "percentunit", decimals=2, steps=thresholds((0.01, "orange"), (0.25, "red")),
+                description="Share of input messages that failed the event contract and went to churn.dlq. ChurnDeadLetterRateHigh: ticket above 1 %, page above 25 %.")
+
+
+def event_time_lag() -> Panel:
+    return stat("Event-time lag", "churn:event_time_lag_seconds:max", "s", steps=thresholds((3600, "orange"), (86400, "red")),
+                description="Wall clock minus the newest event time processed (worst worker). Large during a replay of history; the business alerts hold off above one day.")
+
+
+def consumer_lag() -> Panel:
+    return stat("Consumer lag", "churn:kafka_consumergroup_lag:sum", "short", steps=thresholds((1000, "orange")),
+                description="Messages waiting on the broker for consumer group churnmon (kafka-exporter).")
+
+
+def events_by_topic() -> Panel:
+    return timeseries("Events processed by topic", [target("topic:churn_events_processed:rate5m", "{{topic}}")], RATE, stacked=True)
+
+
+def rejected_by_topic_reason() -> Panel:
+    return timeseries("Rejected by topic and reason", [target("topic_reason:churn_events_rejected:rate5m", "{{topic}} {{reason}}")], RATE, stacked=True,
+                      description="Messages dead-lettered to churn.dlq per second; the reason codes are those of schemas/README.md.")
+
+
+def dead_letter_volume() -> Panel:
+    return timeseries("Dead-letter volume per hour", [target("sum by (reason) (increase(churn_events_rejected_total[1h]))", "{{reason}}")], "short",
+                      stacked=True, bars=True, interval="1h", description="Messages written to churn.dlq in each hour, by rejection reason.")
+
+
+def duplicates_and_late() -> Panel:
+    return timeseries("Duplicate and late events", [
+        target("sum by (topic) (rate(churn_events_duplicate_total[5m]))", "duplicate {{topic}}"),
+        target("sum by (topic) (rate(churn_events_late_total[5m]))", "late {{topic}}"),
+    ], RATE, description="Redelivered events (dropped by event_id) and events older than the event-time clock (applied where safe).")
+
+
+def processing_latency() -> Panel:
+    return timeseries("Processing latency", [target("churn:event_processing_seconds:histogram_quantile", "p{{quantile}}")], "s",
+                      description="Wall time to process one event, decode to state and metrics (fleet quantiles over 5 minutes).")
+
+
+def processing_latency_by_worker() -> Panel:
+    return timeseries("p99 processing latency by worker", [
+        target("histogram_quantile(0.99, sum by (instance, le) (rate(churn_event_processing_seconds_bucket[5m])))", "{{instance}}"),
+    ], "s")
+
+
+def event_time_lag_by_worker() -> Panel:
+    return timeseries("Event-time lag by worker", [target("churn_event_time_lag_seconds", "{{instance}}")], "s",
+                      description="Wall clock minus the newest event time each worker processed.")
+
+
+def clock_behind_wall() -> Panel:
+    return timeseries("Event-time clock behind wall clock", [target("time() - churn_event_time_clock_seconds", "{{instance}}")], "s",
+                      description="The windows end at this clock: the newest event time less the allowed lateness (1 h by default).")
+
+
+def consumer_lag_by_topic() -> Panel:
+    return timeseries("Consumer lag by topic", [target("topic:kafka_consumergroup_lag:sum", "{{topic}}")], "short", stacked=True, w=8,
+                      description="From kafka-exporter; ChurnConsumerLagGrowing tickets when it is above 1000 and growing for 15 minutes.")
+
+
+def partitions_by_worker() -> Panel:
+    return timeseries("Partitions by worker", [target("churn_partitions_assigned", "{{instance}}")], "short", stacked=True, w=8,
+                      description="A rebalance moves partitions between workers; a worker with 0 idles.")
+
+
+def workers_over_time() -> Panel:
+    return timeseries("Workers up", [target("churn:workers_up:sum", "workers up")], "short", w=8)
+
+
+def pipeline_health() -> dict:
+    return dashboard(
+        "churn-pipeline",
+        "Churn pipeline health",
+        "Is the churn monitor keeping up: events in and rejected, latency, event-time lag, workers and consumer lag.",
+        [
+            ("Fleet", [workers_up(), partitions_assigned(), events_rate(), dead_letter_ratio(), event_time_lag(), consumer_lag()]),
+            ("Input", [events_by_topic(), rejected_by_topic_reason(), dead_letter_volume(), duplicates_and_late()]),
+            ("Latency and lag", [processing_latency(), processing_latency_by_worker(), event_time_lag_by_worker(), clock_behind_wall()]),
+            ("Workers and Kafka", [workers_over_time(), partitions_by_worker(), consumer_lag_by_topic()]),
+        ],
+        [datasource_variable()],
+        time_from="now-6h",
+        refresh="30s",
+    )
+
+
+# ---------------------------------------------------------------------------
+# Output
+# ---------------------------------------------------------------------------
+
+# file name -> builder. The at-risk customers and model quality dashboards
+# join here ("at-risk-customers.json": at_risk_customers,
+# "model-quality.json": model_quality).
+DASHBOARDS: dict[str, Callable[[], dict]] = {
+    "churn-overview.json": churn_overview,
+    "pipeline-health.json": pipeline_health,
+}
+
+
+def render(d: dict) -> str:
+    """The committed form: sorted keys, 2-space indent, trailing newline."""
+    return json.dumps(d, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def build() -> dict[str, str]:
+    """file name -> JSON text of every dashboard."""
+    return {name: render(make()) for name, make in DASHBOARDS.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if grafana/dashboards/ differs from the generator")
+    parser.add_argument("--out", type=Path, default=OUT_DIR, help="output directory")
+    args = parser.parse_args(argv)
+    stale = []
+    for name, text in build().items():
+        path = args.out / name
+        if args.check:
+            if not path.is_file() or path.read_text(encoding="utf-8") != text:
+                stale.append(name)
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        print(f"wrote {path}", file=sys.stderr)
+    if stale:
+        print(f"stale dashboards (run python grafana/build_dashboards.py): {', '.join(stale)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
