@@ -38,6 +38,8 @@ def parse(text: str) -> tuple[dict[Series, float], dict[str, float]]:
                 continue
             if "plan" in labels:
                 series: Series = (key, labels["plan"])
+            elif "band" in labels:
+                series = (key, labels["band"])
             elif "kind" in labels:
                 series = (key, int(labels["window"].rstrip("d")), labels["kind"])
             elif "window" in labels:
