@@ -156,7 +156,6 @@ class Pipeline:
             self.score(book, st, ev["_t"], churned_at, ev["event_id"])
             self.customers[cid] = st
             book.after(before, st)
-        self.metrics.lag.set(time.time() - (book.max_event_t or ev["_t"]))
         return effects
 
     def score(self, book: PartitionBook, st: CustomerState, now: float, churned_at: float | None, trigger: str | None) -> None:
@@ -373,9 +372,10 @@ class Pipeline:
         books = [b for p, b in self.books.items() if p in owned]
         clocks = [b.clock for b in books if b.clock is not None]
         if not clocks:
-            return {}, None, len(owned)
+            return {}, None, len(owned), None
         clock = max(clocks)
-        return merge(b.ledger.values(day_of(clock)) for b in books), clock, len(owned)
+        newest = [b.max_event_t for b in books if b.max_event_t is not None]
+        return merge(b.ledger.values(day_of(clock)) for b in books), clock, len(owned), min(newest) if newest else None
 
     # -- the clock timer ---------------------------------------------------------
     async def caught_up(self, topic: str, partition: int) -> bool:

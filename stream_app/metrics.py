@@ -18,6 +18,7 @@ Two families:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
@@ -76,7 +77,6 @@ class Metrics:
             buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
             registry=r,
         )
-        self.lag = Gauge(*_doc("churn_event_time_lag_seconds", "gauge", [], "Wall clock minus the newest event time processed (large during replays)."), registry=r)
         self.movement = Counter(*_doc("churn_mrr_movement_total", "counter", ["kind"], "MRR movements in account currency, kind = new, expansion, contraction, churn, reactivation."), ["kind"], registry=r)
         self.churned = Counter(
             *_doc("churn_customers_churned_total", "counter", ["reason", "plan", "kind"], "Customers churned; kind = voluntary, involuntary, inactivity; reason = cancellation category, payment or inactivity."),
@@ -137,8 +137,8 @@ class Metrics:
         self.drift.set(1.0 if report["drift"] else 0.0)
         self.drift_events.set(report["drift_events"])
 
-    def watch_ledgers(self, source: Callable[[], tuple[dict[Series, float], float | None, int]]) -> None:
-        """Export ledger-derived gauges; `source()` -> (summed values, clock, partitions owned)."""
+    def watch_ledgers(self, source: Callable[[], tuple[dict[Series, float], float | None, int, float | None]]) -> None:
+        """Export ledger-derived gauges; `source()` -> (summed values, clock, partitions owned, oldest newest-event time)."""
         self.registry.register(LedgerCollector(source, self.plan))
 
 
@@ -166,10 +166,11 @@ LEDGER_GAUGES = {
 }
 CLOCK_GAUGE = _doc("churn_event_time_clock_seconds", "gauge", [], "The worker's event-time clock (highest event time less allowed lateness), Unix seconds.")
 PARTITIONS_GAUGE = _doc("churn_partitions_assigned", "gauge", [], "Input partitions this worker owns.")
+LAG_GAUGE = _doc("churn_event_time_lag_seconds", "gauge", [], "Wall clock minus the newest event time of the worker's most behind partition (large during replays).")
 
 
 class LedgerCollector(Collector):
-    def __init__(self, source: Callable[[], tuple[dict[Series, float], float | None, int]], plan: PlanLabels) -> None:
+    def __init__(self, source: Callable[[], tuple[dict[Series, float], float | None, int, float | None]], plan: PlanLabels) -> None:
         self.source = source
         self.plan = plan
 
@@ -177,7 +178,7 @@ class LedgerCollector(Collector):
         return []
 
     def collect(self):
-        values, clock, owned = self.source()
+        values, clock, owned, behind = self.source()
         fams: dict[str, GaugeMetricFamily] = {}
         for key, (name, help_) in LEDGER_GAUGES.items():
             labels = {"active": ["plan"], "mrr": ["plan"], "move": ["window", "kind"], "at_risk": ["band"], "at_risk_mrr": ["band"]}.get(key)
@@ -211,3 +212,7 @@ class LedgerCollector(Collector):
         owned_fam = GaugeMetricFamily(*PARTITIONS_GAUGE)
         owned_fam.add_metric([], owned)
         yield owned_fam
+        lag_fam = GaugeMetricFamily(*LAG_GAUGE)
+        if behind is not None:
+            lag_fam.add_metric([], time.time() - behind)
+        yield lag_fam

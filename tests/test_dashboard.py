@@ -15,10 +15,11 @@ VALUES = {
 
 def test_round_trip_and_rows():
     m = Metrics()
-    m.watch_ledgers(lambda: (VALUES, 1.75e9, 8))
+    m.watch_ledgers(lambda: (VALUES, 1.75e9, 8, 1.75e9))
     values, other = parse(generate_latest(m.registry).decode())
     assert values == VALUES
     assert other["churn_event_time_clock_seconds{}"] == 1.75e9
+    assert other["churn_event_time_lag_seconds{}"] > 0
     rows = dict(render_rows(values, other) + risk_rows(values) + at_risk_rows(None))
     assert rows["customer churn rate 30d / 90d"].startswith("5.00 %")
     assert "high 3 (297)" in rows["customers (MRR) by risk band"]
