@@ -6,6 +6,7 @@ Agents, timers and views register themselves on the app in their own modules
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import faust
@@ -14,6 +15,7 @@ from .config import Settings
 
 
 def build_app(settings: Settings, broker_url: str) -> faust.App:
+    advertised = socket.gethostname() if settings.web_host == "hostname" else settings.web_host
     return faust.App(
         settings.app_id,
         broker=broker_url,
@@ -22,8 +24,8 @@ def build_app(settings: Settings, broker_url: str) -> faust.App:
         topic_partitions=settings.partitions,
         topic_allow_declare=True,
         web_enabled=True,
-        web_bind=settings.web_host,
-        web_host=settings.web_host,
+        web_bind=settings.web_bind or advertised,
+        web_host=advertised,
         web_port=settings.web_port,
         web_in_thread=False,
         broker_rebalance_timeout=settings.rebalance_timeout_s,

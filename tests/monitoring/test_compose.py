@@ -84,7 +84,8 @@ def test_workers_scale(compose):
     assert "container_name" not in worker, "a fixed container name breaks --scale"
     assert "ports" not in worker, "a published host port breaks --scale; Prometheus reaches workers on the compose network"
     env = worker["environment"]
-    assert env["CHURNMON_WEB_HOST"] == "0.0.0.0"
+    assert env["CHURNMON_WEB_BIND"] == "0.0.0.0"  # listen on every interface in the container
+    assert env["CHURNMON_WEB_HOST"] == "hostname"  # advertise the container's name: lookups are forwarded
     assert env["CHURNMON_BROKER"] == "kafka://kafka:9092"
     assert worker["build"]["dockerfile"] == "docker/Dockerfile"
     assert (REPO / worker["build"]["context"] / worker["build"]["dockerfile"]).is_file()
@@ -289,7 +290,7 @@ def test_cmd_runs_the_worker_in_exec_form(dockerfile):
     cmds = [args for op, args in dockerfile if op == "CMD"]
     assert json.loads(cmds[-1]) == ["churnmon", "worker"]
     env = " ".join(args for op, args in dockerfile if op == "ENV")
-    assert "CHURNMON_WEB_HOST=0.0.0.0" in env and "CHURNMON_SCHEMA_DIR=/app/schemas" in env
+    assert "CHURNMON_WEB_BIND=0.0.0.0" in env and "CHURNMON_WEB_HOST=hostname" in env and "CHURNMON_SCHEMA_DIR=/app/schemas" in env
     assert any(op == "EXPOSE" and "6066" in args for op, args in dockerfile)
 
 
