@@ -229,7 +229,7 @@ def demo(
     customers: int = typer.Option(600, "--customers", min=1, help="simulated population (bounded: the embedded broker keeps every message in memory)"),
     days: int = typer.Option(365, "--days", min=1),
     seed: int = typer.Option(42, "--seed"),
-    rate: float = typer.Option(2000.0, "--rate", min=1.0, help="simulated events per wall second (~1 event-time day per second)"),
+    rate: float = typer.Option(800.0, "--rate", min=1.0, help="simulated events per wall second (about what one worker keeps up with here)"),
     web_port: int = typer.Option(6066, "--web-port"),
     seconds: float = typer.Option(0.0, "--seconds", min=0.0, help="stop after this long (0 = until Ctrl-C)"),
     plain: bool = typer.Option(False, "--plain", help="print figures line by line instead of a live screen"),
