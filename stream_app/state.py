@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from .config import DAY, Settings
-from .contract import TOPIC_TYPES
+from .contract import TOPIC_TYPES, TOPICS
 
 # Statuses. `cancelled` customers churned by cancellation or failed payment;
 # `lapsed` ones by inactivity; `trial_expired` never converted (not churn).
@@ -204,8 +204,17 @@ def apply(state: CustomerState, event: dict, rules: Rules, clock: float | None =
     if late:
         state.late_events += 1
     # Time-driven transitions that were due before this event happen first, so
-    # a payment after the grace period does not undo an involuntary churn.
-    state, due = advance(state, t, rules)
+    # a payment after the grace period does not undo an involuntary churn. The
+    # clock may take every transition; the event's own time only those its
+    # topic decides: topics are read at different paces, and a usage event
+    # read weeks ahead must not expire a grace period whose payment (on the
+    # subscription topic) has not been read yet.
+    due = NO_EFFECTS
+    if clock is not None:
+        state, due = advance(state, clock, rules)
+    state, own = advance(state, t, rules, decided_by=_TOPIC_OF[event["type"]])
+    if own.churn is not None or own.movements:
+        due = Effects(due.movements + own.movements, own.churn or due.churn)
     if state.first_seen_t is None:
         state.first_seen_t = t
     if state.last_event_t is None or t > state.last_event_t:
@@ -219,18 +228,28 @@ def apply(state: CustomerState, event: dict, rules: Rules, clock: float | None =
     return state, Effects(movements, churn, False, late)
 
 
-def advance(state: CustomerState, now: float, rules: Rules) -> tuple[CustomerState, Effects]:
-    """Apply every transition that event time `now` has made due."""
+SUBSCRIPTION_TOPIC, USAGE_TOPIC = TOPICS[0], TOPICS[1]
+
+
+def advance(state: CustomerState, now: float, rules: Rules, decided_by: str | None = None) -> tuple[CustomerState, Effects]:
+    """Apply every transition that event time `now` has made due.
+
+    `decided_by` limits it to the transitions one input topic decides:
+    cancellations, grace periods and trials by the subscription topic (only
+    a subscription event can prevent them), inactivity by the usage topic.
+    """
     movements: list[Movement] = []
     churn = None
+    by_subscription = decided_by in (None, SUBSCRIPTION_TOPIC)
+    by_usage = decided_by in (None, USAGE_TOPIC)
     if state.status == ACTIVE:
-        if state.cancel_effective_t is not None and state.cancel_effective_t <= now:
+        if by_subscription and state.cancel_effective_t is not None and state.cancel_effective_t <= now:
             churn = _churn(state, state.cancel_effective_t, VOLUNTARY, state.cancel_reason or "other", movements)
-        elif state.contractual and state.first_failed_t is not None and state.first_failed_t + rules.grace_s <= now:
+        elif by_subscription and state.contractual and state.first_failed_t is not None and state.first_failed_t + rules.grace_s <= now:
             churn = _churn(state, state.first_failed_t + rules.grace_s, INVOLUNTARY, REASON_PAYMENT, movements)
-        elif not state.contractual and state.last_activity_t is not None and state.last_activity_t + rules.inactivity_s <= now:
+        elif by_usage and not state.contractual and state.last_activity_t is not None and state.last_activity_t + rules.inactivity_s <= now:
             churn = _churn(state, state.last_activity_t + rules.inactivity_s, INACTIVITY, REASON_INACTIVITY, movements)
-    elif state.status == TRIAL and state.trial_start_t is not None and state.trial_start_t + rules.trial_s <= now:
+    elif by_subscription and state.status == TRIAL and state.trial_start_t is not None and state.trial_start_t + rules.trial_s <= now:
         state.status = TRIAL_EXPIRED
     if churn is None and not movements:
         return state, NO_EFFECTS
