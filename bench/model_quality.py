@@ -29,15 +29,16 @@ import argparse
 import os
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from stream_app.alerts import AlertConfig, decide  # noqa: E402
 from stream_app.config import DAY  # noqa: E402
 from stream_app.contract import parse_ts  # noqa: E402
-from stream_app.features import features  # noqa: E402
+from stream_app.features import features, monthly_value  # noqa: E402
 from stream_app.health import health_risk  # noqa: E402
 from stream_app.labels import LabelBook, expire, observe, on_churn  # noqa: E402
 from stream_app.model import ChurnModel, Quality  # noqa: E402
@@ -107,7 +108,12 @@ class Replay:
         self.rows: list[tuple] = []  # (y, p_model, p_health, days_inactive, snapshot_t, cancel_pending)
         self.ready_t: float | None = None
         self.churns = defaultdict(int)
+        self.churn_times: dict[str, list[float]] = defaultdict(list)
         self.snapshots = 0
+        # the alert policy, run on the daily scores (rules until the model is ready)
+        self.alert_cfg = AlertConfig()
+        self.alert_states: dict = {}
+        self.alerts: list[dict] = []
 
     def book(self, cid: str) -> LabelBook:
         b = self.books.get(cid)
@@ -121,7 +127,7 @@ class Replay:
             f = ex.features
             self.rows.append((ex.label, ex.score, health_risk(f)[0], f["days_since_last_activity"],
                               ex.snapshot_t, f["cancel_pending"]))
-            q.update(ex.label, ex.score)
+            q.update(ex.label, ex.score, ex.labelled_t)
             m.learn(f, ex.label)
         if self.ready_t is None and m.ready:
             self.ready_t = self._now
@@ -130,6 +136,7 @@ class Replay:
         # the churn time is the end of the spell `_churn` just closed
         churn_t = st.spells[-1][1]
         self.churns[effects.churn.kind] += 1
+        self.churn_times[st.customer_id].append(churn_t)
         self.learn(on_churn(self.book(st.customer_id), churn_t))
 
     def end_of_day(self, day: int) -> None:
@@ -143,13 +150,34 @@ class Replay:
         for b in self.books.values():
             if b.snapshots:
                 self.learn(expire(b, now))
-        score = self.model.score
+        model = self.model
+        score = model.score
         for cid, st in self.states.items():
             if st.status != ACTIVE:
                 continue
             f = features(st, now)
-            observe(self.book(cid), now, f, score(f))
+            p = score(f)
+            observe(self.book(cid), now, f, p)
             self.snapshots += 1
+            self.alert(cid, st, f, p, now)
+
+    def alert(self, cid, st, f, p, now) -> None:
+        """The alert policy on today's score; reasons only when an alert may fire."""
+        cfg = self.alert_cfg
+        prev = self.alert_states.get(cid)
+        ready = self.model.ready
+        risk = p if ready else health_risk(f)[0]
+        if risk < cfg.upper and (prev is None or not prev.open):
+            if prev is not None:
+                prev.last_risk = risk
+            return
+        a = self.model.assess(f)
+        state, alert = decide(prev, a.risk, monthly_value(st, now), now, a.reasons, cfg,
+                              customer_id=cid, model_version=self.model.version,
+                              scored_by=a.scored_by)
+        self.alert_states[cid] = state
+        if alert is not None:
+            self.alerts.append(alert)
 
     def run(self, progress: bool = True) -> None:
         sim = Simulation(self.cfg)
@@ -203,6 +231,26 @@ def table(rows: np.ndarray, title: str) -> None:
         print(f"  {name:<28}{auc(y, s):>9.4f}{ll:>10}{br:>8}{top_decile_lift(y, s):>14.2f}")
 
 
+def alerts_summary(r: Replay) -> None:
+    """How the default alert policy would have behaved on the same days."""
+    raised = [a for a in r.alerts if a["state"] == "raised"]
+
+    def by(key: str, rows: list[dict]) -> dict:
+        return dict(sorted(Counter(a[key] for a in rows).items()))
+
+    end = r.end_t - 30 * DAY
+    judged = [a for a in raised if parse_ts(a["ts"]) <= end]
+    hit = sum(1 for a in judged
+              if any(0 <= c - parse_ts(a["ts"]) <= 30 * DAY for c in r.churn_times.get(a["customer_id"], ())))
+    print(f"\nalert policy (upper {r.alert_cfg.upper}, lower {r.alert_cfg.lower}, step {r.alert_cfg.step}, "
+          f"cooldown {r.alert_cfg.cooldown_s / DAY:g} d, min expected loss {r.alert_cfg.min_expected_loss:g}):")
+    print(f"  alerts {len(r.alerts)} {by('state', r.alerts)}; raised by {by('scored_by', raised)}")
+    print(f"  raised: priority {by('priority', raised)}, play {by('recommended_play', raised)}")
+    if judged:
+        print(f"  precision of raised alerts (churned within 30 days; raised before the last 30 days): "
+              f"{hit}/{len(judged)} = {hit / len(judged):.1%}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     d = SimConfig()
@@ -239,6 +287,8 @@ def main(argv=None) -> int:
     sub = rows[(rows["t"] >= half) & (rows["cancel"] == 0)]
     table(sub, "second half, without pending cancellations")
 
+    alerts_summary(r)
+    r.quality.flush()
     q = r.quality.report()
     print("\nlive Quality tracker (all labels, as the worker would export it):")
     print(f"  labels {q['labels']}, ROC AUC {q['roc_auc']:.4f} (rolling {q['roc_auc_rolling']:.4f}), "

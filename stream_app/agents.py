@@ -152,7 +152,7 @@ class Pipeline:
         st.partition = partition
         st, effects = apply(st, ev, self.rules, book.clock)
         if not effects.duplicate:
-            churned_at = st.churned_t if effects.churn is not None else None
+            churned_at = effects.churn.at if effects.churn is not None else None
             self.score(book, st, ev["_t"], churned_at, ev["event_id"])
             self.customers[cid] = st
             book.after(before, st)
@@ -197,7 +197,7 @@ class Pipeline:
             before = book.before(st)
             st, effects = advance(st, clock, self.rules)
             prune(st, clock, self.rules)
-            churned_at = st.churned_t if effects.churn is not None else None
+            churned_at = effects.churn.at if effects.churn is not None else None
             self.score(book, st, clock, churned_at, f"sweep-{day_of(clock)}")
             self.customers[cid] = st
             book.after(before, st)
@@ -246,7 +246,7 @@ class Pipeline:
                 continue
             ex = orjson.loads(event.value)
             if ex.get("score") is not None:
-                self.quality.update(ex["label"], ex["score"])
+                self.quality.update(ex["label"], ex["score"], ex["labelled_t"])
             self.trainer.learn(ex["features"], ex["label"])
             self.learnt_to = offset
             self.metrics.model_labels.inc()

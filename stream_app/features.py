@@ -47,9 +47,9 @@ PLAN_TIERS: dict[str, float] = {
 BILLING_CYCLE_DAYS = 30.0  # Settings.billing_cycle_days default
 RECENT_DAYS = 30.0  # "recent" downgrade / price increase
 MAX_DAYS = 365.0  # day counts are capped so one dormant account cannot dominate the scaler
-PRIOR_GAP_DAYS = 30.0
+PRIOR_GAP_DAYS = 30.0  # inter-purchase gap assumed before a second purchase shows the real one
 INACTIVITY_DAYS = 90.0  # Settings.inactivity_days default
-HORIZON_DAYS = 30.0  # labels.DEFAULT_HORIZON_DAYS: "about to lapse" means within it  # inter-purchase gap assumed before a second purchase shows the real one
+HORIZON_DAYS = 30.0  # labels.DEFAULT_HORIZON_DAYS: "about to lapse" means within it
 
 # MBG/NBD priors (population-level, not fitted; see `p_alive`).
 PA_R, PA_ALPHA, PA_A, PA_B = 1.0, 20.0, 1.0, 9.0
@@ -288,16 +288,15 @@ def features(state: CustomerState, now: float, *, inactivity_days: float = INACT
     # first stated reason), so besides the 30-day flags a 90-day one.
     recent = now - RECENT_DAYS * DAY
     quarter = now - 90.0 * DAY
+    # Price changes only: downgrades and same-plan increases; an upgrade is
+    # the customer's own choice, not a shock.
     last_change = None
-    lp = state.last_price_increase_t
-    for t, plan, delta in state.plan_changes:
-        if t > now or not delta:
-            continue
-        # price changes only: a downgrade, or the same plan costing more
-        if delta < 0 or (lp is not None and t == lp):
+    for t, _plan, delta in state.plan_changes:
+        if delta < 0 and t <= now:
             last_change = t if last_change is None else max(last_change, t)
-        if delta < 0 and t >= recent:
-            f["recent_downgrade"] = 1.0
+            if t >= recent:
+                f["recent_downgrade"] = 1.0
+    lp = state.last_price_increase_t
     if lp is not None and lp <= now:
         last_change = lp if last_change is None else max(last_change, lp)
         if lp >= recent:

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from .alerts import AlertConfig, AlertState, decide, risk_band
-from .features import features
+from .features import features, monthly_value
 from .labels import Example, LabelBook, expire, observe, on_churn
 from .model import Assessment, ChurnModel
 from .state import CustomerState
@@ -76,15 +76,19 @@ def score_customer(
     examples: list[Example] = []
     if churned_at is not None:
         examples.extend(on_churn(memory.labels, churned_at))
+        # the alert was right; a "resolved" would read as a recovery
+        memory.alert = AlertState()
     examples.extend(expire(memory.labels, now))
     assessment = None
     alert = None
     if state.is_customer:
         x = features(state, now, inactivity_days=inactivity_days)
         assessment = model.assess(x)
-        observe(memory.labels, now, x, assessment.risk)
+        # the label book keeps the *model's* score, so model quality is the
+        # model's even while the rules are still the ones alerting
+        observe(memory.labels, now, x, model.score(x))
         memory.alert, alert = decide(
-            memory.alert, assessment.risk, state.mrr, now, assessment.reasons, cfg,
+            memory.alert, assessment.risk, monthly_value(state, now), now, assessment.reasons, cfg,
             customer_id=state.customer_id, event_id=event_id, model_version=model.version,
             scored_by=assessment.scored_by, emitted_at=emitted_at,
         )

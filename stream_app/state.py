@@ -160,6 +160,7 @@ class Churn(NamedTuple):
     plan: str
     mrr: float
     tenure_days: float
+    at: float = 0.0  # event time the churn took effect (labels its snapshots)
 
 
 class Effects(NamedTuple):
@@ -277,7 +278,7 @@ def next_deadline(state: CustomerState, rules: Rules) -> float | None:
 def _churn(state: CustomerState, at: float, kind: str, reason: str, movements: list[Movement]) -> Churn:
     mrr = state.mrr
     start = state.spell_start_t if state.spell_start_t is not None else at
-    churn = Churn(kind, reason, state.plan_label(), mrr, max(0.0, (at - start) / DAY))
+    churn = Churn(kind, reason, state.plan_label(), mrr, max(0.0, (at - start) / DAY), at)
     if mrr > 0:
         movements.append(Movement("churn", mrr))
     state.spells.append([start, at, mrr])

@@ -37,8 +37,11 @@ def trained(kind: str = "logreg", n: int = 1500, min_labels: int = 100, seed: in
 
 
 def scaler_state(m: ChurnModel) -> bytes:
-    scaler = [s for s in m.pipeline.steps.values() if type(s).__name__ == "StandardScaler"][0]
-    return pickle.dumps((dict(scaler.counts), dict(scaler.means), dict(scaler.vars)))
+    """Everything before the classifier (the scaler sits inside a union)."""
+    transformers = list(m.pipeline.steps.values())[:-1]
+    blob = pickle.dumps(transformers)
+    assert b"StandardScaler" in blob
+    return blob
 
 
 # -------------------------------------------------------------------- pure inference
@@ -92,6 +95,15 @@ def test_snapshot_restore_round_trip_identical_scores_and_version():
     assert r.labels_seen == m.labels_seen + 1
     r.publish(created_at=124.0)
     assert r.version == 2
+
+
+def test_score_matches_the_river_pipeline():
+    """`score` sums the logit itself (exactly); it must still be river's model."""
+    m = trained()
+    rnd = random.Random(6)
+    for _ in range(50):
+        x = sample(rnd, rnd.random() < 0.5)
+        assert m.score(x) == pytest.approx(m.pipeline.predict_proba_one(x)[True], rel=1e-12, abs=1e-15)
 
 
 def test_snapshot_does_not_bump_version_and_rejects_unknown_format():
@@ -218,4 +230,27 @@ def test_quality_flags_drift_when_the_model_goes_wrong():
     for _ in range(3000):  # the world changed: same scores, now wrong
         y = rnd.random() < 0.1
         q.update(not y, 0.8 if y else 0.05)
+    assert q.drift_events >= 1
+
+
+def test_quality_daily_drift_ignores_label_bursts_but_sees_a_real_change():
+    """Bursts of one class (a churn's positives, a day's expiry) are not drift;
+    a model that got worse at separating the classes is."""
+    q = Quality()
+    rnd = random.Random(8)
+    day = 86400.0
+    for d in range(200):
+        # one day: a burst of 30 positives of one churned customer, then 500 negatives
+        p_burst = rnd.uniform(0.3, 0.9)
+        for _ in range(30):
+            q.update(True, p_burst, d * day + 100)
+        for _ in range(500):
+            q.update(False, rnd.uniform(0.0, 0.1), d * day + 200)
+    assert q.drift_events == 0
+    for d in range(200, 300):  # the world changed: negatives now look like churners
+        for _ in range(30):
+            q.update(True, rnd.uniform(0.3, 0.9), d * day + 100)
+        for _ in range(500):
+            q.update(False, rnd.uniform(0.3, 0.9), d * day + 200)
+    q.flush()
     assert q.drift_events >= 1
