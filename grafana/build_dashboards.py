@@ -14,11 +14,16 @@ Queries read the fleet-wide recording rules of prometheus/rules/recording.yml
 (stream_app/metrics.py). tests/monitoring/test_dashboards.py rejects a query
 naming any other metric, and checks the committed JSON equals this output.
 
-Adding a dashboard (the at-risk customers and model quality dashboards are
-next, on churn_at_risk_*, churn_expected_mrr_loss, churn_alerts_emitted_total
-and churn_model_*): write panel functions and a function returning
+Four dashboards: Churn overview, Churn pipeline health, At-risk customers
+(churn_at_risk_*, churn_expected_mrr_loss, churn_alerts_emitted_total,
+churn_customers_scored_total) and Churn model quality (churn_model_*,
+churn_training_examples_total). docs/MONITORING.md says how to read them.
+
+Adding a dashboard: write panel functions and a function returning
 `dashboard(...)` below, register it in DASHBOARDS, and run this script. The
-test accepts only metrics in stream_app.metrics.REFERENCE or recording rules.
+test accepts only metrics in stream_app.metrics.REFERENCE or recording rules,
+and tests/integration/test_dashboards_live.py runs every query against a real
+Prometheus scraping a real worker: a query that returns nothing fails it.
 Every dashboard carries the `churnmon` tag, and each one's header links to all
 dashboards with that tag, so new ones appear in the others' links.
 """
@@ -56,9 +61,13 @@ Row = tuple[str, list[Panel]]
 # ---------------------------------------------------------------------------
 
 
-def target(expr: str, legend: str = "", *, instant: bool = False) -> dict:
-    """One Prometheus query of a panel; refIds are assigned by `panel`."""
-    return {
+def target(expr: str, legend: str = "", *, instant: bool = False, fmt: str | None = None) -> dict:
+    """One Prometheus query of a panel; refIds are assigned by `panel`.
+
+    `fmt="table"` returns one row per series with its labels as columns (for
+    panels that join several queries on a label).
+    """
+    t = {
         "datasource": DATASOURCE,
         "editorMode": "code",
         "expr": expr,
@@ -66,6 +75,9 @@ def target(expr: str, legend: str = "", *, instant: bool = False) -> dict:
         "legendFormat": legend or "__auto",
         "range": not instant,
     }
+    if fmt is not None:
+        t["format"] = fmt
+    return t
 
 
 def thresholds(*steps: tuple[float, str], base: str = "green") -> dict:
@@ -91,6 +103,7 @@ def panel(
     interval: str | None = None,
     transformations: list | None = None,
     overrides: list | None = None,
+    mappings: list | None = None,
 ) -> Panel:
     """A panel without its place: `layout` assigns id and gridPos."""
     targets = [dict(t, refId=chr(ord("A") + i)) for i, t in enumerate(targets)]
@@ -99,6 +112,8 @@ def panel(
         defaults["decimals"] = decimals
     if custom is not None:
         defaults["custom"] = custom
+    if mappings is not None:
+        defaults["mappings"] = mappings
     p: Panel = {
         "type": kind,
         "title": title,
@@ -116,9 +131,10 @@ def panel(
     return p
 
 
-def stat(title: str, expr: str, unit: str, *, description: str = "", steps: dict | None = None, decimals: int | None = None, w: int = 4, h: int = 4) -> Panel:
+def stat(title: str, expr: str, unit: str, *, description: str = "", steps: dict | None = None, decimals: int | None = None, w: int = 4, h: int = 4,
+         mappings: list | None = None) -> Panel:
     return panel(
-        "stat", title, [target(expr)], unit, description=description, w=w, h=h, decimals=decimals, steps=steps,
+        "stat", title, [target(expr)], unit, description=description, w=w, h=h, decimals=decimals, steps=steps, mappings=mappings,
         options={
             "colorMode": "value",
             "graphMode": "area",
@@ -132,7 +148,8 @@ def stat(title: str, expr: str, unit: str, *, description: str = "", steps: dict
 
 def timeseries(title: str, targets: Iterable[dict], unit: str, *, description: str = "", w: int = 12, h: int = 8,
                stacked: bool = False, bars: bool = False, decimals: int | None = None, interval: str | None = None,
-               steps: dict | None = None) -> Panel:
+               steps: dict | None = None, overrides: list | None = None, show_thresholds: bool = False) -> Panel:
+    """`show_thresholds` shades the threshold steps behind the lines."""
     custom = {
         "drawStyle": "bars" if bars else "line",
         "fillOpacity": 80 if bars else 10,
@@ -141,9 +158,11 @@ def timeseries(title: str, targets: Iterable[dict], unit: str, *, description: s
         "spanNulls": False,
         "stacking": {"group": "A", "mode": "normal" if stacked else "none"},
     }
+    if show_thresholds:
+        custom["thresholdsStyle"] = {"mode": "line+area"}
     return panel(
         "timeseries", title, targets, unit, description=description, w=w, h=h, decimals=decimals, custom=custom,
-        interval=interval, steps=steps,
+        interval=interval, steps=steps, overrides=overrides,
         options={
             "legend": {"calcs": [], "displayMode": "list", "placement": "bottom", "showLegend": True},
             "tooltip": {"mode": "multi", "sort": "desc"},
@@ -151,9 +170,10 @@ def timeseries(title: str, targets: Iterable[dict], unit: str, *, description: s
     )
 
 
-def bargauge(title: str, targets: Iterable[dict], unit: str, *, description: str = "", w: int = 6, h: int = 8) -> Panel:
+def bargauge(title: str, targets: Iterable[dict], unit: str, *, description: str = "", w: int = 6, h: int = 8,
+             overrides: list | None = None) -> Panel:
     return panel(
-        "bargauge", title, targets, unit, description=description, w=w, h=h,
+        "bargauge", title, targets, unit, description=description, w=w, h=h, overrides=overrides,
         options={
             "displayMode": "gradient",
             "orientation": "horizontal",
@@ -638,15 +658,356 @@ def pipeline_health() -> dict:
 
 
 # ---------------------------------------------------------------------------
+# At-risk customers: panels
+# ---------------------------------------------------------------------------
+
+# Risk bands of stream_app/alerts.py (RISK_BANDS): low < 0.4 <= medium < 0.6 <= high < 0.8 <= critical.
+BAND_COLOURS = {"low": "green", "medium": "yellow", "high": "orange", "critical": "red"}
+# ChurnAtRiskMrrHigh tickets above this share of MRR in the high and critical bands.
+HIGH_RISK_SHARE = 0.15
+BAND = "${band}"
+
+
+def band_variable() -> dict:
+    bands = list(BAND_COLOURS)
+    return {
+        "allValue": ".*",
+        "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+        "description": "Churn-risk bands: low < 0.4 <= medium < 0.6 <= high < 0.8 <= critical.",
+        "hide": 0,
+        "includeAll": True,
+        "label": "Risk band",
+        "multi": True,
+        "name": "band",
+        "options": [{"selected": False, "text": b, "value": b} for b in bands],
+        "query": ",".join(bands),
+        "skipUrlSync": False,
+        "type": "custom",
+    }
+
+
+def band_colours() -> list[dict]:
+    """The same colour for a band on every panel (series named by their band)."""
+    return [
+        {"matcher": {"id": "byName", "options": band}, "properties": [{"id": "color", "value": {"fixedColor": colour, "mode": "fixed"}}]}
+        for band, colour in BAND_COLOURS.items()
+    ]
+
+
+def high_risk_customers() -> Panel:
+    return stat("High-risk customers", "churn:high_risk_customers:sum", "short", steps=thresholds((1, "orange")),
+                description="Paying customers whose current churn risk is high or critical (risk >= 0.6): the ones at-risk alerts are raised for.")
+
+
+def high_risk_mrr() -> Panel:
+    return stat("High-risk MRR", "churn:high_risk_mrr:sum", CURRENCY, steps=thresholds((1, "orange")),
+                description="MRR of the paying customers in the high and critical risk bands.")
+
+
+def high_risk_mrr_share() -> Panel:
+    return stat("Share of MRR at high risk", "churn:high_risk_mrr:ratio", "percentunit", decimals=1,
+                steps=thresholds((HIGH_RISK_SHARE, "red")),
+                description="High and critical MRR / all MRR. ChurnAtRiskMrrHigh opens a ticket above 15 % for 30 minutes.")
+
+
+def expected_loss_now() -> Panel:
+    return stat("Expected MRR loss", "churn:expected_mrr_loss:sum", CURRENCY,
+                description="Sum over paying customers of risk x MRR: the MRR expected to churn within the model's horizon (30 days by default, CHURNMON_HORIZON_DAYS).")
+
+
+def expected_loss_share() -> Panel:
+    return stat("Expected loss / MRR", "churn:expected_mrr_loss:ratio", "percentunit", decimals=1,
+                steps=thresholds((0.05, "orange"), (0.10, "red")),
+                description="Expected MRR loss as a share of MRR: a forward-looking counterpart of the MRR churn rate (same 5 % / 10 % colours).")
+
+
+def scored_by_model_share() -> Panel:
+    return stat("Scored by the model", "churn:customers_scored_by_model:ratio_rate5m", "percentunit", decimals=0,
+                steps=thresholds((0.5, "green"), base="orange"),
+                description="Share of the risk scores of the last 5 minutes produced by the online model; the rest come from the rule-based score, used until the model has seen CHURNMON_MIN_LABELS labels of both classes.")
+
+
+def customers_by_band() -> Panel:
+    return timeseries("Paying customers by risk band", [target(f'band:churn_at_risk_customers:sum{{band=~"{BAND}"}}', "{{band}}")], "short",
+                      stacked=True, overrides=band_colours(),
+                      description="Every paying customer is in exactly one band, by the risk of their latest score.")
+
+
+def mrr_by_band() -> Panel:
+    return timeseries("MRR by risk band", [target(f'band:churn_at_risk_mrr:sum{{band=~"{BAND}"}}', "{{band}}")], CURRENCY,
+                      stacked=True, overrides=band_colours(),
+                      description="MRR of the paying customers in each band; the stack is all MRR.")
+
+
+def band_breakdown_now() -> Panel:
+    return bargauge("MRR by risk band now", [target(f'band:churn_at_risk_mrr:sum{{band=~"{BAND}"}}', "{{band}}", instant=True)], CURRENCY,
+                    overrides=band_colours(), w=8, description="Where the MRR sits now, by band.")
+
+
+def customers_by_band_now() -> Panel:
+    return bargauge("Customers by risk band now", [target(f'band:churn_at_risk_customers:sum{{band=~"{BAND}"}}', "{{band}}", instant=True)], "short",
+                    overrides=band_colours(), w=8, description="Paying customers by band now.")
+
+
+def expected_loss_over_time() -> Panel:
+    return timeseries("Expected MRR loss", [
+        target("churn:expected_mrr_loss:sum", "expected loss (risk x MRR)"),
+        target("churn:high_risk_mrr:sum", "MRR in the high and critical bands"),
+    ], CURRENCY, w=8,
+        description="Expected loss weighs every customer by their risk; high-risk MRR counts only the top two bands, in full.")
+
+
+def alerts_by_state() -> Panel:
+    return timeseries("At-risk alerts per hour by state", [target("state:churn_alerts_emitted:increase1h", "{{state}}")], "short",
+                      overrides=[
+                          {"matcher": {"id": "byName", "options": s}, "properties": [{"id": "color", "value": {"fixedColor": c, "mode": "fixed"}}]}
+                          for s, c in (("raised", "orange"), ("escalated", "red"), ("resolved", "green"))
+                      ],
+                      description="Alerts published to churn.alerts in the last hour (rolling), by state: raised (risk reached 0.6), escalated (risk rose 0.1 above the last alert), resolved (risk fell below 0.4). Counted when processed, so a replay of history shows as a burst.")
+
+
+def alerts_by_play_over_time() -> Panel:
+    return timeseries("Raised and escalated alerts per hour by play", [target("play:churn_alerts_emitted:increase1h", "{{play}}")], "short",
+                      stacked=True,
+                      description="The recommended play follows the category of the alert's top reason (price -> discount_or_payment_plan, payment -> dunning, inactivity / product fit -> feature_nudge, ...). The reason itself is in the alert on churn.alerts, not a metric label.")
+
+
+def alerts_by_play() -> Panel:
+    return bargauge("Alerts by recommended play", [
+        target('sum by (play) (increase(churn_alerts_emitted_total{state=~"raised|escalated"}[$__range]))', "{{play}}", instant=True),
+    ], "short", w=8,
+        description="Raised and escalated alerts in the dashboard's time range by recommended play: the work each team (success, billing, product) was handed. By play, not by reason: the reason category is not a metric label (it decides the play).")
+
+
+def alerts_by_state_total() -> Panel:
+    return bargauge("Alerts by state", [
+        target("sum by (state) (increase(churn_alerts_emitted_total[$__range]))", "{{state}}", instant=True),
+    ], "short", w=8, description="Alerts published in the dashboard's time range, by state.")
+
+
+def alert_resolution_ratio() -> Panel:
+    return stat("Resolved / raised", 'sum(increase(churn_alerts_emitted_total{state="resolved"}[$__range])) / (sum(increase(churn_alerts_emitted_total{state="raised"}[$__range])) > 0)',
+                "percentunit", decimals=0, w=8, h=8,
+                description="Alerts resolved (risk back below 0.4) per alert raised in the dashboard's time range. Low for long: at-risk customers are not recovering.")
+
+
+def scores_by_source() -> Panel:
+    return timeseries("Risk scores by source", [target("scored_by:churn_customers_scored:rate5m", "{{scored_by}}")], RATE, stacked=True,
+                      description="Risk scores computed per second (every event of a paying customer, and the daily sweep), by who produced them: the online model once ready, the rule-based score before.")
+
+
+def model_version_in_use() -> Panel:
+    return timeseries("Model version scoring", [target("churn_model_version", "{{instance}}")], "none", decimals=0,
+                      description="The model snapshot each worker scores with (0 = rules only). Workers pick a new snapshot up from churn.models within a second or so.")
+
+
+def at_risk_customers() -> dict:
+    return dashboard(
+        "churn-at-risk",
+        "At-risk customers",
+        "Who is likely to churn and what it would cost: paying customers and MRR by churn-risk band, the expected MRR loss, and the at-risk alerts sent to customer success.",
+        [
+            ("Now", [high_risk_customers(), high_risk_mrr(), high_risk_mrr_share(), expected_loss_now(), expected_loss_share(), scored_by_model_share()]),
+            ("Risk bands", [customers_by_band(), mrr_by_band(), customers_by_band_now(), band_breakdown_now(), expected_loss_over_time()]),
+            ("At-risk alerts", [alerts_by_state(), alerts_by_play_over_time(), alerts_by_state_total(), alerts_by_play(), alert_resolution_ratio()]),
+            ("Scoring", [scores_by_source(), model_version_in_use()]),
+        ],
+        [datasource_variable(), band_variable()],
+        time_from="now-7d",
+    )
+
+
+# ---------------------------------------------------------------------------
+# Model quality: panels
+# ---------------------------------------------------------------------------
+
+# ChurnModelAucLow tickets below this rolling ROC AUC (prometheus/rules/alerts.yml).
+AUC_FLOOR = 0.65
+
+
+def quality(metric: str, window: str) -> str:
+    """One figure of the trainer (the only worker that exports churn_model_quality)."""
+    return f'max(churn_model_quality{{metric="{metric}", window="{window}"}})'
+
+
+def model_ready() -> Panel:
+    return stat("Model ready", "min(churn_model_ready)", "none", steps=thresholds((1, "green"), base="orange"),
+                mappings=[{"options": {"0": {"index": 0, "text": "rules only"}, "1": {"index": 1, "text": "model"}}, "type": "value"}],
+                w=3, description="1 (model) when the model every worker scores with has seen CHURNMON_MIN_LABELS labels of both classes; until then the rule-based score is used. The least ready worker.")
+
+
+def model_version_now() -> Panel:
+    return stat("Model version", "max(churn_model_version)", "none", decimals=0,
+                w=3, description="Newest model snapshot in use (0 = none published yet). The trainer publishes one every CHURNMON_PUBLISH_EVERY labels or CHURNMON_PUBLISH_INTERVAL_S seconds.")
+
+
+def model_age_now() -> Panel:
+    return stat("Model age", "time() - max(churn_model_created_timestamp_seconds > 0)", "s", steps=thresholds((3600, "orange"), (86400, "red")),
+                w=3, description="Wall time since the newest model in use was published (time() - churn_model_created_timestamp_seconds). Grows while no labels arrive: the model stops learning.")
+
+
+def auc_now() -> Panel:
+    return stat("ROC AUC (rolling)", quality("roc_auc", "rolling"), "none", decimals=3,
+                steps=thresholds((AUC_FLOOR, "green"), base="red"),
+                w=3, description="Probability that a churner is scored above a stayer, over the most recent labels (progressive validation: each label is scored before it is learnt). 0.5 = random. The rolling window is stream_app.model.Quality's (a fixed number of labels); until that many have arrived it equals the cumulative figure. ChurnModelAucLow below 0.65 for an hour.")
+
+
+def lift_now() -> Panel:
+    return stat("Top-decile lift", quality("top_decile_lift", "rolling"), "none", decimals=1,
+                steps=thresholds((1.5, "orange"), (3, "green"), base="red"),
+                w=3, description="Churn rate among the 10 % highest scores / overall churn rate, over the most recent labels (fight-churn). 1 = no better than random.")
+
+
+def drift_now() -> Panel:
+    return stat("Drift detected", "max(churn_model_drift_detected)", "none", steps=thresholds((1, "orange")),
+                mappings=[{"options": {"0": {"index": 0, "text": "no"}, "1": {"index": 1, "text": "drift"}}, "type": "value"}],
+                w=3, description="1 after ADWIN detected a change in the model's daily error on the last update (per class). ChurnModelDrift tickets on new drift events.")
+
+
+def labels_learnt_total() -> Panel:
+    return stat("Labels learnt", "sum(churn_model_labels_total)", "short",
+                w=3, description="Labelled examples the trainer has learnt from since it started (resets when the trainer restarts; the model itself continues from its snapshot).")
+
+
+def calibration_error_now() -> Panel:
+    return stat("Calibration error", "churn:model_calibration_error:avg", "percentunit", decimals=1, steps=thresholds((0.05, "orange"), (0.1, "red")),
+                w=3, description="Expected calibration error: the label-weighted mean over the score bins of |mean predicted risk - observed churn rate|. 0 = a risk of 0.3 means 30 % churn.")
+
+
+def auc_over_time() -> Panel:
+    return timeseries("ROC AUC", [
+        target(quality("roc_auc", "rolling"), "rolling (recent labels)"),
+        target(quality("roc_auc", "cumulative"), "cumulative"),
+    ], "none", decimals=3, steps=thresholds((AUC_FLOOR, "transparent"), base="red"), show_thresholds=True,
+        description="Progressive validation on the delayed labels. Rolling reacts to drift; cumulative is the model's whole history. Red below 0.65 (ChurnModelAucLow).")
+
+
+def log_loss_over_time() -> Panel:
+    return timeseries("Log loss", [
+        target(quality("log_loss", "rolling"), "rolling (recent labels)"),
+        target(quality("log_loss", "cumulative"), "cumulative"),
+    ], "none", decimals=3,
+        description="Mean -log(probability given to what happened). Lower is better; it punishes confident mistakes, so it rises when calibration slips even if the ranking (AUC) holds.")
+
+
+def brier_over_time() -> Panel:
+    return timeseries("Brier score", [target(quality("brier", "cumulative"), "cumulative")], "none", decimals=4,
+                      description="Mean squared error of the predicted probability (0 is perfect). Cumulative only.")
+
+
+def lift_over_time() -> Panel:
+    return timeseries("Top-decile lift", [target(quality("top_decile_lift", "rolling"), "rolling (recent labels)")], "none", decimals=2,
+                      description="How many times more churners there are among the top 10 % of scores than overall.")
+
+
+def calibration_bins() -> Panel:
+    """Mean predicted risk and observed churn rate side by side, one group of bars per score bin."""
+    sel = "max by (bin) (churn_model_calibration{{stat=\"{}\"}})"
+    return panel(
+        "barchart", "Calibration: predicted vs observed", [
+            target(sel.format("mean_predicted"), "mean predicted", instant=True, fmt="table"),
+            target(sel.format("observed_rate"), "observed churn rate", instant=True, fmt="table"),
+        ], "percentunit", w=16, h=9, decimals=0,
+        description="Labels are put in ten bins by the risk they were scored with (0-10 %, 10-20 %, ...). In each bin: the mean predicted risk and the share that did churn. A calibrated model has the two bars equal; observed below predicted means the scores overstate risk. Cumulative over the trainer's labels.",
+        custom={"fillOpacity": 80, "gradientMode": "none", "lineWidth": 1},
+        transformations=[
+            {"id": "merge", "options": {}},
+            {"id": "organize", "options": {"excludeByName": {"Time": True}, "renameByName": {"Value #A": "mean predicted", "Value #B": "observed churn rate"}}},
+            {"id": "sortBy", "options": {"fields": {}, "sort": [{"field": "bin"}]}},  # "0".."9": text order is bin order
+        ],
+        overrides=[{"matcher": {"id": "byName", "options": "bin"}, "properties": [{"id": "mappings", "value": [
+            {"options": {str(i): {"index": i, "text": f"{i * 10}-{(i + 1) * 10} %"}}, "type": "value"} for i in range(10)
+        ]}]}],
+        options={
+            "barWidth": 0.8,
+            "groupWidth": 0.7,
+            "legend": {"calcs": [], "displayMode": "list", "placement": "bottom", "showLegend": True},
+            "orientation": "vertical",
+            "showValue": "auto",
+            "tooltip": {"mode": "multi", "sort": "none"},
+            "xField": "bin",
+        },
+    )
+
+
+def calibration_counts() -> Panel:
+    return bargauge("Labels per score bin", [
+        target('max by (bin) (churn_model_calibration{stat="count"})', "{{bin}}", instant=True),
+    ], "short", w=8, h=9,
+        description="How many labels each calibration bin holds (bin 0 = scored 0-10 %, ..., bin 9 = 90-100 %). A bin with few labels has a noisy observed rate.")
+
+
+def labels_per_minute() -> Panel:
+    return timeseries("Labels per minute", [
+        target("sum by (label) (rate(churn_training_examples_total[$__rate_interval])) * 60", "produced: {{label}}"),
+        target("sum(rate(churn_model_labels_total[$__rate_interval])) * 60", "learnt by the trainer"),
+    ], "cpm", stacked=False,
+        description="Labelled examples sent to churn.training by the scoring workers (a snapshot becomes a label once the horizon has passed: churned or stayed), and those the trainer learnt. Learnt below produced for long: the trainer is behind.")
+
+
+def churned_label_share() -> Panel:
+    return timeseries("Share of labels that churned", [
+        target('sum(increase(churn_training_examples_total{label="churned"}[1d])) / (sum(increase(churn_training_examples_total[1d])) > 0)', "churned / all labels, last 24 h"),
+    ], "percentunit", decimals=1,
+        description="The base rate the model learns: positives among the labels produced in the last 24 hours (labels arrive in bursts: the daily expiry of snapshots labels many stayers at once). Lift and calibration are relative to it.")
+
+
+def model_version_over_time() -> Panel:
+    return timeseries("Model version by worker", [target("churn_model_version", "{{instance}}")], "none", decimals=0, w=8,
+                      description="Each worker's model snapshot. Workers differing for more than a few seconds: one is not reading churn.models.")
+
+
+def model_age_over_time() -> Panel:
+    return timeseries("Model age by worker", [target("time() - (churn_model_created_timestamp_seconds > 0)", "{{instance}}")], "s", w=8,
+                      description="time() - churn_model_created_timestamp_seconds: wall time since the snapshot each worker scores with was published. A saw-tooth while labels arrive.")
+
+
+def ready_over_time() -> Panel:
+    return timeseries("Model ready by worker", [target("churn_model_ready", "{{instance}}")], "none", decimals=0, w=8,
+                      description="0 = the rule-based score, 1 = the online model.")
+
+
+def drift_over_time() -> Panel:
+    return timeseries("Drift", [
+        target("max(churn_model_drift_detected)", "drift detected on the last update"),
+        target("max(churn_model_drift_events)", "drift events since the trainer started"),
+    ], "none", decimals=0, w=18,
+        description="ADWIN on the model's daily mean error per class. Events accumulate within a trainer process (they restart at 0 with a new trainer).")
+
+
+def drift_events_in_range() -> Panel:
+    return stat("Drift events in range", "sum(increase(churn_model_drift_events[$__range]))", "none", decimals=0, w=6, h=8, steps=thresholds((1, "orange")),
+                description="New drift events in the dashboard's time range (a trainer restart counts as a reset, not as events).")
+
+
+def model_quality() -> dict:
+    return dashboard(
+        "churn-model",
+        "Churn model quality",
+        "How good the online churn-risk model is, measured on delayed labels (progressive validation): ranking (ROC AUC, lift), probabilities (log loss, Brier, calibration), the label flow, the model in use and drift.",
+        [
+            ("Now", [model_ready(), model_version_now(), model_age_now(), auc_now(), lift_now(), calibration_error_now(), drift_now(), labels_learnt_total()]),
+            ("Quality over time", [auc_over_time(), lift_over_time(), log_loss_over_time(), brier_over_time()]),
+            ("Calibration", [calibration_bins(), calibration_counts()]),
+            ("Labels", [labels_per_minute(), churned_label_share()]),
+            ("Model in use", [model_version_over_time(), model_age_over_time(), ready_over_time()]),
+            ("Drift", [drift_over_time(), drift_events_in_range()]),
+        ],
+        [datasource_variable()],
+        time_from="now-24h",
+    )
+
+
+# ---------------------------------------------------------------------------
 # Output
 # ---------------------------------------------------------------------------
 
-# file name -> builder. The at-risk customers and model quality dashboards
-# join here ("at-risk-customers.json": at_risk_customers,
-# "model-quality.json": model_quality).
+# file name -> builder.
 DASHBOARDS: dict[str, Callable[[], dict]] = {
     "churn-overview.json": churn_overview,
     "pipeline-health.json": pipeline_health,
+    "at-risk-customers.json": at_risk_customers,
+    "model-quality.json": model_quality,
 }
 
 

@@ -436,8 +436,12 @@ class Pipeline:
                 if self.last_tick.get(p) == clock:
                     continue
             self.last_tick[p] = clock
-            everything_read = book is not None and len(book.idle) == len(book.inputs)
-            await self.clock_topic.send(value=orjson.dumps({"t": clock if everything_read else None}), partition=p)
+            # only a partition that has read everything *and* been quiet for
+            # idle_partition_s follows the worker clock: a live or paced stream
+            # is caught up between every two events, and raising it then would
+            # make its own next events late
+            quiet = book is not None and len(book.idle) == len(book.inputs) and book.last_event_wall <= idle_since
+            await self.clock_topic.send(value=orjson.dumps({"t": clock if quiet else None}), partition=p)
 
 
 def register(app: faust.App, settings: Settings, broker_url: str, metrics: Metrics | None = None) -> Pipeline:

@@ -45,6 +45,7 @@ def broker(port: int = typer.Option(9092, "--port", help="TCP port on 127.0.0.1"
     from .broker import EmbeddedBroker
 
     b = EmbeddedBroker(port=port)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop the broker child too
     try:
         b.start(quiet=True)
     except Exception as exc:
@@ -240,6 +241,10 @@ def demo(
     from .topics import ensure_topics
 
     settings = _settings(web_port=web_port)
+    # Ctrl-C and SIGTERM stop everything, even where SIGINT was inherited as
+    # ignored (a job started in the background by a non-interactive shell)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     b = EmbeddedBroker(port=free_port()).start()
     children: list[subprocess.Popen] = []
     env = {**os.environ, "CHURNMON_BROKER": b.url, "CHURNMON_WEB_PORT": str(web_port)}

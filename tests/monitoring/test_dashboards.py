@@ -115,9 +115,10 @@ def test_json_has_sorted_keys():
 
 
 def test_one_function_per_dashboard():
-    """The hook for the at-risk and model quality dashboards: one builder each in DASHBOARDS."""
     assert GEN.DASHBOARDS["churn-overview.json"] is GEN.churn_overview
     assert GEN.DASHBOARDS["pipeline-health.json"] is GEN.pipeline_health
+    assert GEN.DASHBOARDS["at-risk-customers.json"] is GEN.at_risk_customers
+    assert GEN.DASHBOARDS["model-quality.json"] is GEN.model_quality
     assert len(set(GEN.DASHBOARDS.values())) == len(GEN.DASHBOARDS)
 
 
@@ -153,6 +154,33 @@ def test_overview_variables():
     assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
     assert [o["value"] for o in variables["window"]["options"]] == ["30d", "90d"]
     assert variables["plan"]["includeAll"] and variables["plan"]["multi"]
+
+
+def test_at_risk_variables_and_recording_rules():
+    d = _load(DASHBOARD_DIR / "at-risk-customers.json")
+    variables = {v["name"]: v for v in d["templating"]["list"]}
+    assert set(variables) == {"datasource", "band"}
+    assert [o["value"] for o in variables["band"]["options"]] == ["low", "medium", "high", "critical"]
+    assert variables["band"]["includeAll"] and variables["band"]["allValue"] == ".*"
+    exprs = [t["expr"] for p in _panels(d) if p["type"] != "row" for t in p["targets"]]
+    # the fleet sums come from the churn.risk.rules recording group, not from raw gauges
+    for rule in ("band:churn_at_risk_customers:sum", "band:churn_at_risk_mrr:sum", "churn:expected_mrr_loss:sum", "churn:high_risk_mrr:ratio"):
+        assert any(rule in e for e in exprs), rule
+    read = set().union(*map(metric_names, exprs))
+    assert not read & {"churn_at_risk_customers", "churn_at_risk_mrr", "churn_expected_mrr_loss"}
+
+
+def test_every_model_metric_is_on_the_model_dashboard():
+    d = _load(DASHBOARD_DIR / "model-quality.json")
+    read = set().union(*(metric_names(t["expr"]) for p in _panels(d) if p["type"] != "row" for t in p["targets"]))
+    wanted = {n for n in exported_names() if n.startswith("churn_model_")} | {"churn_training_examples_total"}
+    assert wanted - {"churn_model_calibration"} <= read, sorted(wanted - read)
+    assert "churn:model_calibration_error:avg" in read
+    exprs = " ".join(t["expr"] for p in _panels(d) if p["type"] != "row" for t in p["targets"])
+    for metric in ("roc_auc", "log_loss", "brier", "top_decile_lift"):
+        assert f'metric="{metric}"' in exprs, metric
+    for stat in ("mean_predicted", "observed_rate", "count"):
+        assert f'stat="{stat}"' in exprs, stat
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)

@@ -53,9 +53,17 @@ def test_promtool_check_rules(tools):
     ok(run(tools.promtool, "check", "rules", *map(str, RULE_FILES)))
 
 
-def test_promtool_check_config(tools):
+@pytest.mark.parametrize("config", ["prometheus.yml", "prometheus.local.yml"])
+def test_promtool_check_config(tools, config):
     # also loads and checks the rule files the config names
-    ok(run(tools.promtool, "check", "config", str(REPO / "prometheus" / "prometheus.yml")))
+    ok(run(tools.promtool, "check", "config", str(REPO / "prometheus" / config)))
+
+
+def test_local_config_reads_the_same_rules_and_job():
+    prod = load_yaml(REPO / "prometheus" / "prometheus.yml")
+    local = load_yaml(REPO / "prometheus" / "prometheus.local.yml")
+    assert local["rule_files"] == prod["rule_files"]
+    assert [j["job_name"] for j in local["scrape_configs"]] == ["churnmon"]  # the alert rules select job="churnmon"
 
 
 @pytest.mark.parametrize("test_file", PROM_TESTS, ids=lambda p: p.name)
