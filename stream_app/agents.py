@@ -153,7 +153,10 @@ class Pipeline:
         st, effects = apply(st, ev, self.rules, book.clock)
         if not effects.duplicate:
             churned_at = effects.churn.at if effects.churn is not None else None
-            self.score(book, st, ev["_t"], churned_at, ev["event_id"])
+            # score at the customer's newest event time, not this event's: topics
+            # are read at different paces, and an old usage event read late must
+            # not score (and resolve) the customer as they were months ago
+            self.score(book, st, st.last_event_t or ev["_t"], churned_at, ev["event_id"])
             self.customers[cid] = st
             book.after(before, st)
         return effects
@@ -436,12 +439,8 @@ class Pipeline:
                 if self.last_tick.get(p) == clock:
                     continue
             self.last_tick[p] = clock
-            # only a partition that has read everything *and* been quiet for
-            # idle_partition_s follows the worker clock: a live or paced stream
-            # is caught up between every two events, and raising it then would
-            # make its own next events late
-            quiet = book is not None and len(book.idle) == len(book.inputs) and book.last_event_wall <= idle_since
-            await self.clock_topic.send(value=orjson.dumps({"t": clock if quiet else None}), partition=p)
+            everything_read = book is not None and len(book.idle) == len(book.inputs)
+            await self.clock_topic.send(value=orjson.dumps({"t": clock if everything_read else None}), partition=p)
 
 
 def register(app: faust.App, settings: Settings, broker_url: str, metrics: Metrics | None = None) -> Pipeline:

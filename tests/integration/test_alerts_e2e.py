@@ -70,7 +70,11 @@ def test_collapse_raises_recovery_resolves_and_redelivery_is_not_a_second_alert(
         alerts = [a for a in asyncio.run(read_alerts(broker.url)) if a["customer_id"] == RISKY]
         done = any(a["state"] == "resolved" and parse_ts(a["ts"]) >= recovered for a in alerts)
         return alerts if done else None
-    alerts = wait_for(risky_alerts, 90, "the risky customer's alert resolved after the recovery", w, every=2)
+    try:
+        alerts = wait_for(risky_alerts, 90, "the risky customer's alert resolved after the recovery", w, every=2)
+    except AssertionError:
+        seen = [(a["ts"], a["state"], round(a["risk"], 2)) for a in asyncio.run(read_alerts(broker.url)) if a["customer_id"] == RISKY]
+        raise AssertionError(f"no resolve after the recovery; alerts seen: {seen}; worker processed {processed(w.metrics())} of {len(events)}")
 
     for a in alerts:
         SCHEMA(a)  # raises on a violation
