@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 import orjson
@@ -117,10 +117,3 @@ async def produce_events(
     finally:
         await producer.stop()
     return sent
-
-
-def iter_jsonl(path: Path) -> Iterator[dict]:
-    with open(path, "rb") as fh:
-        for raw in fh:
-            if raw.strip():
-                yield orjson.loads(raw)
