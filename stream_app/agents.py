@@ -25,7 +25,7 @@ from .config import Settings
 from .contract import Limits, Rejection, decode, format_ts
 from .kpis import merge
 from .metrics import Metrics
-from .alerts import AlertConfig
+from .alerts import AlertConfig, sweep_trigger
 from .model import ChurnModel, Quality
 from .partition import PartitionBook
 from .scoring import RiskMemory, example_message, score_customer, update_risk
@@ -201,7 +201,7 @@ class Pipeline:
             st, effects = advance(st, clock, self.rules)
             prune(st, clock, self.rules)
             churned_at = effects.churn.at if effects.churn is not None else None
-            self.score(book, st, clock, churned_at, f"sweep-{day_of(clock)}")
+            self.score(book, st, clock, churned_at, sweep_trigger(day_of(clock)))
             self.customers[cid] = st
             book.after(before, st)
             self.metrics.record_effects(effects)

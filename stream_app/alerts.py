@@ -246,6 +246,15 @@ class AlertState:
         return cls(**{k: d[k] for k in cls.__slots__ if k in d})
 
 
+SWEEP_PREFIX = "sweep-"  # trigger ids of the daily sweep (event time passing), not of an input event
+
+
+def sweep_trigger(day: int) -> str:
+    """The trigger id of the sweep of event day `day` (deterministic, so a
+    replayed sweep gives the same alert_id and consumers can drop it)."""
+    return f"{SWEEP_PREFIX}{day}"
+
+
 def alert_id(customer_id: str, state: str, trigger: str) -> str:
     """Deterministic id, so an event delivered twice yields the same alert id
     and consumers can drop the duplicate.
@@ -350,6 +359,7 @@ def decide(
         "customer_id": customer_id,
         "ts": format_ts(now),
         "emitted_at": format_ts(now if emitted_at is None else emitted_at),
+        "trigger_event_id": None if event_id is None or event_id.startswith(SWEEP_PREFIX) else event_id,
         "state": kind,
         "risk": round(risk, 4),
         "risk_band": risk_band(risk, cfg.bands),

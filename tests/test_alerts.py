@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from stream_app.alerts import (
+    sweep_trigger,
     CATEGORIES,
     PLAY_COST,
     PLAYS,
@@ -172,9 +173,10 @@ def test_prev_state_is_not_mutated_and_round_trips_json():
 
 def test_alert_fields_reasons_and_play():
     s, a = step(None, 0.75, T, event_id="e", model_version=7, scored_by="model", emitted_at=T + 1.5)
-    assert list(a) == ["alert_id", "customer_id", "ts", "emitted_at", "state", "risk", "risk_band", "mrr",
+    assert list(a) == ["alert_id", "customer_id", "ts", "emitted_at", "trigger_event_id", "state", "risk", "risk_band", "mrr",
                        "expected_mrr_loss", "priority", "reasons", "recommended_play", "model_version", "scored_by"]
     assert a["ts"] == "2025-03-01T00:00:00Z" and a["emitted_at"] == "2025-03-01T00:00:01.500000Z"
+    assert a["trigger_event_id"] == "e"
     assert [r["feature"] for r in a["reasons"]] == ["open_tickets", "usage_trend", "tenure_days"]
     assert a["reasons"][0] == {"feature": "open_tickets", "contribution": 0.4, "category": "customer_service"}
     assert a["recommended_play"] == "success_manager_call"
@@ -284,3 +286,10 @@ def test_health_factors_name_features_and_accept_partial_dicts():
     assert health_risk(NEUTRAL) == (0.0, [])
     full, _ = health_risk(dict(NEUTRAL, contractual=1.0, cancel_pending=1.0, failed_payments=1.0, dunning_days=14.0))
     assert full == 1.0  # capped
+
+
+def test_sweep_alerts_have_no_trigger_event() -> None:
+    _, a = step(None, 0.75, T, event_id=sweep_trigger(20000))
+    assert a is not None and a["trigger_event_id"] is None
+    _, again = step(None, 0.75, T, event_id=sweep_trigger(20000))
+    assert again["alert_id"] == a["alert_id"]
