@@ -20,8 +20,10 @@ import orjson
 from faust.serializers import codecs
 from prometheus_client import generate_latest
 
+from . import dead_letters as dl
 from . import topics
 from .config import Settings
+from .security import bearer_ok, kafka_client_kwargs
 from .contract import Limits, Rejection, decode, format_ts
 from .kpis import merge
 from .metrics import Metrics
@@ -220,16 +222,19 @@ class Pipeline:
     async def dead_letter(self, event: faust.EventT, rejection: Rejection) -> None:
         msg = event.message
         headers = [
-            ("churnmon.error.reason", rejection.reason.encode()),
-            ("churnmon.error.detail", rejection.detail.encode()[:1000]),
-            ("churnmon.source.topic", msg.topic.encode()),
-            ("churnmon.source.partition", str(msg.partition).encode()),
-            ("churnmon.source.offset", str(msg.offset).encode()),
-            ("churnmon.error.at", format_ts(time.time()).encode()),
+            (dl.REASON, rejection.reason.encode()),
+            (dl.DETAIL, rejection.detail.encode()[:1000]),
+            (dl.SOURCE_TOPIC, msg.topic.encode()),
+            (dl.SOURCE_PARTITION, str(msg.partition).encode()),
+            (dl.SOURCE_OFFSET, str(msg.offset).encode()),
+            (dl.AT, format_ts(time.time()).encode()),
         ]
+        # a re-published record that is still wrong says where it was re-sent from
+        headers += [(k, v) for k, v in (msg.headers or ()) if k == dl.REPUBLISHED_FROM]
         await self.dlq.send(key=event.key, value=event.value if event.value is not None else b"", headers=headers)
         self.metrics.rejected.labels(topic=msg.topic, reason=rejection.reason).inc()
-        log.warning("dead-lettered %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, rejection.detail)
+        # the reason and where, never the detail: it may quote customer data
+        log.warning("dead-lettered %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, rejection.reason)
 
     # -- the trainer and the model feed ---------------------------------------------
     async def train(self, stream: faust.StreamT) -> None:
@@ -283,17 +288,17 @@ class Pipeline:
         scores with the newest snapshot; a hot swap is one assignment."""
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
-        consumer = AIOKafkaConsumer(bootstrap_servers=topics.bootstrap_servers(self.broker_url), group_id=None, enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(bootstrap_servers=topics.bootstrap_servers(self.broker_url), group_id=None, enable_auto_commit=False,
+                                    **kafka_client_kwargs(self.settings))
         await consumer.start()
         try:
             tp = TopicPartition(topics.MODELS, 0)
             consumer.assign([tp])
             await consumer.seek_to_beginning(tp)
-            end = (await consumer.end_offsets([tp]))[tp]
-            if end == 0:
-                self.models_seen.set()
             while True:
                 batch = await consumer.getmany(tp, timeout_ms=1000)
+                # the end as a fetch reports it (end_offsets may lag: broker.py)
+                end = consumer.highwater(tp)
                 for msg in batch.get(tp, []):
                     headers = dict(msg.headers or ())
                     version = int(headers.get("version", b"0"))
@@ -304,9 +309,7 @@ class Pipeline:
                         self.metrics.model_version.set(self.model.version)
                         self.metrics.model_created.set(self.model.created_at or 0.0)
                         self.metrics.model_ready.set(1.0 if self.model.ready else 0.0)
-                    if msg.offset + 1 >= end:
-                        self.models_seen.set()
-                if not self.models_seen.is_set() and await consumer.position(tp) >= end:
+                if not self.models_seen.is_set() and end is not None and await consumer.position(tp) >= end:
                     self.models_seen.set()
         finally:
             await consumer.stop()
@@ -478,7 +481,17 @@ def register(app: faust.App, settings: Settings, broker_url: str, metrics: Metri
         body = generate_latest(pipeline.metrics.registry)
         return web.bytes(body, content_type="text/plain", headers={"X-Content-Format": "prometheus-text-0.0.4"})
 
+    def require_token(view):
+        """Checked before the request is forwarded to the owning worker (which checks again)."""
+        async def guarded(web, request, *args, **kwargs):
+            if not bearer_ok(settings.lookup_token, request.headers.get("Authorization")):
+                return web.json({"error": "this endpoint needs Authorization: Bearer <token> (CHURNMON_LOOKUP_TOKEN)"},
+                                status=401, headers={"WWW-Authenticate": "Bearer"})
+            return await view(web, request, *args, **kwargs)
+        return guarded
+
     @app.page("/customers/{customer_id}")
+    @require_token
     @app.table_route(table=pipeline.customers, match_info="customer_id")
     async def lookup(web, request, customer_id):
         st = pipeline.customers.get(customer_id)

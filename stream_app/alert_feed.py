@@ -34,12 +34,13 @@ def line(a: dict) -> str:
 
 
 async def follow(broker_url: str, on_alert: Callable[[dict], None], *, from_beginning: bool = True,
-                 stop: Callable[[], bool] = lambda: False, idle_timeout: float | None = None) -> int:
+                 stop: Callable[[], bool] = lambda: False, idle_timeout: float | None = None,
+                 client_kwargs: dict | None = None) -> int:
     """Call `on_alert` for every alert until `stop()` (or `idle_timeout` s without one)."""
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(ALERTS, bootstrap_servers=bootstrap_servers(broker_url), group_id=None,
-                                auto_offset_reset="earliest" if from_beginning else "latest")
+                                auto_offset_reset="earliest" if from_beginning else "latest", **(client_kwargs or {}))
     try:
         await consumer.start()
     except Exception:

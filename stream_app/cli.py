@@ -21,6 +21,7 @@ from typing import Optional
 import typer
 
 from .config import Settings
+from .security import kafka_client_kwargs
 
 cli = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Streaming churn monitor: Faust agents over Kafka, live churn/MRR metrics.")
 
@@ -83,7 +84,7 @@ def run_worker(settings: Settings, loglevel: str = "warn") -> None:
 
     from .agents import register
     from .app import build_app
-    from .broker import EmbeddedBroker, free_port
+    from .broker import TOLERANT_SETTINGS, EmbeddedBroker, free_port
     from .topics import ensure_topics
 
     embedded = None
@@ -91,6 +92,7 @@ def run_worker(settings: Settings, loglevel: str = "warn") -> None:
     if broker_url is None:
         embedded = EmbeddedBroker(port=free_port()).start()
         broker_url = embedded.url
+        settings = settings.replace(**TOLERANT_SETTINGS)
         typer.echo(f"no broker named (--broker or CHURNMON_BROKER): started an embedded broker on {broker_url}", err=True)
     try:
         try:
@@ -217,9 +219,74 @@ def alerts(
             typer.echo(orjson.dumps(a).decode() if as_json else line(a))
 
     try:
-        asyncio.run(follow(settings.broker, show, from_beginning=not follow_new, idle_timeout=idle or None))
+        asyncio.run(follow(settings.broker, show, from_beginning=not follow_new, idle_timeout=idle or None,
+                           client_kwargs=kafka_client_kwargs(settings)))
     except KeyboardInterrupt:
         pass
+
+
+# -- dead letters --------------------------------------------------------------------
+
+dlq_cli = typer.Typer(no_args_is_help=True, help="Inspect churn.dlq and re-publish dead-lettered events after a fix.")
+cli.add_typer(dlq_cli, name="dlq")
+
+
+def _dead_letters(broker: Optional[str], reason: Optional[str], topic: Optional[str]):
+    from .contract import REJECTION_REASONS, TOPICS
+    from .dead_letters import read, select
+    from .topics import bootstrap_servers
+
+    settings = _settings(broker=broker)
+    if settings.broker is None:
+        raise UserError("dlq needs --broker kafka://HOST:PORT (or CHURNMON_BROKER)")
+    if reason is not None and reason not in REJECTION_REASONS:
+        raise UserError(f"--reason must be one of {', '.join(sorted(REJECTION_REASONS))} (got {reason!r})")
+    if topic is not None and topic not in TOPICS:
+        raise UserError(f"--topic must be one of {', '.join(TOPICS)} (got {topic!r})")
+    letters = asyncio.run(read(bootstrap_servers(settings.broker), client_kwargs=kafka_client_kwargs(settings)))
+    return settings, select(letters, reason=reason, topic=topic)
+
+
+@dlq_cli.command("list")
+def dlq_list(
+    broker: Optional[str] = typer.Option(None, "--broker", help="kafka://HOST:PORT (env CHURNMON_BROKER)"),
+    reason: Optional[str] = typer.Option(None, "--reason", help="only this rejection reason"),
+    topic: Optional[str] = typer.Option(None, "--topic", help="only records from this input topic"),
+    limit: int = typer.Option(20, "--limit", min=0, help="records to print after the summary (0 = summary only)"),
+) -> None:
+    """Summarise churn.dlq by reason and source, then print the newest records."""
+    from .dead_letters import line, summary
+
+    _, letters = _dead_letters(broker, reason, topic)
+    typer.echo(f"{len(letters)} dead-lettered records")
+    for r, source, n in summary(letters):
+        typer.echo(f"  {n:>7}  {r:<14} {source}")
+    for d in letters[-limit:] if limit else []:
+        typer.echo(line(d))
+
+
+@dlq_cli.command("republish")
+def dlq_republish(
+    broker: Optional[str] = typer.Option(None, "--broker", help="kafka://HOST:PORT (env CHURNMON_BROKER)"),
+    reason: Optional[str] = typer.Option(None, "--reason", help="only this rejection reason"),
+    topic: Optional[str] = typer.Option(None, "--topic", help="only records from this input topic"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="say what would be re-published, send nothing"),
+) -> None:
+    """Send dead-lettered events back to their input topic, original bytes and key, after a fix."""
+    from .dead_letters import line, republish
+    from .topics import bootstrap_servers
+
+    settings, letters = _dead_letters(broker, reason, topic)
+    ready = [d for d in letters if d.republishable]
+    skipped = len(letters) - len(ready)
+    note = f"; {skipped} came from replay files (no input topic): fix the file and replay it" if skipped else ""
+    if dry_run:
+        for d in ready:
+            typer.echo(line(d))
+        typer.echo(f"dry run: would re-publish {len(ready)} records{note}")
+        return
+    n = asyncio.run(republish(bootstrap_servers(settings.broker), ready, client_kwargs=kafka_client_kwargs(settings)))
+    typer.echo(f"re-published {n} records to their input topics{note}")
 
 
 # -- demo -------------------------------------------------------------------------

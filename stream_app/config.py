@@ -65,6 +65,18 @@ class Settings:
     session_timeout_s: float = field(default=10.0, metadata={"help": "consumer session timeout"})
     heartbeat_interval_s: float = field(default=1.0, metadata={"help": "consumer heartbeat interval"})
     producer_linger_ms: int = field(default=5, metadata={"help": "batch changelog and output messages this long"})
+    recovery_consistency_check: bool = field(default=True, metadata={"help": "Faust's check that a RocksDB store is not ahead of its changelog; off for the embedded broker, whose end offsets are a batch behind (see stream_app/broker.py)"})
+
+    # -- security (stream_app/security.py); secrets are never shown ----------
+    kafka_security_protocol: str = field(default="PLAINTEXT", metadata={"help": "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"})
+    kafka_sasl_mechanism: str = field(default="PLAIN", metadata={"help": "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"})
+    kafka_sasl_username: str | None = field(default=None, metadata={"help": "SASL user name"})
+    kafka_sasl_password: str | None = field(default=None, repr=False, metadata={"help": "SASL password (secret: never logged)", "secret": True})
+    kafka_ssl_cafile: str | None = field(default=None, metadata={"help": "CA bundle that signed the brokers' certificates (default: system CAs)"})
+    kafka_ssl_certfile: str | None = field(default=None, metadata={"help": "client certificate for mutual TLS"})
+    kafka_ssl_keyfile: str | None = field(default=None, metadata={"help": "the client certificate's private key"})
+    kafka_ssl_key_password: str | None = field(default=None, repr=False, metadata={"help": "password of the private key (secret)", "secret": True})
+    lookup_token: str | None = field(default=None, repr=False, metadata={"help": "if set, /customers/{id} requires 'Authorization: Bearer <token>' (secret)", "secret": True})
 
     @classmethod
     def load(cls, **overrides: Any) -> "Settings":
@@ -96,6 +108,9 @@ class Settings:
             problems.append(f"need 0 <= alert_lower <= alert_upper <= 1 (got {self.alert_lower}, {self.alert_upper})")
         if self.store.split(":", 1)[0] not in ("memory", "rocksdb"):
             problems.append(f"store must be memory:// or rocksdb:// (got {self.store!r})")
+        from .security import problems as security_problems
+
+        problems += security_problems(self)
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -111,6 +126,12 @@ class Settings:
 def _parse(f: dataclasses.Field, raw: str) -> Any:
     kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
     try:
+        if kind.startswith("bool"):
+            if raw.strip().lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.strip().lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
         if kind.startswith("int"):
             return int(raw)
         if kind.startswith("float"):

@@ -18,6 +18,7 @@ Two families:
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterable
 
@@ -46,8 +47,17 @@ class PlanLabels:
     """Caps the number of distinct `plan` label values (the rest become `other`).
 
     Plans are the business's own strings; a misbehaving producer must not be
-    able to blow up the number of time series.
+    able to blow up the number of time series, nor put free text (a customer's
+    name in a custom plan, say) into a label. So a plan becomes a label only
+    if it looks like a plan code (letters, digits, `_.-`, at most 40) and is
+    among the first `limit` such codes seen; everything else is `other`.
+
+    >>> labels = PlanLabels(limit=2)
+    >>> [labels(p) for p in ("pro", "basic", "team", "pro", "Jane Doe's deal")]
+    ['pro', 'basic', 'other', 'pro', 'other']
     """
+
+    CODE = re.compile(r"[A-Za-z0-9_.-]{1,40}")
 
     def __init__(self, limit: int = 50) -> None:
         self.limit = limit
@@ -56,7 +66,7 @@ class PlanLabels:
     def __call__(self, plan: str) -> str:
         if plan in self.seen:
             return plan
-        if len(self.seen) < self.limit:
+        if len(self.seen) < self.limit and self.CODE.fullmatch(plan):
             self.seen.add(plan)
             return plan
         return OTHER

@@ -17,7 +17,9 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from . import dead_letters as dl
 from .config import Settings
+from .security import kafka_client_kwargs
 from .contract import Rejection, decode, format_ts, parse_ts, topic_for_type
 from .topics import DLQ, bootstrap_servers, ensure_topics
 
@@ -84,17 +86,18 @@ async def produce_events(
     """
     assert settings.broker is not None
     await ensure_topics(settings, settings.broker)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(settings.broker), linger_ms=5, max_batch_size=262144)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(settings.broker), linger_ms=5, max_batch_size=262144,
+                                **kafka_client_kwargs(settings))
     await producer.start()
     sent = 0
     try:
         for number, rejection, raw in invalid:
             headers = [
-                ("churnmon.error.reason", rejection.reason.encode()),
-                ("churnmon.error.detail", rejection.detail.encode()[:1000]),
-                ("churnmon.source.file", source.encode()),
-                ("churnmon.source.line", str(number).encode()),
-                ("churnmon.error.at", format_ts(time.time()).encode()),
+                (dl.REASON, rejection.reason.encode()),
+                (dl.DETAIL, rejection.detail.encode()[:1000]),
+                (dl.SOURCE_FILE, source.encode()),
+                (dl.SOURCE_LINE, str(number).encode()),
+                (dl.AT, format_ts(time.time()).encode()),
             ]
             await producer.send(DLQ, value=raw, headers=headers)
         started = time.monotonic()

@@ -66,7 +66,10 @@ async def ensure_topics(settings: Settings, broker_url: str, extra: dict[str, tu
     state would not be co-partitioned with its events.
     """
     wanted = {**all_topics(settings), **(extra or {})}
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(broker_url), request_timeout_ms=int(timeout * 1000))
+    from .security import kafka_client_kwargs
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(broker_url), request_timeout_ms=int(timeout * 1000),
+                                **kafka_client_kwargs(settings))
     try:
         await asyncio.wait_for(admin.start(), timeout)
     except BaseException:

@@ -7,11 +7,12 @@ reads the customer as the monitor sees them now.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict
 
 from .config import DAY
 from .contract import format_ts
-from .state import CustomerState, Rules, day_of, next_deadline
+from .state import CustomerState, Rules, day_of, next_deadline, prune
 
 _TIME_FIELDS = (
     "first_seen_t", "started_t", "spell_start_t", "trial_start_t", "last_event_t", "last_activity_t",
@@ -48,4 +49,22 @@ def customer_view(s: CustomerState, clock: float | None, rules: Rules) -> dict:
     out["cancelled_not_yet_churned"] = s.cancel_effective_t is not None
     deadline = next_deadline(s, rules)
     out["next_transition_at"] = None if deadline is None else format_ts(deadline)
+    out["fingerprint"] = fingerprint(s, clock, rules)
     return out
+
+
+def fingerprint(s: CustomerState, clock: float, rules: Rules) -> str:
+    """A digest of everything the events decided about this customer.
+
+    Two workers that processed the same events (one crashed and replayed,
+    or the partition moved between workers) must give the same fingerprint
+    on the same clock day. Left out is what legitimately depends on when the
+    worker ran: the risk (which model version scored it), how many events
+    arrived late (the clock's pace), and history older than any window (pruned
+    lazily, on the customer's next visit).
+    """
+    canon = s.copy()
+    prune(canon, clock, rules)
+    canon.risk = canon.risk_band = None
+    canon.late_events = 0
+    return hashlib.blake2b(canon.to_bytes(), digest_size=12).hexdigest()

@@ -23,7 +23,6 @@ docs/MONITORING.md from this run (grafana/render_panels.py, needs matplotlib).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import os
@@ -38,12 +37,10 @@ from pathlib import Path
 import orjson
 import pytest
 import yaml
-from aiokafka import AIOKafkaProducer
 
 from stream_app.broker import free_port
 from stream_app.contract import format_ts, parse_ts, topic_for_type
-from stream_app.topics import bootstrap_servers
-from tests.integration.conftest import REPO, processed, wait_for
+from tests.integration.conftest import REPO, processed, send, wait_for
 from tests.monitoring.tools import RULE_FILES, ensure_tools, start, stop, wait_http
 
 pytestmark = pytest.mark.integration
@@ -167,16 +164,6 @@ def odd_inputs(events: list[dict]) -> list[tuple[str, bytes, bytes]]:
     ]
 
 
-async def produce(url: str, messages: list[tuple[str, bytes, bytes]]) -> None:
-    p = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(url))
-    await p.start()
-    try:
-        for topic, key, value in messages:
-            await p.send_and_wait(topic, key=key, value=value)
-    finally:
-        await p.stop()
-
-
 # -- the test ---------------------------------------------------------------------------------
 
 
@@ -216,7 +203,7 @@ def test_every_dashboard_panel_returns_data(broker, workers, app_id, tmp_path):
         wait_for(lambda: processed(w.metrics()) >= len(events), 200, f"all {len(events)} events processed", w, every=1)
         assert replayer.wait(timeout=30) == 0, replayer.stderr.read().decode()
 
-        asyncio.run(produce(broker.url, odd_inputs(events)))
+        send(broker.url, odd_inputs(events))
 
         def odd_ones_counted():
             m = w.metrics()

@@ -9,11 +9,11 @@ import json
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 
 from stream_app.topics import bootstrap_servers
 from tests.data.make_kpi_events import EXPECTED, events
-from tests.integration.conftest import processed, replay, wait_for
+from tests.integration.conftest import processed, replay, send, wait_for
 
 pytestmark = pytest.mark.integration
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -25,16 +25,6 @@ BAD = [
     ("churn.support", b"someone-else", json.dumps({"event_id": "x2", "customer_id": "cus-x", "type": "csat", "ts": "2025-06-30T12:00:00Z", "score": 3}).encode()),
     ("churn.usage", b"cus-x", json.dumps({"event_id": "x3", "customer_id": "cus-x", "type": "teleport", "ts": "2025-06-30T12:00:00Z"}).encode()),
 ]
-
-
-async def _produce_bad(url: str) -> None:
-    p = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(url))
-    await p.start()
-    try:
-        for topic, key, value in BAD:
-            await p.send_and_wait(topic, key=key, value=value)
-    finally:
-        await p.stop()
 
 
 async def _read_dlq(url: str, n: int, timeout: float = 30.0):
@@ -57,7 +47,7 @@ def test_replayed_file_gives_the_hand_computed_kpis(broker, workers, app_id):
     done = replay(broker, DATA / "kpi_events.jsonl")
     assert done.returncode == 0, done.stderr
     assert f"replayed {len(events)} events" in done.stderr
-    asyncio.run(_produce_bad(broker.url))
+    send(broker.url, BAD)
 
     w = workers(app_id)
     wait_for(lambda: processed(w.metrics()) >= len(events), 90, "all events processed", w)

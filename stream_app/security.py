@@ -1,0 +1,89 @@
+"""Kafka TLS/SASL from settings, and the lookup endpoint's bearer token.
+
+One place turns the `kafka_*` settings into Faust credentials; every other
+Kafka client of the monitor (the topic creator, the model feed, `replay`,
+`alerts`, `dlq`) gets the same connection arguments from Faust's own mapping
+(`credentials_to_aiokafka_auth`), so a cluster that works for the worker
+works for the tools.
+
+Secrets (SASL password, key password, lookup token) are fields with
+`repr=False` in `Settings` and never appear in a log line, `--help` default
+or error message; `redacted` is what may be shown of them.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ssl
+from typing import Any
+
+from .config import Settings
+
+PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+def problems(s: Settings) -> list[str]:
+    """What is inconsistent in the Kafka security settings (empty = fine)."""
+    out = []
+    if s.kafka_security_protocol not in PROTOCOLS:
+        out.append(f"kafka_security_protocol must be one of {', '.join(PROTOCOLS)} (got {s.kafka_security_protocol!r})")
+    if s.kafka_sasl_mechanism not in MECHANISMS:
+        out.append(f"kafka_sasl_mechanism must be one of {', '.join(MECHANISMS)} (got {s.kafka_sasl_mechanism!r})")
+    if s.kafka_security_protocol.startswith("SASL") and not (s.kafka_sasl_username and s.kafka_sasl_password):
+        out.append(f"kafka_security_protocol {s.kafka_security_protocol} needs kafka_sasl_username and kafka_sasl_password")
+    if bool(s.kafka_ssl_certfile) != bool(s.kafka_ssl_keyfile):
+        out.append("kafka_ssl_certfile and kafka_ssl_keyfile go together (a client certificate needs its key)")
+    return out
+
+
+def ssl_context(s: Settings) -> ssl.SSLContext | None:
+    """A verifying TLS context for SSL and SASL_SSL (system CAs unless a CA file is named)."""
+    if not s.kafka_security_protocol.endswith("SSL"):
+        return None
+    ctx = ssl.create_default_context(cafile=s.kafka_ssl_cafile or None)
+    if s.kafka_ssl_certfile:
+        ctx.load_cert_chain(s.kafka_ssl_certfile, s.kafka_ssl_keyfile, password=s.kafka_ssl_key_password or None)
+    return ctx
+
+
+def faust_credentials(s: Settings) -> Any:
+    """What `faust.App(broker_credentials=...)` takes; None for PLAINTEXT."""
+    import faust
+
+    protocol = s.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    if protocol == "SSL":
+        return faust.SSLCredentials(ssl_context(s))
+    return faust.SASLCredentials(
+        username=s.kafka_sasl_username, password=s.kafka_sasl_password,
+        ssl_context=ssl_context(s), mechanism=s.kafka_sasl_mechanism,
+    )
+
+
+def kafka_client_kwargs(s: Settings) -> dict[str, Any]:
+    """aiokafka constructor arguments for the same connection the worker uses."""
+    from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
+
+    return dict(credentials_to_aiokafka_auth(faust_credentials(s)))
+
+
+def redacted(secret: str | None) -> str:
+    """How a secret may appear anywhere people read: set or not, never its value."""
+    return "<set>" if secret else "<not set>"
+
+
+def bearer_ok(token: str | None, authorization: str | None) -> bool:
+    """The lookup endpoint's check: no token configured = open (loopback by
+    default); otherwise `Authorization: Bearer <token>`, compared in constant
+    time.
+
+    >>> bearer_ok(None, None), bearer_ok("s3cret", "Bearer s3cret"), bearer_ok("s3cret", "Bearer nope")
+    (True, True, False)
+    """
+    if not token:
+        return True
+    if not authorization or not authorization.startswith("Bearer "):
+        return False
+    return hmac.compare_digest(authorization[len("Bearer "):].encode(), token.encode())

@@ -1,0 +1,73 @@
+"""Scale-out: workers share the input partitions through the Kafka consumer
+group, and the figures they report add up to what one worker reports.
+
+Two workers start together; a third joins a third of the way through the
+stream and one of the first two leaves (SIGTERM) two thirds of the way, so
+partitions move twice while events are flowing. At the end the ledger gauges
+summed over the live workers equal a single worker's that read the same
+events, every sampled customer's fingerprint equals the single worker's, and
+any worker answers the lookup for any customer (Faust forwards the request
+to the owner). The scaled group uses the RocksDB store, each worker with its
+own data directory.
+"""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from tests.integration.conftest import (
+    figures_differ, ledger_gauges, lookup, processed, replay, simulate, state_differences, summed, wait_for,
+)
+
+pytestmark = pytest.mark.integration
+
+CUSTOMERS, DAYS, SEED = 240, 100, 11
+
+
+def test_two_then_three_workers_add_up_to_one(broker, workers, app_id, tmp_path):
+    path = tmp_path / "sim.jsonl"
+    n_events = simulate(path, CUSTOMERS, DAYS, SEED)
+    done = replay(broker, path)
+    assert done.returncode == 0, done.stderr
+
+    rocks = {"CHURNMON_STORE": "rocksdb://"}
+    first, second = workers(app_id, **rocks), workers(app_id, **rocks)
+    reference = workers(app_id + "-single")
+
+    def progress(*ws) -> float:
+        return sum(processed(w.metrics()) for w in ws)
+
+    wait_for(lambda: progress(first, second) >= n_events * 0.3, 240, "the pair to be a third of the way", first)
+    third = workers(app_id, **rocks)  # joins: the group rebalances mid-stream
+    wait_for(lambda: third.metrics().get("churn_partitions_assigned", 0) > 0, 60, "the third worker to be given partitions", third)
+    wait_for(lambda: progress(first, second, third) >= n_events * 0.6, 240, "two thirds of the stream", third)
+    first.stop(signal.SIGTERM)  # leaves: its partitions move to the other two
+    live = [second, third]
+
+    wait_for(lambda: processed(reference.metrics()) >= n_events, 300, "the single worker to finish", reference)
+    expected = summed(ledger_gauges(reference.metrics()))
+    assert expected['churn_window_customers_start{window="30d"}'] > 50
+
+    def converged():
+        got = summed(*(ledger_gauges(w.metrics()) for w in live))
+        return got == expected and got
+    try:
+        wait_for(converged, 240, "the scaled group's figures to equal the single worker's", second)
+    except AssertionError:
+        got = summed(*(ledger_gauges(w.metrics()) for w in live))
+        raise AssertionError(f"summed figures differ (single, scaled): {figures_differ(expected, got)}") from None
+
+    owned = [w.metrics()["churn_partitions_assigned"] for w in live]
+    assert sum(owned) == 8 and all(o > 0 for o in owned), owned
+
+    # any worker answers for any customer, with the single worker's state
+    sample = [f"cus_{i:06d}" for i in range(0, CUSTOMERS, 5)]
+    wrong = {}
+    for cid in sample:
+        want = lookup(reference, cid)
+        got = {w.port: lookup(w, cid) for w in live}
+        if {g["fingerprint"] for g in got.values()} != {want["fingerprint"]}:
+            wrong[cid] = {port: state_differences(want, g) for port, g in got.items()}
+    assert not wrong, f"{len(wrong)} of {len(sample)} customers differ: {wrong}"
