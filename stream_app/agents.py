@@ -137,11 +137,11 @@ class Pipeline:
             if isinstance(result, Rejection):
                 await self.dead_letter(event, result)
                 continue
-            effects = self.on_event(msg.topic, msg.partition, result)
+            effects = self.on_event(msg.topic, msg.partition, result, msg.offset)
             metrics.record(msg.topic, effects)
             metrics.latency.observe(time.perf_counter() - started)
 
-    def on_event(self, topic: str, partition: int, ev: dict):
+    def on_event(self, topic: str, partition: int, ev: dict, offset: int | None = None):
         book = self.book(partition)
         book.observe(ev["_t"], topic)
         book.last_event_wall = time.monotonic()
@@ -152,7 +152,7 @@ class Pipeline:
             st = new_state(cid, partition)
         before = book.before(st)
         st.partition = partition
-        st, effects = apply(st, ev, self.rules, book.clock)
+        st, effects = apply(st, ev, self.rules, book.clock, offset)
         if not effects.duplicate:
             churned_at = effects.churn.at if effects.churn is not None else None
             # score at the customer's newest event time, not this event's: topics

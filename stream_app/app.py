@@ -34,7 +34,7 @@ def build_app(settings: Settings, broker_url: str) -> faust.App:
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.heartbeat_interval_s,
         producer_linger_ms=settings.producer_linger_ms,
-        recovery_consistency_check=settings.recovery_consistency_check,
+        producer_max_batch_size=settings.producer_max_batch_size,
         autodiscover=False,
         # one consumer instance reads all input topics; keep the worker's own
         # output (alerts, DLQ) flowing while tables recover

@@ -73,10 +73,39 @@ def worker(
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Faust data directory"),
     app_id: Optional[str] = typer.Option(None, "--app-id", help="consumer group / changelog prefix"),
     loglevel: str = typer.Option("warn", "--loglevel", help="crit, error, warn, info, debug"),
+    web_bind: Optional[str] = typer.Option(None, "--web-bind", help="address /metrics and the lookup listen on (default: --web-host)"),
+    store: Optional[str] = typer.Option(None, "--store", help="table store: memory:// or rocksdb:// (one --data-dir per worker)"),
+    security_protocol: Optional[str] = typer.Option(None, "--kafka-security-protocol", help="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"),
+    sasl_mechanism: Optional[str] = typer.Option(None, "--kafka-sasl-mechanism", help="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"),
+    sasl_username: Optional[str] = typer.Option(None, "--kafka-sasl-username"),
+    sasl_password_file: Optional[Path] = typer.Option(None, "--kafka-sasl-password-file", help="file holding the SASL password (not a flag: flags show in ps)"),
+    ssl_cafile: Optional[str] = typer.Option(None, "--kafka-ssl-cafile"),
+    ssl_certfile: Optional[str] = typer.Option(None, "--kafka-ssl-certfile"),
+    ssl_keyfile: Optional[str] = typer.Option(None, "--kafka-ssl-keyfile"),
+    lookup_token_file: Optional[Path] = typer.Option(None, "--lookup-token-file", help="file holding the bearer token /customers/{id} requires"),
 ) -> None:
     """Run one Faust worker: consume the input topics, serve /metrics."""
-    settings = _settings(broker=broker, web_port=web_port, web_host=web_host, partitions=partitions, data_dir=data_dir, app_id=app_id)
+    settings = _settings(
+        broker=broker, web_port=web_port, web_host=web_host, partitions=partitions, data_dir=data_dir, app_id=app_id,
+        web_bind=web_bind, store=store, kafka_security_protocol=security_protocol, kafka_sasl_mechanism=sasl_mechanism,
+        kafka_sasl_username=sasl_username, kafka_sasl_password=_secret(sasl_password_file, "--kafka-sasl-password-file"),
+        kafka_ssl_cafile=ssl_cafile, kafka_ssl_certfile=ssl_certfile, kafka_ssl_keyfile=ssl_keyfile,
+        lookup_token=_secret(lookup_token_file, "--lookup-token-file"),
+    )
     run_worker(settings, loglevel)
+
+
+def _secret(path: Optional[Path], flag: str) -> Optional[str]:
+    """A secret read from a file (stripped), so it never appears in a process list."""
+    if path is None:
+        return None
+    try:
+        value = path.read_text().strip()
+    except OSError as exc:
+        raise UserError(f"{flag} {path}: cannot read it ({exc.strerror or exc})") from exc
+    if not value:
+        raise UserError(f"{flag} {path}: the file is empty")
+    return value
 
 
 def run_worker(settings: Settings, loglevel: str = "warn") -> None:
@@ -84,7 +113,7 @@ def run_worker(settings: Settings, loglevel: str = "warn") -> None:
 
     from .agents import register
     from .app import build_app
-    from .broker import TOLERANT_SETTINGS, EmbeddedBroker, free_port
+    from .broker import EMBEDDED_SETTINGS, EmbeddedBroker, free_port
     from .topics import ensure_topics
 
     embedded = None
@@ -92,7 +121,7 @@ def run_worker(settings: Settings, loglevel: str = "warn") -> None:
     if broker_url is None:
         embedded = EmbeddedBroker(port=free_port()).start()
         broker_url = embedded.url
-        settings = settings.replace(**TOLERANT_SETTINGS)
+        settings = settings.replace(**EMBEDDED_SETTINGS)
         typer.echo(f"no broker named (--broker or CHURNMON_BROKER): started an embedded broker on {broker_url}", err=True)
     try:
         try:
@@ -303,7 +332,7 @@ def demo(
     plain: bool = typer.Option(False, "--plain", help="print figures line by line instead of a live screen"),
 ) -> None:
     """Embedded broker + worker + simulator in one command, with a live terminal view."""
-    from .broker import EmbeddedBroker, free_port
+    from .broker import EMBEDDED_ENV, EmbeddedBroker, free_port
     from .dashboard import run_view
     from .topics import ensure_topics
 
@@ -314,7 +343,7 @@ def demo(
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     b = EmbeddedBroker(port=free_port()).start()
     children: list[subprocess.Popen] = []
-    env = {**os.environ, "CHURNMON_BROKER": b.url, "CHURNMON_WEB_PORT": str(web_port)}
+    env = {**os.environ, **EMBEDDED_ENV, "CHURNMON_BROKER": b.url, "CHURNMON_WEB_PORT": str(web_port)}
     try:
         asyncio.run(ensure_topics(settings, b.url))
         py = sys.executable

@@ -65,7 +65,7 @@ class Settings:
     session_timeout_s: float = field(default=10.0, metadata={"help": "consumer session timeout"})
     heartbeat_interval_s: float = field(default=1.0, metadata={"help": "consumer heartbeat interval"})
     producer_linger_ms: int = field(default=5, metadata={"help": "batch changelog and output messages this long"})
-    recovery_consistency_check: bool = field(default=True, metadata={"help": "Faust's check that a RocksDB store is not ahead of its changelog; off for the embedded broker, whose end offsets are a batch behind (see stream_app/broker.py)"})
+    producer_max_batch_size: int = field(default=16384, metadata={"help": "bytes per producer batch (Kafka's default); 1 on the embedded broker, whose end offsets are right only for one-record batches (stream_app/broker.py)"})
 
     # -- security (stream_app/security.py); secrets are never shown ----------
     kafka_security_protocol: str = field(default="PLAINTEXT", metadata={"help": "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"})

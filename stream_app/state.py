@@ -117,8 +117,14 @@ class CustomerState:
     churned_t: float | None = None
     churn_kind: str | None = None
     churn_reason: str | None = None
-    # last event ids applied, per input topic: a redelivery replays the tail
-    # of one topic-partition, and topics are read at different paces
+    # Idempotence, two ways. `offsets`: the highest source offset applied per
+    # input topic. A customer's events on a topic all sit in one partition
+    # (keyed by customer), so anything at or below it is a redelivery, however
+    # far back the consumer was rewound (a rebalance can replay a whole
+    # partition). `seen_ids`: the last event ids applied per topic, for the
+    # same event *produced* twice (a retrying producer, a DLQ re-publication),
+    # which arrives at a new offset.
+    offsets: dict[str, int] = field(default_factory=dict)
     seen_ids: dict[str, list[str]] = field(default_factory=dict)
     late_events: int = 0
     # the current churn risk (scoring.update_risk), for the at-risk gauges
@@ -182,18 +188,29 @@ def new_state(customer_id: str, partition: int = -1) -> CustomerState:
     return CustomerState(customer_id=customer_id, partition=partition)
 
 
-def apply(state: CustomerState, event: dict, rules: Rules, clock: float | None = None) -> tuple[CustomerState, Effects]:
+def apply(state: CustomerState, event: dict, rules: Rules, clock: float | None = None, offset: int | None = None) -> tuple[CustomerState, Effects]:
     """Fold one validated event into the state (mutates and returns it).
 
     `clock` is the partition's event-time clock; an event older than it is late:
     it still updates what it safely can (its day bucket, counts), and the
-    `late` effect lets the agent count it. A redelivered `event_id` changes
-    nothing.
+    `late` effect lets the agent count it. `offset` is the event's offset in
+    its topic-partition (None outside Kafka). A redelivery (offset already
+    applied) or a repeated `event_id` changes nothing.
+
+    >>> s = new_state("c1")
+    >>> ev = {"event_id": "e1", "customer_id": "c1", "type": "session", "_t": 0.0}
+    >>> [apply(s, ev, Rules(), offset=7)[1].duplicate, apply(s, ev, Rules(), offset=7)[1].duplicate]
+    [False, True]
     """
+    topic = _TOPIC_OF[event["type"]]
+    if offset is not None:
+        if offset <= state.offsets.get(topic, -1):
+            return state, Effects(duplicate=True)
+        state.offsets[topic] = offset
     eid = event["event_id"]
-    seen = state.seen_ids.get(_TOPIC_OF[event["type"]])
+    seen = state.seen_ids.get(topic)
     if seen is None:
-        seen = state.seen_ids[_TOPIC_OF[event["type"]]] = []
+        seen = state.seen_ids[topic] = []
     elif eid in seen:
         return state, Effects(duplicate=True)
     seen.append(eid)

@@ -34,6 +34,10 @@ def churnmon(*args: str, env: dict | None = None) -> subprocess.CompletedProcess
         (["alerts", "--broker", "kafka://127.0.0.1:1"], {}, "cannot reach the broker"),
         (["replay", __file__, "--broker", "kafka://127.0.0.1:1"], {}, "cannot reach the broker"),
         (["alerts", "--broker", "kafka://127.0.0.1:1", "--state", "bogus"], {}, "--state must be raised, escalated or resolved"),
+        (["worker", "--kafka-security-protocol", "SASL_SSL"], {}, "needs kafka_sasl_username and kafka_sasl_password"),
+        (["worker", "--lookup-token-file", "/nonexistent"], {}, "--lookup-token-file /nonexistent: cannot read it"),
+        (["dlq", "list", "--broker", "kafka://127.0.0.1:1", "--reason", "gremlins"], {}, "--reason must be one of"),
+        (["dlq", "republish"], {"CHURNMON_BROKER": ""}, "dlq needs --broker"),
     ],
 )
 def test_bad_input_gets_one_line_and_status_2(args, env, says):

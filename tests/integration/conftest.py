@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from aiokafka import AIOKafkaProducer
 
-from stream_app.broker import EmbeddedBroker, free_port
+from stream_app.broker import EMBEDDED_ENV, EmbeddedBroker, free_port
 from stream_app.topics import bootstrap_servers
 
 REPO = Path(__file__).resolve().parents[2]
@@ -58,13 +58,18 @@ class Worker:
     app_id: str
     proc: subprocess.Popen
     log: Path
+    token: str | None = None  # CHURNMON_LOOKUP_TOKEN the worker was started with
 
     def metrics(self) -> dict[str, float]:
         return scrape(self.port)
 
-    def get(self, path: str) -> tuple[int, bytes]:
+    def get(self, path: str, token: str | None = "default") -> tuple[int, bytes]:
+        """GET a path, with the worker's bearer token unless another (or None) is given."""
+        token = self.token if token == "default" else token
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as resp:
+            req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", headers=headers)
+            with urllib.request.urlopen(req, timeout=5) as resp:
                 return resp.status, resp.read()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()
@@ -94,8 +99,7 @@ class WorkerFactory:
             "CHURNMON_APP_ID": app_id,
             "CHURNMON_WEB_PORT": str(port),
             "CHURNMON_DATA_DIR": str(self.tmp / f"data-{app_id}-{port}"),
-            # the embedded broker's end offsets lag a batch (stream_app/broker.py)
-            "CHURNMON_RECOVERY_CONSISTENCY_CHECK": "false",
+            **EMBEDDED_ENV,  # the embedded broker's end offsets lag a batch (stream_app/broker.py)
             "PYTHONPATH": str(REPO),
             **env,
         }
@@ -103,7 +107,7 @@ class WorkerFactory:
             [sys.executable, "-m", "stream_app", "worker", "--loglevel", "info"],
             env=environment, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True,
         )
-        w = Worker(port, app_id, proc, log)
+        w = Worker(port, app_id, proc, log, environment.get("CHURNMON_LOOKUP_TOKEN"))
         self.started.append(w)
         wait_for(lambda: _answers(w), 60, f"worker {app_id} serving /metrics", w)
         return w
@@ -209,7 +213,7 @@ _TIMING = {"clock", "tenure_days", "usage_7d", "usage_30d", "active_days_30d", "
 
 def state_differences(want: dict, got: dict) -> dict:
     """The event-decided fields of two lookups that differ (to explain a fingerprint mismatch)."""
-    return {k: (want.get(k), got.get(k)) for k in sorted(set(want) | set(got)) - _TIMING if want.get(k) != got.get(k)}
+    return {k: (want.get(k), got.get(k)) for k in sorted((set(want) | set(got)) - _TIMING) if want.get(k) != got.get(k)}
 
 
 def send(url: str, messages: list[tuple[str, bytes, bytes]]) -> None:

@@ -7,12 +7,13 @@ partitions move twice while events are flowing. At the end the ledger gauges
 summed over the live workers equal a single worker's that read the same
 events, every sampled customer's fingerprint equals the single worker's, and
 any worker answers the lookup for any customer (Faust forwards the request
-to the owner). The scaled group uses the RocksDB store, each worker with its
-own data directory.
+to the owner), given the bearer token. The scaled group uses the RocksDB
+store, each worker with its own data directory.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 
 import pytest
@@ -24,6 +25,7 @@ from tests.integration.conftest import (
 pytestmark = pytest.mark.integration
 
 CUSTOMERS, DAYS, SEED = 240, 100, 11
+TOKEN = "scale-out-test-token"
 
 
 def test_two_then_three_workers_add_up_to_one(broker, workers, app_id, tmp_path):
@@ -32,7 +34,7 @@ def test_two_then_three_workers_add_up_to_one(broker, workers, app_id, tmp_path)
     done = replay(broker, path)
     assert done.returncode == 0, done.stderr
 
-    rocks = {"CHURNMON_STORE": "rocksdb://"}
+    rocks = {"CHURNMON_STORE": os.environ.get("SCALE_STORE", "rocksdb://"), "CHURNMON_LOOKUP_TOKEN": TOKEN}
     first, second = workers(app_id, **rocks), workers(app_id, **rocks)
     reference = workers(app_id + "-single")
 
@@ -59,11 +61,13 @@ def test_two_then_three_workers_add_up_to_one(broker, workers, app_id, tmp_path)
         got = summed(*(ledger_gauges(w.metrics()) for w in live))
         raise AssertionError(f"summed figures differ (single, scaled): {figures_differ(expected, got)}") from None
 
+    dups = sum(v for w in live for k, v in w.metrics().items() if k.startswith("churn_events_duplicate_total"))
+    print(f"scale-out: {n_events} events; processed by the live pair {progress(*live):.0f}, redeliveries dropped {dups:.0f}")
     owned = [w.metrics()["churn_partitions_assigned"] for w in live]
     assert sum(owned) == 8 and all(o > 0 for o in owned), owned
 
     # any worker answers for any customer, with the single worker's state
-    sample = [f"cus_{i:06d}" for i in range(0, CUSTOMERS, 5)]
+    sample = [f"cus_{i:06d}" for i in range(CUSTOMERS)]
     wrong = {}
     for cid in sample:
         want = lookup(reference, cid)
@@ -71,3 +75,10 @@ def test_two_then_three_workers_add_up_to_one(broker, workers, app_id, tmp_path)
         if {g["fingerprint"] for g in got.values()} != {want["fingerprint"]}:
             wrong[cid] = {port: state_differences(want, g) for port, g in got.items()}
     assert not wrong, f"{len(wrong)} of {len(sample)} customers differ: {wrong}"
+
+    # the lookup needs the bearer token, also when the request would be forwarded
+    for w in live:
+        status, body = w.get(f"/customers/{sample[0]}", token=None)
+        assert status == 401 and b"Bearer" in body
+        assert w.get(f"/customers/{sample[0]}", token="wrong")[0] == 401
+    assert TOKEN not in "".join(w.log.read_text() for w in live)
