@@ -242,16 +242,33 @@ class Pipeline:
         owns it) learns every labelled example and publishes versioned snapshots.
 
         It resumes from the newest snapshot on churn.models, skipping examples
-        the snapshot already contains (their offset is in its headers).
+        the snapshot already contains (their offset is in its headers). Faust
+        may have committed offsets past the snapshot (learnt, then killed
+        before the next publish): an example arriving beyond the snapshot's
+        next offset is a gap, and the trainer seeks back once to relearn it,
+        so every example is learnt exactly once per model lineage.
         """
         await self.models_seen.wait()
         if self.trainer is None:
             self.trainer = ChurnModel.restore(self.latest_blob) if self.latest_blob else ChurnModel(self.settings.model_kind, min_labels=self.settings.min_labels)
             self.learnt_to = self.latest_offset
+        rewound_at: int | None = None  # the offset that revealed a gap; we sought back from it
+        draining = False  # skipping what was fetched before that seek
         async for event in stream.events():
             offset = event.message.offset
             if offset <= self.learnt_to:
                 continue
+            if offset > self.learnt_to + 1:
+                if rewound_at is None:
+                    rewound_at, draining = offset, True
+                    log.info("trainer: resumed at offset %s, past its snapshot's %s: seeking back", offset, self.learnt_to)
+                    await self.app.consumer.seek(event.message.tp, self.learnt_to + 1)
+                    continue
+                if draining and offset >= rewound_at:
+                    continue
+            # after the seek, the first offset below the gap is the reread (or, if
+            # retention deleted the snapshot's next example, the log's start)
+            draining = False
             ex = orjson.loads(event.value)
             if ex.get("score") is not None:
                 self.quality.update(ex["label"], ex["score"], ex["labelled_t"])
@@ -497,6 +514,8 @@ def register(app: faust.App, settings: Settings, broker_url: str, metrics: Metri
         st = pipeline.customers.get(customer_id)
         if st is None:
             return web.json({"error": f"unknown customer {customer_id!r}"}, status=404)
+        if request.query.get("raw"):  # the table value itself, for debugging a fingerprint mismatch
+            return web.bytes(st.to_bytes(), content_type="application/json")
         view = customer_view(st, pipeline.worker_clock(), pipeline.rules)
         memory = pipeline.risk.get(customer_id)
         if st.is_customer:

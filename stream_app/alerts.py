@@ -39,7 +39,7 @@ True
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from .contract import format_ts
@@ -239,7 +239,7 @@ class AlertState:
         return self.state in (RAISED, ESCALATED)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {f: getattr(self, f) for f in self.__dataclass_fields__}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "AlertState":

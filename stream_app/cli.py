@@ -138,11 +138,24 @@ def run_worker(settings: Settings, loglevel: str = "warn") -> None:
         app = build_app(settings, broker_url)
         register(app, settings, broker_url)
         _quiet_kafka_logs()
+        _use_event_loop(settings.event_loop)
         typer.echo(f"worker {settings.app_id}: metrics on http://{settings.web_host}:{settings.web_port}/metrics", err=True)
         faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
     finally:
         if embedded is not None:
             embedded.stop()
+
+
+def _use_event_loop(name: str) -> None:
+    """uvloop takes ~20 % off Faust's per-event asyncio machinery (issue 6)."""
+    if name == "uvloop":
+        try:
+            import uvloop
+        except ImportError:  # not built for this platform: asyncio still works
+            typer.echo("uvloop is not installed; using asyncio's event loop", err=True)
+            return
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        asyncio.set_event_loop(asyncio.new_event_loop())
 
 
 def _quiet_kafka_logs() -> None:

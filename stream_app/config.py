@@ -64,6 +64,7 @@ class Settings:
     rebalance_timeout_s: float = field(default=5.0, metadata={"help": "group rebalance timeout; low keeps joins fast"})
     session_timeout_s: float = field(default=10.0, metadata={"help": "consumer session timeout"})
     heartbeat_interval_s: float = field(default=1.0, metadata={"help": "consumer heartbeat interval"})
+    event_loop: str = field(default="uvloop", metadata={"help": "uvloop (faster Faust machinery per event) or asyncio"})
     producer_linger_ms: int = field(default=5, metadata={"help": "batch changelog and output messages this long"})
     producer_max_batch_size: int = field(default=16384, metadata={"help": "bytes per producer batch (Kafka's default); 1 on the embedded broker, whose end offsets are right only for one-record batches (stream_app/broker.py)"})
 
@@ -106,6 +107,8 @@ class Settings:
             problems.append(f"model_kind must be logreg or arf (got {self.model_kind!r})")
         if not (0 <= self.alert_lower <= self.alert_upper <= 1):
             problems.append(f"need 0 <= alert_lower <= alert_upper <= 1 (got {self.alert_lower}, {self.alert_upper})")
+        if self.event_loop not in ("uvloop", "asyncio"):
+            problems.append(f"event_loop must be uvloop or asyncio (got {self.event_loop!r})")
         if self.store.split(":", 1)[0] not in ("memory", "rocksdb"):
             problems.append(f"store must be memory:// or rocksdb:// (got {self.store!r})")
         from .security import problems as security_problems

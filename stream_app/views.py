@@ -34,7 +34,7 @@ def active_days(s: CustomerState, days: int, clock: float) -> int:
 
 def customer_view(s: CustomerState, clock: float | None, rules: Rules) -> dict:
     out = asdict(s)
-    for name in ("offsets", "seen_ids", "spells", "mrr_changes", "usage", "tickets"):
+    for name in ("offsets", "seen_ids", "spells", "mrr_changes", "usage", "tickets", "first_days"):
         out.pop(name, None)
     for name in _TIME_FIELDS:
         value = out.pop(name)

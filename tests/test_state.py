@@ -222,3 +222,13 @@ def test_the_same_event_produced_twice_is_dropped_by_id():
     s, first = apply(s, dict(buy), RULES, offset=5)
     s, again = apply(s, dict(buy), RULES, offset=9)
     assert not first.duplicate and again.duplicate and s.purchases == 1
+
+
+def test_onboarding_usage_does_not_depend_on_which_topic_is_read_first():
+    start = e("subscription_started", "2025-01-10T00:00:00Z", plan="pro", mrr=99)
+    usage = [e("session", f"2025-01-{d:02d}T12:00:00Z") for d in (8, 12, 20, 23, 30)]
+    subscription_first, _ = run(dict(start), *map(dict, usage))
+    usage_first, _ = run(*map(dict, reversed(usage)), dict(start))
+    for name in ("first_seen_t", "sessions_first_14d", "first_days"):
+        assert getattr(subscription_first, name) == getattr(usage_first, name), name
+    assert usage_first.sessions_first_14d == 3  # Jan 8, 12, 20: within 14 days of the first event (Jan 8)

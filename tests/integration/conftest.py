@@ -207,12 +207,14 @@ def lookup(w: Worker, cid: str) -> dict:
 
 
 # view fields that depend on when a worker ran, not on the events
-_TIMING = {"clock", "tenure_days", "usage_7d", "usage_30d", "active_days_30d", "tickets_30d", "risk", "risk_band", "risk_now",
+_TIMING = {"clock", "late_events", "risk", "risk_band", "tenure_days", "usage_7d", "usage_30d", "active_days_30d", "tickets_30d", "risk", "risk_band", "risk_now",
            "features", "scored_by", "model_version", "reasons", "alert", "label_snapshots_waiting", "late_events", "fingerprint"}
 
 
-def state_differences(want: dict, got: dict) -> dict:
-    """The event-decided fields of two lookups that differ (to explain a fingerprint mismatch)."""
+def state_differences(a: Worker, b: Worker, cid: str) -> dict:
+    """The fields of a customer's raw table value that differ between two
+    workers (to explain a fingerprint mismatch)."""
+    want, got = (json.loads(w.get(f"/customers/{cid}?raw=1")[1]) for w in (a, b))
     return {k: (want.get(k), got.get(k)) for k in sorted((set(want) | set(got)) - _TIMING) if want.get(k) != got.get(k)}
 
 

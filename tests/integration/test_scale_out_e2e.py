@@ -73,7 +73,7 @@ def test_two_then_three_workers_add_up_to_one(broker, workers, app_id, tmp_path)
         want = lookup(reference, cid)
         got = {w.port: lookup(w, cid) for w in live}
         if {g["fingerprint"] for g in got.values()} != {want["fingerprint"]}:
-            wrong[cid] = {port: state_differences(want, g) for port, g in got.items()}
+            wrong[cid] = {w.port: state_differences(reference, w, cid) for w in live}
     assert not wrong, f"{len(wrong)} of {len(sample)} customers differ: {wrong}"
 
     # the lookup needs the bearer token, also when the request would be forwarded
