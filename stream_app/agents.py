@@ -244,41 +244,58 @@ class Pipeline:
         It resumes from the newest snapshot on churn.models, skipping examples
         the snapshot already contains (their offset is in its headers). Faust
         may have committed offsets past the snapshot (learnt, then killed
-        before the next publish): an example arriving beyond the snapshot's
-        next offset is a gap, and the trainer seeks back once to relearn it,
-        so every example is learnt exactly once per model lineage.
+        before the next publish): the examples in between are relearnt
+        (`relearn`), so every example is learnt exactly once per model lineage.
         """
         await self.models_seen.wait()
         if self.trainer is None:
             self.trainer = ChurnModel.restore(self.latest_blob) if self.latest_blob else ChurnModel(self.settings.model_kind, min_labels=self.settings.min_labels)
             self.learnt_to = self.latest_offset
-        rewound_at: int | None = None  # the offset that revealed a gap; we sought back from it
-        draining = False  # skipping what was fetched before that seek
+        log.info("trainer: model version %s, learnt to offset %s of %s", self.trainer.version, self.learnt_to, topics.TRAINING)
         async for event in stream.events():
             offset = event.message.offset
             if offset <= self.learnt_to:
                 continue
             if offset > self.learnt_to + 1:
-                if rewound_at is None:
-                    rewound_at, draining = offset, True
-                    log.info("trainer: resumed at offset %s, past its snapshot's %s: seeking back", offset, self.learnt_to)
-                    await self.app.consumer.seek(event.message.tp, self.learnt_to + 1)
-                    continue
-                if draining and offset >= rewound_at:
-                    continue
-            # after the seek, the first offset below the gap is the reread (or, if
-            # retention deleted the snapshot's next example, the log's start)
-            draining = False
-            ex = orjson.loads(event.value)
-            if ex.get("score") is not None:
-                self.quality.update(ex["label"], ex["score"], ex["labelled_t"])
-            self.trainer.learn(ex["features"], ex["label"])
-            self.learnt_to = offset
-            self.metrics.model_labels.inc()
-            self.unpublished += 1
-            self.first_unpublished = self.first_unpublished or time.monotonic()
-            if self.unpublished >= self.settings.publish_every:
-                await self.publish()
+                await self.relearn(self.learnt_to + 1, offset)
+            await self.learn(offset, event.value)
+
+    async def learn(self, offset: int, value: bytes) -> None:
+        ex = orjson.loads(value)
+        if ex.get("score") is not None:
+            self.quality.update(ex["label"], ex["score"], ex["labelled_t"])
+        self.trainer.learn(ex["features"], ex["label"])
+        self.learnt_to = offset
+        self.metrics.model_labels.inc()
+        self.unpublished += 1
+        self.first_unpublished = self.first_unpublished or time.monotonic()
+        if self.unpublished >= self.settings.publish_every:
+            await self.publish()
+
+    async def relearn(self, start: int, stop: int) -> None:
+        """Learn churn.training[start:stop], which Faust resumed past (its
+        committed offset ran ahead of the newest snapshot), with a reader of
+        its own: seeking Faust's consumer back is undone by what it has
+        already fetched. Offsets that retention deleted are skipped."""
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        log.info("trainer: relearning %s[%s:%s], past its snapshot", topics.TRAINING, start, stop)
+        consumer = AIOKafkaConsumer(bootstrap_servers=topics.bootstrap_servers(self.broker_url), group_id=None,
+                                    enable_auto_commit=False, auto_offset_reset="earliest", **kafka_client_kwargs(self.settings))
+        await consumer.start()
+        try:
+            tp = TopicPartition(topics.TRAINING, 0)
+            consumer.assign([tp])
+            consumer.seek(tp, start)
+            while self.learnt_to + 1 < stop:
+                batch = await consumer.getmany(tp, timeout_ms=1000)
+                for msg in batch.get(tp, []):
+                    if self.learnt_to < msg.offset < stop:
+                        await self.learn(msg.offset, msg.value)
+                if await consumer.position(tp) >= stop:
+                    break
+        finally:
+            await consumer.stop()
 
     async def publish(self) -> None:
         """Snapshot the trainer's model to churn.models (also from the timer, so
@@ -314,8 +331,7 @@ class Pipeline:
             await consumer.seek_to_beginning(tp)
             while True:
                 batch = await consumer.getmany(tp, timeout_ms=1000)
-                # the end as a fetch reports it (end_offsets may lag: broker.py)
-                end = consumer.highwater(tp)
+                end = await topics.end_of(consumer, tp)
                 for msg in batch.get(tp, []):
                     headers = dict(msg.headers or ())
                     version = int(headers.get("version", b"0"))
@@ -326,7 +342,7 @@ class Pipeline:
                         self.metrics.model_version.set(self.model.version)
                         self.metrics.model_created.set(self.model.created_at or 0.0)
                         self.metrics.model_ready.set(1.0 if self.model.ready else 0.0)
-                if not self.models_seen.is_set() and end is not None and await consumer.position(tp) >= end:
+                if not self.models_seen.is_set() and await consumer.position(tp) >= end:
                     self.models_seen.set()
         finally:
             await consumer.stop()

@@ -113,7 +113,7 @@ async def read(bootstrap: str, *, partitions: int | None = None, client_kwargs: 
     """Every record on churn.dlq, partition by partition, to the end a fetch reports."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from .topics import DLQ
+    from .topics import DLQ, end_of
 
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, **(client_kwargs or {}))
     await consumer.start()
@@ -130,8 +130,7 @@ async def read(bootstrap: str, *, partitions: int | None = None, client_kwargs: 
             while True:
                 batch = await consumer.getmany(tp, timeout_ms=1000)
                 out.extend(DeadLetter.of(m.partition, m.offset, m.key, m.value, m.headers) for m in batch.get(tp, []))
-                end = consumer.highwater(tp)
-                if end is not None and await consumer.position(tp) >= end:
+                if await consumer.position(tp) >= await end_of(consumer, tp):
                     break
         return out
     finally:

@@ -53,6 +53,17 @@ def all_topics(settings: Settings) -> dict[str, tuple[int, dict]]:
     return topics
 
 
+async def end_of(consumer, tp) -> int:
+    """Where a partition ends, as the last fetch reported it (`end_offsets`
+    can lag a batch on the embedded broker: see broker.py). Before any fetch
+    has answered (an empty partition never returns records) it falls back to
+    `end_offsets`, which is exact for an empty partition."""
+    end = consumer.highwater(tp)
+    if end is None:
+        end = (await consumer.end_offsets([tp]))[tp]
+    return end
+
+
 def bootstrap_servers(broker_url: str) -> str:
     """kafka://h1:9092;h2:9092 -> h1:9092,h2:9092 (what aiokafka wants)."""
     hosts = broker_url.split("://", 1)[-1]

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import asdict
 
+import orjson
+
 from .config import DAY
 from .contract import format_ts
 from .state import CustomerState, Rules, day_of, next_deadline, prune
@@ -67,4 +69,7 @@ def fingerprint(s: CustomerState, clock: float, rules: Rules) -> str:
     prune(canon, clock, rules)
     canon.risk = canon.risk_band = None
     canon.late_events = 0
-    return hashlib.blake2b(canon.to_bytes(), digest_size=12).hexdigest()
+    # keys sorted: dicts keep insertion order, which follows the read order
+    # (a late event adds an older day after newer ones)
+    canonical = orjson.dumps(canon, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SORT_KEYS)
+    return hashlib.blake2b(canonical, digest_size=12).hexdigest()

@@ -232,3 +232,14 @@ def test_onboarding_usage_does_not_depend_on_which_topic_is_read_first():
     for name in ("first_seen_t", "sessions_first_14d", "first_days"):
         assert getattr(subscription_first, name) == getattr(usage_first, name), name
     assert usage_first.sessions_first_14d == 3  # Jan 8, 12, 20: within 14 days of the first event (Jan 8)
+
+
+def test_fingerprint_ignores_the_order_days_were_recorded_in():
+    from stream_app.views import fingerprint
+
+    a, b = new_state("c1"), new_state("c1")
+    a.usage, b.usage = {1: 2, 5: 1}, {5: 1, 1: 2}
+    a.risk, b.late_events = 0.9, 3  # timing, not events
+    assert fingerprint(a, 10 * DAY, RULES) == fingerprint(b, 10 * DAY, RULES)
+    b.usage[6] = 1
+    assert fingerprint(a, 10 * DAY, RULES) != fingerprint(b, 10 * DAY, RULES)

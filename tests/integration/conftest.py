@@ -206,9 +206,8 @@ def lookup(w: Worker, cid: str) -> dict:
     return json.loads(body)
 
 
-# view fields that depend on when a worker ran, not on the events
-_TIMING = {"clock", "late_events", "risk", "risk_band", "tenure_days", "usage_7d", "usage_30d", "active_days_30d", "tickets_30d", "risk", "risk_band", "risk_now",
-           "features", "scored_by", "model_version", "reasons", "alert", "label_snapshots_waiting", "late_events", "fingerprint"}
+# table fields that depend on when a worker ran, not on the events (see views.fingerprint)
+_TIMING = {"late_events", "risk", "risk_band"}
 
 
 def state_differences(a: Worker, b: Worker, cid: str) -> dict:

@@ -12,6 +12,7 @@ broker would learn each other's examples.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import signal
 
@@ -20,7 +21,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from stream_app.broker import EmbeddedBroker, free_port
 from stream_app.model import ChurnModel
-from stream_app.topics import MODELS, TRAINING, bootstrap_servers
+from stream_app.topics import MODELS, TRAINING, bootstrap_servers, end_of
 from tests.integration.conftest import (
     WorkerFactory, figures_differ, ledger_gauges, lookup, processed, replay, simulate, state_differences, summed, wait_for,
 )
@@ -40,11 +41,10 @@ async def read_all(url: str, topic: str) -> list:
         consumer.assign([tp])
         await consumer.seek_to_beginning(tp)
         out = []
-        while True:  # to the high-water mark of a fetch (end_offsets lags on the embedded broker)
+        while True:
             batch = await consumer.getmany(tp, timeout_ms=2000)
             out.extend(batch.get(tp, []))
-            end = consumer.highwater(tp)
-            if end is not None and await consumer.position(tp) >= end:
+            if await consumer.position(tp) >= await end_of(consumer, tp):
                 return out
     finally:
         await consumer.stop()
@@ -117,8 +117,12 @@ def test_random_sigkills_lose_nothing_and_sigterm_is_clean(broker, workers, app_
         assert all(seen == offset + 1 for _, offset, seen in snaps), snaps
         assert max(versions_before_kill) <= versions[-1]
         assert wait_for(lambda: crashy.metrics().get("churn_model_version") == versions[-1], 30, "the scorer to hot-swap the newest", crashy)
-        ref_train = len(asyncio.run(read_all(ref_broker.url, TRAINING)))
-        print(f"examples on churn.training: crashed run {n_train}, reference {ref_train}; snapshots {len(snaps)}")
+        def examples(url):
+            msgs = asyncio.run(read_all(url, TRAINING))
+            return len(msgs), len({(e["customer_id"], e["snapshot_t"]) for e in map(lambda m: json.loads(m.value), msgs)})
+        (crash_n, crash_distinct), (ref_n, ref_distinct) = examples(broker.url), examples(ref_broker.url)
+        print(f"crash test: {n_events} events, {KILLS} SIGKILLs at {points}; examples on churn.training: crashed run "
+              f"{crash_n} ({crash_distinct} distinct), reference {ref_n} ({ref_distinct} distinct); {len(snaps)} snapshots")
 
         # SIGTERM: a clean stop commits what it processed; the next start redelivers nothing
         crashy.stop(signal.SIGTERM)
