@@ -1,0 +1,407 @@
+"""Shared plumbing of the benchmark scripts (throughput, scaling, latency).
+
+Real processes only, the way tests/integration/conftest.py runs them: an
+embedded broker (Tansu) per run, `python -m stream_app worker` child
+processes in their own session (so stopping one stops its children too),
+and /metrics scraped over HTTP. Everything started here is stopped in a
+`finally` (see `Run`), also on Ctrl-C and SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import itertools
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from stream_app.broker import EmbeddedBroker, free_port  # noqa: E402
+from stream_app.config import Settings  # noqa: E402
+from stream_app.contract import TOPICS  # noqa: E402
+
+INPUT_TOPICS: tuple[str, ...] = TOPICS  # what every benchmark consumer reads
+PROCESSED = "churn_events_processed_total"
+DAY = 86400.0
+
+
+# --------------------------------------------------------------------------- reporting
+
+_T0 = time.monotonic()
+_LOAD0 = os.getloadavg()
+
+
+def say(msg: str) -> None:
+    """A progress line, stamped with the seconds since the script started."""
+    print(f"[{time.monotonic() - _T0:6.1f} s] {msg}", flush=True)
+
+
+def machine() -> dict:
+    """Where and when the figures were taken (every results file carries it)."""
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": platform.machine(),  # = `uname -m`
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        # 1-minute load average when the script started and ended: other work
+        # on the machine shares its cores and lowers every figure
+        "loadavg_start": round(_LOAD0[0], 2),
+        "loadavg_end": round(os.getloadavg()[0], 2),
+    }
+
+
+def warn_if_busy() -> None:
+    load = os.getloadavg()[0]
+    if load > 0.5:
+        say(f"note: load average {load:.1f} on {os.cpu_count()} CPUs before starting: other work shares the cores, "
+            f"expect lower and noisier figures")
+
+
+def write_results(name: str, payload: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps({"benchmark": name, **machine(), **payload}, indent=2) + "\n")
+    return path
+
+
+def table(headers: list[str], rows: list[list[object]]) -> str:
+    """A plain aligned text table: first column left, the others right."""
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max(len(str(h)), *(len(r[i]) for r in cells)) if cells else len(str(h)) for i, h in enumerate(headers)]
+
+    def line(values):
+        return "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(values, widths)))
+
+    return "\n".join([line([str(h) for h in headers]), line(["-" * w for w in widths]), *map(line, cells)])
+
+
+def _cell(v: object) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "-"
+        return f"{v:,.0f}" if abs(v) >= 100 or v.is_integer() else f"{v:.2f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def percentiles(values: list[float], ps: tuple[float, ...] = (50, 90, 99)) -> dict:
+    """Nearest-rank percentiles, plus n and max; NaN when there are no values."""
+    xs = sorted(values)
+    out: dict = {"n": len(xs)}
+    for p in ps:
+        out[f"p{p:g}"] = xs[max(0, math.ceil(p / 100 * len(xs)) - 1)] if xs else float("nan")
+    out["max"] = xs[-1] if xs else float("nan")
+    return out
+
+
+# --------------------------------------------------------------------------- run scope
+
+
+@dataclass
+class Run:
+    """Scope of one benchmark run: a work directory (logs, data dirs) and every
+    child process started, all stopped on exit. Use as a context manager."""
+
+    keep: bool = False
+    dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="churnmon-bench-")))
+    procs: list["Proc"] = field(default_factory=list)
+    brokers: list[EmbeddedBroker] = field(default_factory=list)
+
+    def __enter__(self) -> "Run":
+        # SIGTERM -> SystemExit, so the finally blocks stop the children
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for p in reversed(self.procs):
+            p.stop()
+        for b in reversed(self.brokers):
+            b.stop()
+        if self.keep:
+            print(f"logs and data kept in {self.dir}")
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def broker(self) -> EmbeddedBroker:
+        b = EmbeddedBroker(port=free_port()).start()
+        self.brokers.append(b)
+        return b
+
+    def spawn(self, name: str, argv: list[str], env: dict[str, str]) -> "Proc":
+        log = self.dir / f"{name}.log"
+        with open(log, "wb") as out:
+            popen = subprocess.Popen(argv, env={**os.environ, "PYTHONPATH": str(REPO), **env}, cwd=REPO,
+                                     stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = Proc(name, popen, log)
+        self.procs.append(proc)
+        return proc
+
+    def worker(self, broker_url: str, app_id: str, partitions: int, env: dict[str, str] | None = None) -> "Worker":
+        """Start `python -m stream_app worker` as the integration tests do (does not wait for it)."""
+        port = free_port()
+        name = f"worker-{app_id}-{port}"
+        environment = {
+            **embedded_broker_env(),
+            "CHURNMON_BROKER": broker_url, "CHURNMON_APP_ID": app_id, "CHURNMON_WEB_PORT": str(port),
+            "CHURNMON_DATA_DIR": str(self.dir / f"data-{name}"), "CHURNMON_PARTITIONS": str(partitions), **(env or {}),
+        }
+        proc = self.spawn(name, [sys.executable, "-m", "stream_app", "worker", "--loglevel", "warn"], environment)
+        worker = Worker(proc.name, proc.popen, proc.log, port)
+        self.procs[-1] = worker
+        return worker
+
+
+def embedded_broker_env() -> dict[str, str]:
+    """The settings a worker needs on the embedded broker, as stream_app/broker.py
+    names them (EMBEDDED_ENV; older trees: TOLERANT_SETTINGS): the tests and
+    `churnmon demo` start their workers with them, so the benchmarks do too."""
+    import stream_app.broker as broker
+
+    env = getattr(broker, "EMBEDDED_ENV", None)
+    if env is not None:
+        return dict(env)
+    return {Settings.env_name(k): str(v).lower() for k, v in getattr(broker, "TOLERANT_SETTINGS", {}).items()}
+
+
+def add_worker_env_option(parser) -> None:
+    parser.add_argument("--worker-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="extra environment for the project's workers, e.g. CHURNMON_PRODUCER_LINGER_MS=20 "
+                             f"(repeatable; on top of {embedded_broker_env() or 'nothing'})")
+
+
+def worker_env(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"--worker-env wants NAME=VALUE, got {pair!r}")
+        out[name] = value
+    return out
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen
+    log: Path
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def check(self) -> None:
+        if not self.alive():
+            raise RuntimeError(f"{self.name} exited with {self.popen.returncode}:\n{self.log_tail()}")
+
+    def log_tail(self, chars: int = 3000) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def problems(self, limit: int = 5) -> list[str]:
+        """Warnings and errors in the log, repeats folded: "N x message" (to report, not to hide)."""
+        try:
+            lines = self.log.read_text(errors="replace").splitlines()
+        except OSError:
+            return []
+        seen: dict[str, int] = {}
+        for ln in lines:
+            if any(w in ln for w in ("Traceback", "WARNING", "ERROR", "CRITICAL", "Error:")):
+                # drop terminal escapes, the "[date time] [pid]" prefix and numbers, so repeats fold
+                ln = re.sub(r"[\x00-\x1f]", "", re.sub(r"\x1b\[[?0-9;]*[A-Za-z]", "", ln)).strip()
+                msg = re.sub(r"\d+", "N", re.sub(r"^\[[^]]*\] \[\d+\] ", "", ln))
+                seen[msg] = seen.get(msg, 0) + 1
+        top = sorted(seen.items(), key=lambda kv: -kv[1])
+        return [f"{n} x {msg[:160]}" for msg, n in top[:limit]] + ([f"... and {len(top) - limit} other messages"] if len(top) > limit else [])
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(timeout=10)
+
+
+@dataclass
+class Worker(Proc):
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def get(self, path: str, timeout: float = 5.0) -> bytes:
+        with urllib.request.urlopen(self.url + path, timeout=timeout) as resp:
+            return resp.read()
+
+    def processed(self) -> float:
+        return metric_sum(self.get("/metrics").decode(), PROCESSED)
+
+    def busy(self) -> tuple[float, float]:
+        """The worker's own account of its per-event work: (seconds, events) of
+        churn_event_processing_seconds (decode to state and metrics; not Faust, Kafka or timers)."""
+        text = self.get("/metrics").decode()
+        return metric_sum(text, "churn_event_processing_seconds_sum"), metric_sum(text, "churn_event_processing_seconds_count")
+
+    def assigned(self) -> set[int]:
+        """Input partitions this worker owns right now (from /healthz)."""
+        return {int(p) for p in json.loads(self.get("/healthz"))["partitions"]}
+
+    def wait_serving(self, timeout: float = 90.0) -> "Worker":
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check()
+            try:
+                self.get("/metrics", timeout=2)
+                return self
+            except (OSError, urllib.error.URLError):
+                time.sleep(0.2)
+        raise RuntimeError(f"{self.name} did not serve /metrics within {timeout:.0f} s:\n{self.log_tail()}")
+
+
+def metric_sum(text: str, name: str) -> float:
+    """Sum of every sample of one metric in a Prometheus text exposition
+    (a line scan: cheap enough to run every few milliseconds)."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and line[len(name):len(name) + 1] in ("{", " "):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+# --------------------------------------------------------------------------- events and topics
+
+
+def simulated_events(n: int, *, seed: int = 42, days: int = 120, start: str = "2025-01-01T00:00:00Z") -> list[dict]:
+    """The first `n` events (event-time order) of a simulated population big
+    enough to have them: what `python -m stream_app simulate` writes, truncated."""
+    from stream_app.simulator import SimConfig, events
+
+    customers = max(50, math.ceil(n / (1.3 * days)))
+    while True:
+        out = list(itertools.islice(events(SimConfig(customers=customers, days=days, seed=seed, start=start)), n))
+        if len(out) == n:
+            return out
+        customers *= 2
+
+
+def produce(broker_url: str, events: list[dict], partitions: int, rate: float = 0.0) -> int:
+    """Put events on the input topics as `replay` does (creating the topics first)."""
+    from stream_app.producer import produce_events
+
+    return asyncio.run(produce_events(Settings(broker=broker_url, partitions=partitions), events, rate=rate))
+
+
+def create_topics(broker_url: str, topics: dict[str, int], compacted: bool = False) -> None:
+    """Create topics with explicit partition counts (never let the broker auto-create them)."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    from stream_app.topics import bootstrap_servers
+
+    async def go() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(broker_url))
+        await admin.start()
+        try:
+            existing = set(await admin.list_topics())
+            config = {"cleanup.policy": "compact"} if compacted else {}
+            new = [NewTopic(t, n, 1, topic_configs=config) for t, n in topics.items() if t not in existing]
+            if new:
+                await admin.create_topics(new)
+        finally:
+            await admin.close()
+
+    asyncio.run(go())
+
+
+def ensure_worker_topics(broker_url: str, app_id: str, partitions: int) -> None:
+    """Every topic of a worker group, created before its workers start (so
+    several workers starting at once do not race to create them)."""
+    from stream_app.topics import ensure_topics
+
+    asyncio.run(ensure_topics(Settings(broker=broker_url, app_id=app_id, partitions=partitions), broker_url))
+
+
+def app_id(prefix: str) -> str:
+    return f"{prefix}-{os.getpid()}-{time.monotonic_ns() % 10**8}"
+
+
+# --------------------------------------------------------------------------- measuring workers
+
+
+@dataclass
+class Window:
+    """Counts over wall time: events/s between `start` and `end` samples."""
+
+    t_start: float
+    count_start: float
+    t_end: float
+    count_end: float
+
+    @property
+    def seconds(self) -> float:
+        return self.t_end - self.t_start
+
+    @property
+    def rate(self) -> float:
+        return (self.count_end - self.count_start) / self.seconds if self.seconds > 0 else float("nan")
+
+
+def measure_group(workers: list[Worker], total: int, partitions: int, every: float = 0.2, timeout: float = 600.0) -> Window:
+    """Scrape every worker each `every` s until their processed counters add up
+    to `total`. The window starts at the first scrape where the group is
+    settled (every worker owns input partitions, together all of them) and
+    something was processed; it ends at the first scrape that sees `total`.
+    Rate = events processed inside the window / its wall time, so worker
+    start-up, group joins and rebalances before it are not counted."""
+    start: tuple[float, float] | None = None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for w in workers:
+            w.check()
+        try:
+            count = sum(w.processed() for w in workers)
+        except OSError:
+            time.sleep(every)
+            continue
+        now = time.monotonic()
+        if start is None and count > 0 and _settled(workers, partitions):
+            start = (now, count)
+        if start is not None and count >= total:
+            return Window(start[0], start[1], now, count)
+        time.sleep(every)
+    raise RuntimeError(f"workers did not process {total} events within {timeout:.0f} s:\n{workers[0].log_tail()}")
+
+
+def _settled(workers: list[Worker], partitions: int) -> bool:
+    try:
+        owned = [w.assigned() for w in workers]
+    except (OSError, ValueError, KeyError):
+        return False
+    union = set().union(*owned)
+    return all(owned) and len(union) == partitions and sum(map(len, owned)) == partitions
+

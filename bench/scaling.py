@@ -1,0 +1,127 @@
+"""Does adding worker processes add throughput? 1, 2 and 3 workers, same events.
+
+    python bench/scaling.py [--events 50000] [--workers 1,2,3] [--partitions 8] [--keep]
+
+Why: the monitor scales out by running more `python -m stream_app worker`
+processes under one app id (one Kafka consumer group); Kafka splits the
+partitions between them and each owns its customers' state. This measures
+what that buys on this machine.
+
+What: simulated events (truncated to --events) are produced once to the three
+input topics of one embedded broker. Then, for each worker count k, k workers
+are started at once under a fresh app id (its own consumer group and
+changelogs, so each k reads every event from the start) and run until they
+have processed them all; then they are stopped before the next k.
+
+How time is measured: every worker's /metrics and /healthz are scraped every
+0.2 s. The window opens at the first scrape where the group has settled
+(every worker owns input partitions, together all --partitions of them) and
+something was processed, and closes at the first scrape where the summed
+`churn_events_processed_total` reaches the total. Rate = events processed in
+the window / its length: start-up and the joins before the group settles are
+not counted, the uneven end is (8 partitions over 3 workers is 3+3+2: the
+last worker to finish sets the time).
+
+Expect: Python runs one core per process and the broker needs CPU too, so on a
+2-core machine the speed-up should flatten at about 2 (or below: the broker,
+this script's scrapes and other load share the same two cores); 3 workers
+cannot beat 2 there. On a machine with more cores it should keep rising
+until the broker or the partition count (8) limits it. One more cost grows
+with the worker count: Faust keeps a standby copy of every table partition
+on another worker (`table_standby_replicas`, default 1, which the project
+does not change), so with 2+ workers each one also replays the changelog
+writes of the others.
+
+Prints events/s and speed-up vs 1 worker; writes bench/results/scaling.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _harness as h  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--events", type=int, default=50_000, help="events to generate and process per worker count (default 50000)")
+    p.add_argument("--workers", default="1,2,3", help="comma-separated worker counts (default 1,2,3)")
+    p.add_argument("--partitions", type=int, default=8, help="partitions of every topic (default 8)")
+    p.add_argument("--seed", type=int, default=42, help="simulator seed")
+    p.add_argument("--timeout", type=float, default=600.0, help="give up on one worker count after this many seconds")
+    p.add_argument("--keep", action="store_true", help="keep the work directory (logs) after the run")
+    h.add_worker_env_option(p)
+    args = p.parse_args(argv)
+    args.counts = [int(x) for x in args.workers.split(",") if x.strip()]
+    if not args.counts or min(args.counts) < 1 or max(args.counts) > args.partitions:
+        p.error(f"--workers must be counts between 1 and --partitions ({args.partitions})")
+    return args
+
+
+def run_group(run: h.Run, broker_url: str, k: int, args: argparse.Namespace) -> dict:
+    """k workers of one fresh app id, started together, measured to the last event."""
+    group = h.app_id(f"bench-scale{k}")
+    h.ensure_worker_topics(broker_url, group, args.partitions)
+    workers = [run.worker(broker_url, group, args.partitions, h.worker_env(args.worker_env)) for _ in range(k)]
+    try:
+        for w in workers:
+            w.wait_serving(timeout=120)
+        window = h.measure_group(workers, args.events, args.partitions, every=0.2, timeout=args.timeout)
+        return {
+            "workers": k, "rate": window.rate, "seconds": window.seconds, "counted": window.count_end - window.count_start,
+            "before_settled": window.count_start, "processed": window.count_end,
+            "log_problems": {w.name: w.problems() for w in workers if w.problems()},
+        }
+    finally:
+        for w in workers:
+            w.stop()
+
+
+def report(args: argparse.Namespace, rows: list[dict]) -> dict:
+    base = next((r["rate"] for r in rows if r["workers"] == 1), None)
+    for r in rows:
+        r["speedup"] = r["rate"] / base if base else None
+    print(f"\n{args.events:,} simulated events, {args.partitions} partitions, {os.cpu_count()} CPUs; "
+          f"timed from the settled group to the last event\n")
+    print(h.table(
+        ["workers", "events/s", "speed-up vs 1", "seconds", "events in window", "done before settled"],
+        [[r["workers"], r["rate"], r["speedup"], r["seconds"], int(r["counted"]), int(r["before_settled"])] for r in rows],
+    ))
+    print(f"\nOn {os.cpu_count()} cores the speed-up cannot pass {os.cpu_count()}: each worker is one Python process "
+          f"(one core at most) and the broker and this script share the same cores, so expect it to flatten at "
+          f"{os.cpu_count()} workers and not to grow beyond.")
+    for r in rows:
+        for name, lines in r["log_problems"].items():
+            for line in lines:
+                print(f"note: {name} log: {line}")
+    return {"events": args.events, "partitions": args.partitions,
+            "worker_env": {**h.embedded_broker_env(), **h.worker_env(args.worker_env)}, "runs": rows}
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    h.warn_if_busy()
+    with h.Run(keep=args.keep) as run:
+        h.say(f"generating {args.events:,} events ...")
+        events = h.simulated_events(args.events, seed=args.seed)
+        broker = run.broker()
+        started = time.monotonic()
+        h.produce(broker.url, events, args.partitions)
+        h.say(f"produced them to {broker.url} in {time.monotonic() - started:.1f} s")
+        rows = []
+        for k in args.counts:
+            h.say(f"{k} worker(s) ...")
+            rows.append(run_group(run, broker.url, k, args))
+            h.say(f"{k} worker(s): {rows[-1]['rate']:,.0f} events/s")
+        path = h.write_results("scaling", report(args, rows))
+        print(f"\nwrote {path.relative_to(h.REPO)}")
+
+
+if __name__ == "__main__":
+    main()

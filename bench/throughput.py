@@ -1,0 +1,214 @@
+"""Where does the worker's per-event time go? Four consumers, one set of events.
+
+    python bench/throughput.py [--events 50000] [--partitions 8] [--uvloop] [--keep]
+
+Why: the project's worker does a lot per event (schema check, state update,
+risk score, alerts, two table writes with changelogs, metrics). To know what
+is the framework's cost and what is ours, the same events are read by four
+consumers, slowest last:
+
+  (a) raw      aiokafka AIOKafkaConsumer.getmany(max_records=1000) + orjson.loads
+               of every value, in this process: the floor of Python + Kafka;
+  (b) bare     a Faust agent (`async for` over the three topics) that decodes
+               the JSON and counts (bench/_faust_counter.py, mode bare);
+  (c) table    the same agent plus a naive per-event Table update
+               `table[key] = table.get(key, 0) + 1` (in-memory store + changelog);
+  (d) worker   `python -m stream_app worker`, the project's worker.
+
+All four read the same events from one embedded broker: simulated events
+(`stream_app.simulator`, what `python -m stream_app simulate` writes,
+truncated to --events), produced once to the three input topics with
+--partitions partitions each, as `replay` does. Each consumer has its own
+consumer group, so each reads everything from the start, one after the other
+(never two at once on this machine).
+
+How time is measured: from the start of processing to the last event, so
+process start-up, group join and partition assignment are not counted.
+(a) times itself from the moment the group assigns it its partitions (its
+first fetch would otherwise happen off the clock: all the events fit in its
+fetch buffers) to the N-th event decoded. (b) and (c) time themselves from
+the 1st event to the N-th (time.perf_counter; rate = (N - 1) / elapsed). (d) is scraped: `churn_events_processed_total` on
+/metrics every 0.2 s; the window opens at the first scrape that sees the
+worker owning its partitions and something processed, and closes at the first
+scrape that sees N (rate = events in the window / its length; error <= 0.2 s).
+
+--uvloop runs (b) and (c) on uvloop (`pip install uvloop`; it is not a
+project dependency: add `uvloop>=0.19` to an optional extra to use it).
+
+Prints a table of events/s and the ratios worker/bare, worker/table and
+bare/raw; writes bench/results/throughput.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _harness as h  # noqa: E402
+from _faust_counter import changelog  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--events", type=int, default=50_000, help="events to generate and read (default 50000)")
+    p.add_argument("--partitions", type=int, default=8, help="partitions of each input topic (default 8)")
+    p.add_argument("--seed", type=int, default=42, help="simulator seed")
+    p.add_argument("--uvloop", action="store_true", help="run the Faust agents (b, c) on uvloop")
+    p.add_argument("--timeout", type=float, default=600.0, help="give up on one consumer after this many seconds")
+    p.add_argument("--keep", action="store_true", help="keep the work directory (logs) after the run")
+    h.add_worker_env_option(p)
+    return p.parse_args(argv)
+
+
+# --------------------------------------------------------------------------- (a) raw aiokafka
+
+
+async def _raw(broker_url: str, group: str, n: int) -> dict:
+    import orjson
+    from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+
+    from stream_app.topics import bootstrap_servers
+
+    class Joined(ConsumerRebalanceListener):
+        """The clock starts when the group hands us partitions: before the
+        first fetch, which would otherwise be prefetched off the clock."""
+
+        started = 0.0
+
+        async def on_partitions_revoked(self, revoked):
+            pass
+
+        async def on_partitions_assigned(self, assigned):
+            if assigned and not self.started:
+                self.started = time.perf_counter()
+
+    joined = Joined()
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(broker_url), group_id=group,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer.subscribe(list(h.INPUT_TOPICS), listener=joined)
+    await consumer.start()
+    loads, count = orjson.loads, 0
+    try:
+        while count < n:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=1000)
+            for records in batches.values():
+                for record in records:
+                    loads(record.value)
+                    count += 1
+        seconds = time.perf_counter() - joined.started
+    finally:
+        await consumer.stop()
+    return {"count": count, "seconds": seconds, "rate": count / seconds}
+
+
+def raw_floor(broker_url: str, n: int, timeout: float) -> dict:
+    return asyncio.run(asyncio.wait_for(_raw(broker_url, h.app_id("bench-raw"), n), timeout))
+
+
+# --------------------------------------------------------------------------- (b), (c) Faust agents
+
+
+def faust_agent(run: h.Run, broker_url: str, mode: str, n: int, partitions: int, uvloop: bool, timeout: float) -> dict:
+    """Run bench/_faust_counter.py in a child process until it has counted n events."""
+    group = h.app_id(f"bench-{mode}")
+    if mode == "table":
+        h.create_topics(broker_url, {changelog(group): partitions}, compacted=True)
+    result = run.dir / f"{group}.json"
+    env = {
+        "BENCH_BROKER": broker_url, "BENCH_APP_ID": group, "BENCH_MODE": mode, "BENCH_EVENTS": str(n),
+        "BENCH_PARTITIONS": str(partitions), "BENCH_RESULT": str(result), "BENCH_DATADIR": str(run.dir / f"data-{group}"),
+        "BENCH_UVLOOP": "1" if uvloop else "0",
+    }
+    proc = run.spawn(group, [sys.executable, str(Path(__file__).with_name("_faust_counter.py"))], env)
+    deadline = time.monotonic() + timeout
+    try:
+        while not result.exists():
+            proc.check()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{mode} agent did not count {n} events in {timeout:.0f} s:\n{proc.log_tail()}")
+            time.sleep(0.2)
+        return {**json.loads(result.read_text()), "log_problems": proc.problems()}
+    finally:
+        proc.stop()
+
+
+# --------------------------------------------------------------------------- (d) the project's worker
+
+
+def project_worker(run: h.Run, broker_url: str, n: int, partitions: int, timeout: float, env: dict[str, str]) -> dict:
+    group = h.app_id("bench-worker")
+    h.ensure_worker_topics(broker_url, group, partitions)
+    worker = run.worker(broker_url, group, partitions, env)
+    try:
+        worker.wait_serving()
+        window = h.measure_group([worker], n, partitions, every=0.2, timeout=timeout)
+        own_seconds, own_events = worker.busy()
+        return {"count": window.count_end - window.count_start, "seconds": window.seconds, "rate": window.rate,
+                "own_us_per_event": 1e6 * own_seconds / own_events, "log_problems": worker.problems()}
+    finally:
+        worker.stop()
+
+
+# --------------------------------------------------------------------------- report
+
+
+def report(args: argparse.Namespace, results: dict[str, dict]) -> dict:
+    rate = {k: v["rate"] for k, v in results.items()}
+    ratios = {
+        "worker / bare agent": rate["worker"] / rate["bare"],
+        "worker / naive table agent": rate["worker"] / rate["table"],
+        "bare agent / raw aiokafka": rate["bare"] / rate["raw"],
+    }
+    labels = {
+        "raw": "(a) raw aiokafka getmany + orjson",
+        "bare": "(b) Faust agent, count only" + (" [uvloop]" if args.uvloop else ""),
+        "table": "(c) Faust agent + naive Table" + (" [uvloop]" if args.uvloop else ""),
+        "worker": "(d) project worker",
+    }
+    rows = [[labels[k], int(v["count"]), v["seconds"], v["rate"], 1e6 / v["rate"]] for k, v in results.items()]
+    print(f"\n{args.events:,} simulated events, {len(h.INPUT_TOPICS)} topics x {args.partitions} partitions, "
+          f"one consumer at a time, timed from the start of processing to the last event (see --help)\n")
+    print(h.table(["consumer", "events", "seconds", "events/s", "us/event"], rows))
+    own, total = results["worker"]["own_us_per_event"], 1e6 / rate["worker"]
+    print(f"\n(d) by its own account (churn_event_processing_seconds) the worker spends {own:,.0f} us per event in its "
+          f"processing step (decode, state, score, metrics); the other {total - own:,.0f} us of wall time per event go to "
+          f"Faust (stream, tables and their changelogs), Kafka I/O, timers, /metrics and waiting for the CPU\n")
+    print(h.table(["ratio", "x", "= 1 /"], [[k, v, 1 / v] for k, v in ratios.items()]))
+    for k, v in results.items():
+        for line in v.get("log_problems") or []:
+            print(f"note: {k} log: {line}")
+    return {"events": args.events, "partitions": args.partitions, "uvloop": args.uvloop,
+            "worker_env": {**h.embedded_broker_env(), **h.worker_env(args.worker_env)},
+            "results": {k: {**v, "label": labels[k]} for k, v in results.items()}, "ratios": ratios}
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    h.warn_if_busy()
+    with h.Run(keep=args.keep) as run:
+        h.say(f"generating {args.events:,} events ...")
+        events = h.simulated_events(args.events, seed=args.seed)
+        broker = run.broker()
+        started = time.monotonic()
+        h.produce(broker.url, events, args.partitions)
+        h.say(f"produced them to {broker.url} in {time.monotonic() - started:.1f} s")
+        results: dict[str, dict] = {}
+        h.say("(a) raw aiokafka ...")
+        results["raw"] = raw_floor(broker.url, args.events, args.timeout)
+        for mode in ("bare", "table"):
+            h.say(f"({'b' if mode == 'bare' else 'c'}) Faust agent, {mode} ...")
+            results[mode] = faust_agent(run, broker.url, mode, args.events, args.partitions, args.uvloop, args.timeout)
+        h.say("(d) project worker ...")
+        results["worker"] = project_worker(run, broker.url, args.events, args.partitions, args.timeout, h.worker_env(args.worker_env))
+        path = h.write_results("throughput" + ("_uvloop" if args.uvloop else ""), report(args, results))
+        print(f"\nwrote {path.relative_to(h.REPO)}")
+
+
+if __name__ == "__main__":
+    main()
