@@ -35,6 +35,7 @@ def build_app(settings: Settings, broker_url: str) -> faust.App:
         broker_heartbeat_interval=settings.heartbeat_interval_s,
         producer_linger_ms=settings.producer_linger_ms,
         producer_max_batch_size=settings.producer_max_batch_size,
+        table_standby_replicas=settings.standby_replicas,
         autodiscover=False,
         # one consumer instance reads all input topics; keep the worker's own
         # output (alerts, DLQ) flowing while tables recover
