@@ -173,15 +173,12 @@ class Run:
 
 
 def embedded_broker_env() -> dict[str, str]:
-    """The settings a worker needs on the embedded broker, as stream_app/broker.py
-    names them (EMBEDDED_ENV; older trees: TOLERANT_SETTINGS): the tests and
-    `churnmon demo` start their workers with them, so the benchmarks do too."""
-    import stream_app.broker as broker
+    """The settings a worker needs on the embedded broker (stream_app/broker.py):
+    the tests and `churnmon demo` start their workers with them, so the
+    benchmarks do too."""
+    from stream_app.broker import EMBEDDED_ENV
 
-    env = getattr(broker, "EMBEDDED_ENV", None)
-    if env is not None:
-        return dict(env)
-    return {Settings.env_name(k): str(v).lower() for k, v in getattr(broker, "TOLERANT_SETTINGS", {}).items()}
+    return dict(EMBEDDED_ENV)
 
 
 def add_worker_env_option(parser) -> None:
@@ -315,6 +312,17 @@ def produce(broker_url: str, events: list[dict], partitions: int, rate: float = 
     from stream_app.producer import produce_events
 
     return asyncio.run(produce_events(Settings(broker=broker_url, partitions=partitions), events, rate=rate))
+
+
+def events_on_a_broker(run: "Run", n: int, seed: int, partitions: int):
+    """Simulate `n` events, start a broker in `run` and produce them to it, once."""
+    say(f"generating {n:,} events ...")
+    events = simulated_events(n, seed=seed)
+    broker = run.broker()
+    started = time.monotonic()
+    produce(broker.url, events, partitions)
+    say(f"produced them to {broker.url} in {time.monotonic() - started:.1f} s")
+    return broker
 
 
 def create_topics(broker_url: str, topics: dict[str, int], compacted: bool = False) -> None:

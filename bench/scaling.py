@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -108,12 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     h.warn_if_busy()
     with h.Run(keep=args.keep) as run:
-        h.say(f"generating {args.events:,} events ...")
-        events = h.simulated_events(args.events, seed=args.seed)
-        broker = run.broker()
-        started = time.monotonic()
-        h.produce(broker.url, events, args.partitions)
-        h.say(f"produced them to {broker.url} in {time.monotonic() - started:.1f} s")
+        broker = h.events_on_a_broker(run, args.events, args.seed, args.partitions)
         rows = []
         for k in args.counts:
             h.say(f"{k} worker(s) ...")

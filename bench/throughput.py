@@ -192,12 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     h.warn_if_busy()
     with h.Run(keep=args.keep) as run:
-        h.say(f"generating {args.events:,} events ...")
-        events = h.simulated_events(args.events, seed=args.seed)
-        broker = run.broker()
-        started = time.monotonic()
-        h.produce(broker.url, events, args.partitions)
-        h.say(f"produced them to {broker.url} in {time.monotonic() - started:.1f} s")
+        broker = h.events_on_a_broker(run, args.events, args.seed, args.partitions)
         results: dict[str, dict] = {}
         h.say("(a) raw aiokafka ...")
         results["raw"] = raw_floor(broker.url, args.events, args.timeout)

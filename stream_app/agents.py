@@ -221,14 +221,8 @@ class Pipeline:
 
     async def dead_letter(self, event: faust.EventT, rejection: Rejection) -> None:
         msg = event.message
-        headers = [
-            (dl.REASON, rejection.reason.encode()),
-            (dl.DETAIL, rejection.detail.encode()[:1000]),
-            (dl.SOURCE_TOPIC, msg.topic.encode()),
-            (dl.SOURCE_PARTITION, str(msg.partition).encode()),
-            (dl.SOURCE_OFFSET, str(msg.offset).encode()),
-            (dl.AT, format_ts(time.time()).encode()),
-        ]
+        source = {dl.SOURCE_TOPIC: msg.topic, dl.SOURCE_PARTITION: msg.partition, dl.SOURCE_OFFSET: msg.offset}
+        headers = dl.headers(rejection.reason, rejection.detail, source, format_ts(time.time()))
         # a re-published record that is still wrong says where it was re-sent from
         headers += [(k, v) for k, v in (msg.headers or ()) if k == dl.REPUBLISHED_FROM]
         await self.dlq.send(key=event.key, value=event.value if event.value is not None else b"", headers=headers)

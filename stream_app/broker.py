@@ -37,10 +37,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from .config import Settings
+
 
 # settings a worker needs on the embedded broker (see the module docstring)
 EMBEDDED_SETTINGS = {"producer_max_batch_size": 1}
-EMBEDDED_ENV = {"CHURNMON_PRODUCER_MAX_BATCH_SIZE": "1"}
+EMBEDDED_ENV = {Settings.env_name(name): str(value) for name, value in EMBEDDED_SETTINGS.items()}  # for worker processes
 
 
 class BrokerError(RuntimeError):

@@ -132,12 +132,6 @@ class Settings:
 def _parse(f: dataclasses.Field, raw: str) -> Any:
     kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
     try:
-        if kind.startswith("bool"):
-            if raw.strip().lower() in ("1", "true", "yes", "on"):
-                return True
-            if raw.strip().lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(raw)
         if kind.startswith("int"):
             return int(raw)
         if kind.startswith("float"):

@@ -78,6 +78,14 @@ class DeadLetter:
         return [(REPUBLISHED_FROM, f"churn.dlq/{self.partition}/{self.offset}".encode())]
 
 
+def headers(reason: str, detail: str, source: dict[str, object], at: str) -> list[tuple[str, bytes]]:
+    """The headers of a record sent to churn.dlq: why, from where (`source`
+    maps SOURCE_* header names to values), and when."""
+    out = [(REASON, reason.encode()), (DETAIL, detail.encode()[:1000])]
+    out += [(name, str(value).encode()) for name, value in source.items()]
+    return out + [(AT, at.encode())]
+
+
 def _int(s: str | None) -> int | None:
     try:
         return int(s) if s is not None else None

@@ -92,13 +92,8 @@ async def produce_events(
     sent = 0
     try:
         for number, rejection, raw in invalid:
-            headers = [
-                (dl.REASON, rejection.reason.encode()),
-                (dl.DETAIL, rejection.detail.encode()[:1000]),
-                (dl.SOURCE_FILE, source.encode()),
-                (dl.SOURCE_LINE, str(number).encode()),
-                (dl.AT, format_ts(time.time()).encode()),
-            ]
+            where = {dl.SOURCE_FILE: source, dl.SOURCE_LINE: number}
+            headers = dl.headers(rejection.reason, rejection.detail, where, format_ts(time.time()))
             await producer.send(DLQ, value=raw, headers=headers)
         started = time.monotonic()
         first_t: float | None = None

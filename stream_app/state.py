@@ -97,7 +97,6 @@ class CustomerState:
     # usage per day in the first 14 days since the customer was first seen
     # (the earliest event time, whatever order the topics are read in)
     first_days: dict[int, int] = field(default_factory=dict)
-    sessions_first_14d: int = 0
     features: list[str] = field(default_factory=list)
     open_tickets: list[str] = field(default_factory=list)
     csat: int | None = None
@@ -147,7 +146,13 @@ class CustomerState:
         d["usage"] = {int(k): v for k, v in d.get("usage", {}).items()}
         d["tickets"] = {int(k): v for k, v in d.get("tickets", {}).items()}
         d["first_days"] = {int(k): v for k, v in d.get("first_days", {}).items()}
+        d.pop("sessions_first_14d", None)  # stored before it was derived from first_days
         return cls(**d)
+
+    @property
+    def sessions_first_14d(self) -> int:
+        """Usage in the first 14 days since the customer was first seen."""
+        return sum(self.first_days.values())
 
     def copy(self) -> "CustomerState":
         return CustomerState.from_bytes(self.to_bytes())
@@ -450,7 +455,6 @@ def _activity(state: CustomerState, t: float) -> None:
         state.last_activity_t = t
     if state.first_seen_t is not None and d < day_of(state.first_seen_t) + ONBOARDING_DAYS:
         state.first_days[d] = state.first_days.get(d, 0) + 1
-        state.sessions_first_14d += 1
 
 
 ONBOARDING_DAYS = 14
@@ -467,7 +471,7 @@ def _first_seen(state: CustomerState, t: float) -> None:
     state.first_seen_t = t
     end = day_of(t) + ONBOARDING_DAYS
     for d in [d for d in state.first_days if d >= end]:
-        state.sessions_first_14d -= state.first_days.pop(d)
+        del state.first_days[d]
 
 
 def _on_session(state, ev, t, rules):

@@ -51,6 +51,7 @@ def customer_view(s: CustomerState, clock: float | None, rules: Rules) -> dict:
     out["cancelled_not_yet_churned"] = s.cancel_effective_t is not None
     deadline = next_deadline(s, rules)
     out["next_transition_at"] = None if deadline is None else format_ts(deadline)
+    out["sessions_first_14d"] = s.sessions_first_14d
     out["fingerprint"] = fingerprint(s, clock, rules)
     return out
 

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import random
 
-import orjson
 from hypothesis import given, settings, strategies as st
 
 from stream_app import kpis
