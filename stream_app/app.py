@@ -11,13 +11,21 @@ from pathlib import Path
 
 import faust
 
+from . import offsets
 from .config import Settings
 from .security import faust_credentials
 
 
+class App(faust.App):
+    """faust.App whose consumer commits with `offsets.Consumer` (see there why)."""
+
+    def _new_transport(self):
+        return offsets.Transport(self.conf.broker_consumer, self)
+
+
 def build_app(settings: Settings, broker_url: str) -> faust.App:
     advertised = socket.gethostname() if settings.web_host == "hostname" else settings.web_host
-    return faust.App(
+    return App(
         settings.app_id,
         broker=broker_url,
         broker_credentials=faust_credentials(settings),

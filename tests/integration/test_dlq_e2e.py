@@ -53,6 +53,8 @@ def test_list_dry_run_and_republish_after_a_fix(broker, workers, app_id):
     # the fix: a worker with the default (larger) size limit
     tight.stop()
     fixed = workers(app_id)
+    # serving lookups once it owns the partitions and has recovered them (503 until then)
+    wait_for(lambda: fixed.get("/customers/cus-ok")[0] == 200, 60, "the new worker to answer lookups", fixed)
     dry = churnmon("dlq", "republish", "--broker", broker.url, "--reason", "too_large", "--dry-run")
     assert dry.returncode == 0 and "would re-publish 1 records" in dry.stdout, dry.stdout + dry.stderr
     status, _ = fixed.get("/customers/cus-big")
