@@ -27,6 +27,7 @@ from collections.abc import Iterable
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
+from faust.utils.functional import consecutive_numbers
 
 
 def advance(acked: Iterable[int], committed: int | None) -> tuple[int | None, list[int]]:
@@ -48,10 +49,8 @@ def advance(acked: Iterable[int], committed: int | None) -> tuple[int | None, li
     pending = sorted(set(acked))
     if not pending or (committed is not None and pending[0] - committed > 1):
         return None, pending
-    end = 0
-    while end + 1 < len(pending) and pending[end + 1] == pending[end] + 1:
-        end += 1
-    return pending[end] + 1, pending[end + 1:]
+    run = next(consecutive_numbers(pending))
+    return run[-1] + 1, pending[len(run):]
 
 
 class Consumer(faust_aiokafka.Consumer):
