@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
-
 import faust
 import orjson
 from faust.serializers import codecs
@@ -24,15 +22,14 @@ from . import dead_letters as dl
 from . import topics
 from .config import Settings
 from .security import bearer_ok, kafka_client_kwargs
-from .contract import Limits, Rejection, decode, format_ts
+from .contract import Rejection, format_ts
 from .kpis import merge
 from .metrics import Metrics
-from .alerts import AlertConfig, sweep_trigger
 from .model import ChurnModel, Quality
 from .partition import PartitionBook
-from .scoring import RiskMemory, example_message, score_customer, update_risk
-from .state import CustomerState, advance, apply, day_of, new_state, next_deadline, prune
-from .state import Rules
+from .process import Output, Processor, Record
+from .scoring import RiskMemory
+from .state import CustomerState, day_of
 from .views import customer_view
 
 log = logging.getLogger(__name__)
@@ -88,29 +85,21 @@ def _table(app: faust.App, settings: Settings, name: str, value_serializer: str)
 
 
 class Pipeline:
-    """The per-worker runtime: tables, books and metrics shared by agent, timer and views."""
+    """The per-worker runtime: tables, the processor and metrics shared by agents, timer and views."""
 
     def __init__(self, app: faust.App, settings: Settings, metrics: Metrics | None = None) -> None:
         self.app = app
         self.settings = settings
-        self.rules = Rules.from_settings(settings)
-        self.windows = tuple(settings.windows_days)
-        self.limits = Limits(max_bytes=settings.max_event_bytes, max_future_s=settings.max_future_s)
         self.metrics = metrics or Metrics()
-        self.books: dict[int, PartitionBook] = {}
         self.last_tick: dict[int, float] = {}
         self.processed: dict[tuple[str, int], int] = {}  # (topic, partition) -> last offset processed
+        self.generation = 0  # bumped on every rebalance: a rebuild that spans one is thrown away
         n = settings.partitions
         self.customers = _table(app, settings, topics.CUSTOMERS_TABLE, "customer_state")
         self.risk = _table(app, settings, topics.RISK_TABLE, "risk_memory")
         self.alerts_topic = app.topic(topics.ALERTS, key_serializer="raw", value_serializer="raw", partitions=n)
         self.training = app.topic(topics.TRAINING, key_serializer="raw", value_serializer="raw", partitions=1)
         self.models_topic = app.topic(topics.MODELS, key_serializer="raw", value_serializer="raw", partitions=1)
-        self.alert_cfg = AlertConfig(
-            upper=settings.alert_upper, lower=settings.alert_lower, step=settings.alert_step,
-            cooldown_s=settings.alert_cooldown_days * 86400.0, min_expected_loss=settings.alert_min_expected_loss,
-        )
-        self.model = ChurnModel(settings.model_kind, min_labels=settings.min_labels)  # what this worker scores with
         self.models_seen = asyncio.Event()  # set once the model feed has read churn.models to its end
         # the trainer (only on the worker that owns churn.training's one partition)
         self.trainer: ChurnModel | None = None
@@ -121,114 +110,99 @@ class Pipeline:
         self.source = app.topic(*topics.INPUT_TOPICS, self.clock_name, key_serializer="raw", value_serializer="raw", partitions=n)
         self.dlq = app.topic(topics.DLQ, key_serializer="raw", value_serializer="raw", partitions=n)
         self.clock_topic = app.topic(self.clock_name, key_serializer="raw", value_serializer="raw", partitions=n, internal=True)
+        self.processor = Processor(settings, self.customers, self.risk, metrics=self.metrics, clock_topic=self.clock_name)
+        self.rules = self.processor.rules
         self.metrics.watch_ledgers(self.ledger_values)
+
+    @property
+    def model(self) -> ChurnModel:
+        """The model this worker scores with (hot-swapped by the model feed)."""
+        return self.processor.model
+
+    @property
+    def books(self) -> dict[int, PartitionBook]:
+        return self.processor.books
 
     # -- the agent -------------------------------------------------------------
     async def process(self, stream: faust.StreamT) -> None:
-        metrics = self.metrics
-        async for event in stream.events():
-            msg = event.message
-            if msg.topic == self.clock_name:
-                self.on_tick(msg.partition, event.value)
-                continue
+        """Batches, not events: each batch is split by partition and handed to
+        the processor, which writes each touched customer once.
+
+        Faust acks a batch's events after this loop body returns, so the
+        table writes of a batch are queued before its offsets can be
+        committed (Faust flushes the producer before each commit):
+        at-least-once, made exact by the state's source offsets and event ids.
+        Writes to a table outside Faust's per-event iteration need the event
+        whose partition they belong to: the stream's current event is set to
+        one of that partition's events while its records are processed.
+        """
+        s = self.settings
+        inputs = frozenset(topics.INPUT_TOPICS)
+        async for events in stream.take_events(s.batch_max_events, within=s.batch_within_s):
             started = time.perf_counter()
-            self.processed[(msg.topic, msg.partition)] = msg.offset
-            result = decode(msg.topic, event.key, event.value, now=time.time(), limits=self.limits)
-            if isinstance(result, Rejection):
-                await self.dead_letter(event, result)
-                continue
-            effects = self.on_event(msg.topic, msg.partition, result, msg.offset)
-            metrics.record(msg.topic, effects)
-            metrics.latency.observe(time.perf_counter() - started)
+            by_partition: dict[int, list[faust.EventT]] = {}
+            for event in events:
+                by_partition.setdefault(event.message.partition, []).append(event)
+            out = Output()
+            n_events = 0
+            for partition, group in by_partition.items():
+                await self.ensure_book(partition)
+                records = []
+                for event in group:
+                    msg = event.message
+                    records.append(Record(msg.topic, partition, msg.offset, event.key, event.value, msg.headers or ()))
+                    if msg.topic in inputs:
+                        self.processed[(msg.topic, partition)] = msg.offset
+                        n_events += 1
+                stream._set_current_event(group[-1])  # table writes go to this partition (see above)
+                self.processor.process(partition, records, out, sweep_limit=s.sweep_max_visits)
+            stream._set_current_event(events[-1])
+            for rec, rejection in out.rejected:
+                await self.dead_letter(rec, rejection)
+            self.send(out)
+            if n_events:
+                self.metrics.observe_processing(time.perf_counter() - started, n_events)
+            await self.backpressure()
 
-    def on_event(self, topic: str, partition: int, ev: dict, offset: int | None = None):
-        book = self.book(partition)
-        book.observe(ev["_t"], topic)
-        book.last_event_wall = time.monotonic()
-        self.sweep(book)
-        cid = ev["customer_id"]
-        st = self.customers.get(cid)
-        if st is None:
-            st = new_state(cid, partition)
-        before = book.before(st)
-        st.partition = partition
-        st, effects = apply(st, ev, self.rules, book.clock, offset)
-        if not effects.duplicate:
-            churned_at = effects.churn.at if effects.churn is not None else None
-            # score at the customer's newest event time, not this event's: topics
-            # are read at different paces, and an old usage event read late must
-            # not score (and resolve) the customer as they were months ago
-            self.score(book, st, st.last_event_t or ev["_t"], churned_at, ev["event_id"])
-            self.customers[cid] = st
-            book.after(before, st)
-        return effects
+    def send(self, out: Output) -> None:
+        for key, value in out.examples:
+            self.training.send_soon(key=key, value=value)
+        for key, value in out.alerts:
+            self.alerts_topic.send_soon(key=key, value=value)
 
-    def score(self, book: PartitionBook, st: CustomerState, now: float, churned_at: float | None, trigger: str | None) -> None:
-        """Risk, labels and alert for one customer whose state just changed (or is due its daily score)."""
-        cid = st.customer_id
-        memory = self.risk.get(cid) or RiskMemory()
-        scored = score_customer(
-            st, memory, self.model, now, churned_at=churned_at, event_id=trigger, cfg=self.alert_cfg,
-            inactivity_days=self.settings.inactivity_days, emitted_at=time.time(),
-        )
-        update_risk(st, scored.assessment)
-        if scored.assessment is not None:
-            self.metrics.scored.labels(scored_by=scored.assessment.scored_by).inc()
-        for ex in scored.examples:
-            self.training.send_soon(key=cid.encode(), value=example_message(cid, ex))
-            self.metrics.examples.labels(label="churned" if ex.label else "stayed").inc()
-        if scored.alert is not None:
-            self.alerts_topic.send_soon(key=cid.encode(), value=orjson.dumps(scored.alert))
-            self.metrics.alerts.labels(state=scored.alert["state"], play=scored.alert["recommended_play"]).inc()
-        if scored.changed or cid not in self.risk:
-            self.risk[cid] = memory
-        # visit again tomorrow (daily snapshot, label expiry) even if nothing happens
-        if st.is_customer or memory.labels.snapshots:
-            book.due.setdefault(day_of(now) + 1, set()).add(cid)
+    async def backpressure(self) -> None:
+        """Take no more input while Faust's producer buffer holds more than a
+        batch's worth of records: wait for it to drain instead of queueing
+        without bound (a backlog replay would otherwise fill memory)."""
+        buffer = self.app.producer.buffer
+        limit = self.settings.producer_buffer_max
+        while buffer.size > limit:
+            await buffer.flush_atmost(buffer.size - limit)
 
-    def sweep(self, book: PartitionBook) -> None:
-        """Apply time-driven transitions (cancellations taking effect, grace
-        periods ending, customers lapsing) for the customers due by the clock."""
-        clock = book.clock
-        if clock is None:
+    async def ensure_book(self, partition: int) -> None:
+        """Rebuild the books of every owned partition that has none, from the
+        (recovered) customer table, yielding to the event loop between chunks."""
+        if partition in self.processor.books:
             return
-        for cid in book.pop_due(clock):
-            st = self.customers.get(cid)
-            if st is None or st.partition != book.partition:
-                continue
-            deadline = next_deadline(st, self.rules)
-            if deadline is not None and deadline > clock:
-                book.due.setdefault(day_of(deadline), set()).add(cid)
-            before = book.before(st)
-            st, effects = advance(st, clock, self.rules)
-            prune(st, clock, self.rules)
-            churned_at = effects.churn.at if effects.churn is not None else None
-            self.score(book, st, clock, churned_at, sweep_trigger(day_of(clock)))
-            self.customers[cid] = st
-            book.after(before, st)
-            self.metrics.record_effects(effects)
+        generation = self.generation
+        wanted = self.assigned_partitions() | {partition}
+        started = time.perf_counter()
+        for _ in self.processor.rebuild(wanted, self.customers.items(), chunk=self.settings.rebuild_chunk):
+            await asyncio.sleep(0)
+        if generation != self.generation:  # a rebalance came in between: rebuild again
+            self.processor.books.clear()
+            return await self.ensure_book(partition)
+        log.info("rebuilt books of partitions %s in %.3f s", sorted(wanted), time.perf_counter() - started)
 
-    def on_tick(self, partition: int, payload: bytes) -> None:
-        book = self.book(partition)
-        try:
-            t = orjson.loads(payload).get("t")
-        except orjson.JSONDecodeError:
-            return
-        if isinstance(t, (int, float)):
-            book.raise_to(float(t))
-        self.sweep(book)
-        book.fold()
-
-    async def dead_letter(self, event: faust.EventT, rejection: Rejection) -> None:
-        msg = event.message
-        source = {dl.SOURCE_TOPIC: msg.topic, dl.SOURCE_PARTITION: msg.partition, dl.SOURCE_OFFSET: msg.offset}
+    async def dead_letter(self, rec: Record, rejection: Rejection) -> None:
+        source = {dl.SOURCE_TOPIC: rec.topic, dl.SOURCE_PARTITION: rec.partition, dl.SOURCE_OFFSET: rec.offset}
         headers = dl.headers(rejection.reason, rejection.detail, source, format_ts(time.time()))
         # a re-published record that is still wrong says where it was re-sent from
-        headers += [(k, v) for k, v in (msg.headers or ()) if k == dl.REPUBLISHED_FROM]
-        await self.dlq.send(key=event.key, value=event.value if event.value is not None else b"", headers=headers)
-        self.metrics.rejected.labels(topic=msg.topic, reason=rejection.reason).inc()
+        headers += [(k, v) for k, v in (rec.headers or ()) if k == dl.REPUBLISHED_FROM]
+        await self.dlq.send(key=rec.key, value=rec.value if rec.value is not None else b"", headers=headers)
+        self.metrics.rejected.labels(topic=rec.topic, reason=rejection.reason).inc()
         # the reason and where, never the detail: it may quote customer data
-        log.warning("dead-lettered %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, rejection.reason)
+        log.warning("dead-lettered %s[%s]@%s: %s", rec.topic, rec.partition, rec.offset, rejection.reason)
 
     # -- the trainer and the model feed ---------------------------------------------
     async def train(self, stream: faust.StreamT) -> None:
@@ -330,7 +304,7 @@ class Pipeline:
                     headers = dict(msg.headers or ())
                     version = int(headers.get("version", b"0"))
                     if version > self.model.version:
-                        self.model = ChurnModel.restore(msg.value)
+                        self.processor.model = ChurnModel.restore(msg.value)
                         self.latest_blob = msg.value
                         self.latest_offset = int(headers.get("training_offset", b"-1"))
                         self.metrics.model_version.set(self.model.version)
@@ -350,30 +324,10 @@ class Pipeline:
         inputs = set(topics.INPUT_TOPICS) | {self.clock_name}
         return {tp.partition for tp in assignment if tp.topic in inputs}
 
-    def book(self, partition: int) -> PartitionBook:
-        book = self.books.get(partition)
-        if book is None:
-            self.rebuild(self.assigned_partitions() | {partition})
-            book = self.books[partition]
-        return book
-
-    def rebuild(self, partitions: Iterable[int]) -> None:
-        """Derive the books of `partitions` from the (recovered) customer table, in one scan."""
-        wanted = [p for p in partitions if p not in self.books]
-        if not wanted:
-            return
-        started = time.perf_counter()
-        fresh = {p: PartitionBook(p, self.rules, self.windows, self.settings.allowed_lateness_s, topics.INPUT_TOPICS) for p in wanted}
-        for _, st in self.customers.items():
-            book = fresh.get(st.partition)
-            if book is not None:
-                book.load(st)
-        self.books.update(fresh)
-        log.info("rebuilt books of partitions %s in %.3f s", sorted(wanted), time.perf_counter() - started)
-
     def on_rebalance(self) -> None:
-        """Ownership changed: drop every book; the next event or tick rebuilds it from the table."""
-        self.books.clear()
+        """Ownership changed: drop every book; the next batch rebuilds it from the table."""
+        self.generation += 1
+        self.processor.books.clear()
         self.last_tick.clear()
         self.processed.clear()
 
@@ -387,7 +341,7 @@ class Pipeline:
                 "idle_inputs": sorted(book.idle),
                 "processed_offsets": {t: self.processed.get((t, p)) for t in topics.INPUT_TOPICS},
                 "highwaters": {t: self._highwater(t, p) for t in topics.INPUT_TOPICS},
-                "due_days": len(book.due),
+                "pending_visits": book.pending_visits(),
             }
         return out
 
@@ -539,7 +493,7 @@ def register(app: faust.App, settings: Settings, broker_url: str, metrics: Metri
                         reasons=normalise_reasons(a.reasons))
         if memory is not None:
             view["alert"] = memory.alert.to_dict()
-            view["label_snapshots_waiting"] = len(memory.labels.snapshots)
+            view["label_snapshots_waiting"] = memory.labels.size
         return web.json(view)
 
     @app.page("/healthz")

@@ -42,6 +42,8 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
+import msgspec
+
 from .contract import format_ts
 
 __all__ = [
@@ -218,8 +220,7 @@ class AlertConfig:
             raise ValueError("step must be > 0 and cooldown_s >= 0")
 
 
-@dataclass(slots=True)
-class AlertState:
+class AlertState(msgspec.Struct, array_like=True, gc=False):
     """A customer's alert memory (stored next to its state; JSON-able).
 
     `state` is the last alert emitted (`none` before the first), `alerted_risk`
@@ -239,11 +240,11 @@ class AlertState:
         return self.state in (RAISED, ESCALATED)
 
     def to_dict(self) -> dict[str, Any]:
-        return {f: getattr(self, f) for f in self.__dataclass_fields__}
+        return msgspec.structs.asdict(self)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "AlertState":
-        return cls(**{k: d[k] for k in cls.__slots__ if k in d})
+        return cls(**{k: d[k] for k in cls.__struct_fields__ if k in d})
 
 
 SWEEP_PREFIX = "sweep-"  # trigger ids of the daily sweep (event time passing), not of an input event

@@ -42,10 +42,11 @@ class Settings:
     allowed_lateness_s: float = field(default=3600.0, metadata={"help": "the event-time clock trails the highest event time seen by this much"})
     clock_tick_s: float = field(default=1.0, metadata={"help": "how often idle partitions are moved to the worker's clock (wall seconds)"})
     idle_partition_s: float = field(default=3.0, metadata={"help": "a partition with no input for this long (wall seconds) follows the worker's clock"})
-    dedupe_ids: int = field(default=64, metadata={"help": "event ids remembered per customer to drop redeliveries"})
+    dedupe_ids: int = field(default=8, metadata={"help": "event ids remembered per customer and input topic, to drop an event produced twice (redeliveries are dropped by source offset)"})
 
     # -- risk model and alerts (issue: online models on delayed labels) -------
     horizon_days: float = field(default=30.0, metadata={"help": "the target: churns within this many days"})
+    snapshot_every_days: int = field(default=7, metadata={"help": "a live customer is observed (a label snapshot) once per this many days, and re-scored at that pace while silent"})
     model_kind: str = field(default="logreg", metadata={"help": "logreg (StandardScaler | LogisticRegression) or arf (bounded ARFClassifier)"})
     min_labels: int = field(default=500, metadata={"help": "labels (of both classes) the model needs before it replaces the rule-based score"})
     publish_every: int = field(default=200, metadata={"help": "the trainer publishes a model snapshot after this many new labels ..."})
@@ -66,6 +67,11 @@ class Settings:
     heartbeat_interval_s: float = field(default=1.0, metadata={"help": "consumer heartbeat interval"})
     event_loop: str = field(default="uvloop", metadata={"help": "uvloop (faster Faust machinery per event) or asyncio"})
     producer_linger_ms: int = field(default=5, metadata={"help": "batch changelog and output messages this long"})
+    batch_max_events: int = field(default=500, metadata={"help": "the worker processes its input in batches of at most this many events ..."})
+    batch_within_s: float = field(default=0.05, metadata={"help": "... or what arrived within this many seconds; a touched customer is scored and written once per batch"})
+    sweep_max_visits: int = field(default=2000, metadata={"help": "silent customers visited per partition per batch at most (the rest stay due): a restore or a clock jump never blocks the worker in one long sweep"})
+    rebuild_chunk: int = field(default=5000, metadata={"help": "customers per step when a partition's ledger and visit index are rebuilt from the table (the worker yields between steps)"})
+    producer_buffer_max: int = field(default=2000, metadata={"help": "the worker takes no more input while Faust's producer buffer holds more records than this (backpressure)"})
     standby_replicas: int = field(default=1, metadata={"help": "Faust standby copies of each table partition on other workers (faster failover; each costs a changelog reader per worker: 0 scaled 2 workers 1.77x vs 0.81x in bench/scaling.py on 2 cores)"})
     producer_max_batch_size: int = field(default=16384, metadata={"help": "bytes per producer batch (Kafka's default); 1 on the embedded broker, whose end offsets are right only for one-record batches (stream_app/broker.py)"})
 
@@ -104,6 +110,8 @@ class Settings:
                 problems.append(f"{name} must be > 0 (got {getattr(self, name)})")
         if not self.windows_days or any(w <= 0 for w in self.windows_days):
             problems.append(f"windows_days must be positive day counts (got {self.windows_days})")
+        if self.snapshot_every_days < 1:
+            problems.append(f"snapshot_every_days must be >= 1 (got {self.snapshot_every_days})")
         if self.model_kind not in ("logreg", "arf"):
             problems.append(f"model_kind must be logreg or arf (got {self.model_kind!r})")
         if not (0 <= self.alert_lower <= self.alert_upper <= 1):

@@ -186,11 +186,6 @@ def monthly_value(state: CustomerState, now: float) -> float:
     return state.purchase_amount / months
 
 
-def _window_sum(buckets: dict[int, int], today: int, days: int) -> int:
-    lo = today - days + 1
-    return sum(v for d, v in buckets.items() if lo <= d <= today)
-
-
 def features(state: CustomerState, now: float, *, inactivity_days: float = INACTIVITY_DAYS) -> dict[str, float]:
     """The fixed feature dict of one customer at event time `now`.
 
@@ -234,7 +229,7 @@ def features(state: CustomerState, now: float, *, inactivity_days: float = INACT
     f["days_since_last_activity"] = inactive
     f["inactive_log_days"] = math.log1p(inactive)
     u7 = u30 = u90 = active = 0
-    for d, v in state.usage.items():  # one pass: this runs for every customer every day
+    for d, v in state.usage_items():  # one pass over the ring
         age = today - d
         if 0 <= age < 90:
             u90 += v
@@ -268,7 +263,7 @@ def features(state: CustomerState, now: float, *, inactivity_days: float = INACT
 
     # -- support -------------------------------------------------------------
     f["open_tickets"] = float(len(state.open_tickets))
-    f["tickets_30d"] = float(_window_sum(state.tickets, today, 30))
+    f["tickets_30d"] = float(state.tickets_in(today, 30))
     if state.csat is not None:
         f["csat"] = float(state.csat)
         f["csat_known"] = 1.0

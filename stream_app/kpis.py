@@ -59,21 +59,32 @@ def contributions(s: CustomerState, windows: Iterable[int]) -> Iterator[Step]:
 
     Windows are whole days ending at the clock's day T: "in the window" means
     days T-W+1 .. T, "at the start" means at the end of day T-W.
+
+    Four groups, each a pure function of a few fields, so that a change swaps
+    only the group it touched (`partition.PartitionBook.after`): the account
+    (status, plan, MRR and their history: changes rarely), presence (the
+    forgettable zone: moves with the day of last activity), risk (the at-risk
+    gauges: moves with the score) and activity (one set of steps per day with
+    usage: a new active day adds its own steps, nothing else moves).
     """
     yield from account_steps(s, windows)
-    yield from activity_steps(tuple(s.usage))
+    yield from presence_steps(presence_key(s))
+    yield from risk_steps(risk_key(s))
+    days = s.usage_days()
+    yield from day_steps(days)
+    yield from mau_steps(days)
 
 
 def account_key(s: CustomerState) -> tuple:
     """Everything `account_steps` depends on: equal keys, equal steps.
 
-    Most events (sessions, feature use, tickets) leave it unchanged, and the
-    agent then skips the ledger update altogether.
+    Nothing that moves with ordinary activity is in it (the day of last
+    activity, the risk): most events leave it unchanged, and the ledger
+    update is then skipped altogether.
     """
-    last = s.last_activity_t if s.status == ACTIVE else None
     return (s.status, s.plan, s.contractual, s.mrr, s.spell_start_t, s.cancel_effective_t,
-            len(s.spells), len(s.mrr_changes), None if last is None else day_of(last), s.risk, s.risk_band,
-            s.spells[0][1] if s.spells else None, s.mrr_changes[0][0] if s.mrr_changes else None)
+            len(s.spells), len(s.mrr_changes), s.spells[0][1] if s.spells else None,
+            s.mrr_changes[0][0] if s.mrr_changes else None)
 
 
 def account_steps(s: CustomerState, windows: Iterable[int]) -> Iterator[Step]:
@@ -86,12 +97,6 @@ def account_steps(s: CustomerState, windows: Iterable[int]) -> Iterator[Step]:
         if s.cancel_effective_t is not None:
             yield ("pending_cancel",), ALWAYS, 1.0
             yield ("pending_cancel_mrr",), ALWAYS, s.mrr
-        last = day_of(max(s.last_activity_t or s.spell_start_t, s.spell_start_t))
-        yield ("forgettable",), last + FORGETTABLE_DAYS, 1.0
-        if s.risk is not None:
-            yield ("at_risk", s.risk_band), ALWAYS, 1.0
-            yield ("at_risk_mrr", s.risk_band), ALWAYS, s.mrr
-            yield ("expected_loss",), ALWAYS, s.risk * s.mrr
     elif s.status == TRIAL:
         yield ("trial",), ALWAYS, 1.0
 
@@ -129,25 +134,73 @@ def account_steps(s: CustomerState, windows: Iterable[int]) -> Iterator[Step]:
                 yield ("move", w, kind), d + w, -abs(delta)
 
 
+def presence_key(s: CustomerState) -> tuple | None:
+    """The day from which a paying customer is in the forgettable zone (no usage for 30 days)."""
+    if s.status != ACTIVE:
+        return None
+    last = day_of(max(s.last_activity_t or s.spell_start_t, s.spell_start_t))
+    return (last + FORGETTABLE_DAYS,)
+
+
+def presence_steps(key: tuple | None) -> Iterator[Step]:
+    if key is not None:
+        yield ("forgettable",), key[0], 1.0
+
+
+def risk_key(s: CustomerState) -> tuple | None:
+    """What the at-risk gauges read of a paying customer: risk, band and MRR."""
+    if s.status != ACTIVE or s.risk is None:
+        return None
+    return (s.risk_band, s.risk, s.mrr)
+
+
+def risk_steps(key: tuple | None) -> Iterator[Step]:
+    if key is not None:
+        band, risk, mrr = key
+        yield ("at_risk", band), ALWAYS, 1.0
+        yield ("at_risk_mrr", band), ALWAYS, mrr
+        yield ("expected_loss",), ALWAYS, risk * mrr
+
+
 def activity_steps(days: tuple[int, ...]) -> Iterator[Step]:
     """Steps from the days with usage: daily and monthly actives, active-day sums."""
-    run_start = run_end = None
-    for d in sorted(days):
+    yield from day_steps(days)
+    yield from mau_steps(days)
+
+
+def day_steps(days: Iterable[int]) -> Iterator[Step]:
+    """Per active day, on its own: a daily active for that day, an active day for 30 days."""
+    for d in days:
         yield ("dau",), d, 1.0
         yield ("dau",), d + 1, -1.0
         yield ("active_days",), d, 1.0
         yield ("active_days",), d + STICKINESS_DAYS, -1.0
-        # monthly active: the union of [d, d + 30) over active days
+
+
+def mau_runs(days: Iterable[int]) -> tuple[tuple[int, int], ...]:
+    """Monthly active: the union of [d, d + 30) over active days, as runs.
+
+    >>> mau_runs((1, 5, 40))
+    ((1, 35), (40, 70))
+    """
+    runs: list[tuple[int, int]] = []
+    run_start = run_end = None
+    for d in sorted(days):
         if run_end is not None and d <= run_end:
             run_end = d + STICKINESS_DAYS
         else:
             if run_start is not None:
-                yield ("mau",), run_start, 1.0
-                yield ("mau",), run_end, -1.0
+                runs.append((run_start, run_end))
             run_start, run_end = d, d + STICKINESS_DAYS
     if run_start is not None:
-        yield ("mau",), run_start, 1.0
-        yield ("mau",), run_end, -1.0
+        runs.append((run_start, run_end))
+    return tuple(runs)
+
+
+def mau_steps(days: Iterable[int], runs: tuple[tuple[int, int], ...] | None = None) -> Iterator[Step]:
+    for start, end in (mau_runs(days) if runs is None else runs):
+        yield ("mau",), start, 1.0
+        yield ("mau",), end, -1.0
 
 
 class Ledger:

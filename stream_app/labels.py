@@ -1,4 +1,4 @@
-"""Delayed labels, live: daily feature snapshots in, labelled examples out.
+"""Delayed labels, live: observation-day snapshots in, labelled examples out.
 
 The target is "churns within H days" (default 30). Its answer for a snapshot
 taken at time s is known only when the customer churns (at c, positive if
@@ -7,51 +7,102 @@ the snapshot waits in the customer's `LabelBook`; this is river's delayed-label
 protocol (`river.evaluate.progressive_val_score` with a delay) done per
 customer inside the stream instead of over a replayed dataset.
 
-Why per customer and per day: the book is stored next to the customer's state
-(same table, same partition), so it survives restarts and rebalances with it,
-and one snapshot a day keeps it bounded (at most H + 1) and stops very active
-customers from outweighing quiet ones in training.
+What is observed, and when (fight-churn's observation dates):
+
+- a live customer is observed on its **observation days**, one every
+  `every_days` (default 7), on a phase of its own (a hash of its id), so a
+  partition's observations are spread over the week instead of all falling
+  on one day. Every live customer is observed on its days, active or silent:
+  the training set is a sample of customer-days, not of events, so a quiet
+  customer counts as much as a busy one;
+- the snapshot of day d is the customer **at the end of day d**: features at
+  that moment, from everything applied before the first event after day d.
+  It is taken lazily, when the customer's state is next about to change (an
+  event of a later day, a transition) or at the customer's next visit
+  (`process.py`): a silent customer's state does not change, so its end-of-day
+  snapshot can be computed days later from the same state. Nothing is written
+  for the days in between; a replay and a live run give the same snapshots
+  whatever the batch boundaries;
+- the snapshot's score is the model's latest score of the customer before the
+  day closed: the risk the monitor was showing then. Progressive validation
+  compares each label with it, never with a re-score by a model that has
+  since learnt more.
+
+Why not one a day: a daily snapshot changes the book, and so writes the `risk`
+table, once per customer per active day; weekly observations cut the writes
+(and the book, at most `capacity` snapshots) by the same factor, and
+consecutive days of one customer are nearly the same example anyway.
+
+Snapshots are float32 vectors in `features.FEATURES` order, packed in bytes:
+a full book of a 30-day horizon is under 1 KB, and it is decoded without
+building a dict per snapshot. A book written under another feature set
+(`FEATURE_SET` differs) is dropped, counted, on its next use.
 
 Never learn from the future: `on_churn` and `expire` only label what is known
-at the time they are called. The caller must therefore run `state.advance` to
-`now` *before* `expire(book, now)`, so a churn that is already due turns its
-snapshots into positives instead of being missed and mislabelled negative.
+at the time they are called. The caller runs `state.advance` to `now` before
+`expire(book, now)`, so a churn that is already due turns its snapshots into
+positives instead of being missed and mislabelled negative.
 
 Lead time (fight-churn): with `lead_days = L`, snapshots taken less than L days
 before the churn are dropped instead of labelled positive: by then the
 customer has usually already decided, and a model trained on them learns to
 recognise churn that can no longer be prevented.
 
->>> book = LabelBook(horizon_days=30)
->>> observe(book, 0.0, {"x": 1.0}); observe(book, 3600.0, {"x": 2.0})  # same day: kept once
->>> len(book.snapshots)
-1
->>> [ex.label for ex in on_churn(book, 10 * DAY)]
-[True]
->>> book.snapshots
-[]
+>>> policy = Policy(horizon_days=30, every_days=1)
+>>> book = LabelBook()
+>>> observe(book, 0, {"usage_7d": 1.0}, 0.25, policy); observe(book, 1, {"usage_7d": 2.0}, None, policy)
+>>> [(ex.label, ex.features["usage_7d"], ex.score) for ex in on_churn(book, 10 * DAY, policy)]
+[(True, 1.0, 0.25), (True, 2.0, None)]
+>>> book.size
+0
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+import math
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import msgspec
 
 from .config import DAY
-from .state import day_of
+from .features import FEATURES, NEUTRAL
 
-__all__ = ["Example", "LabelBook", "observe", "on_churn", "expire", "DEFAULT_HORIZON_DAYS"]
+__all__ = ["Example", "LabelBook", "Policy", "as_stored", "observe", "on_churn", "expire", "is_observation_day",
+           "next_observation_day", "snapshot_time", "FEATURE_SET", "DEFAULT_HORIZON_DAYS"]
 
 DEFAULT_HORIZON_DAYS = 30
+#: identifies the feature order the vectors are packed in
+FEATURE_SET = zlib.crc32(",".join(FEATURES).encode())
+_WIDTH = len(FEATURES)
+_ROW = struct.Struct(f"<{_WIDTH}f")
+_NAN = float("nan")
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The label protocol's settings (Settings.horizon_days, snapshot_every_days)."""
+
+    horizon_days: float = DEFAULT_HORIZON_DAYS
+    lead_days: float = 0.0
+    every_days: int = 7
+
+    @property
+    def capacity(self) -> int:
+        """Most snapshots that can be waiting: the observations of one horizon,
+        plus those of the period their expiry may wait for (it is processed
+        when the book is written anyway, at most `every_days` late)."""
+        return int((self.horizon_days + self.every_days) // self.every_days) + 1
 
 
 class Example(NamedTuple):
     """A labelled snapshot: what the model may learn from.
 
-    `score` is the model's risk at snapshot time (when the caller stored one),
-    so progressive validation compares a label with the prediction made
-    *before* the label existed, never with a re-score by a model that has
-    since learnt more.
+    `score` is the model's risk shown at snapshot time (None if it had not
+    scored the customer yet), so progressive validation compares a label with
+    the prediction made *before* the label existed.
     """
 
     features: dict[str, float]
@@ -61,90 +112,105 @@ class Example(NamedTuple):
     score: float | None = None
 
 
-@dataclass(slots=True)
-class LabelBook:
-    """One customer's snapshots waiting for their label, oldest first.
+class LabelBook(msgspec.Struct, array_like=True, gc=False):
+    """One customer's snapshots waiting for their label, oldest first (the `risk` table's label part)."""
 
-    Each snapshot is ``[t, features, score]``. `dropped` counts snapshots that
-    left without a label (lead-time window, or evicted because `expire` was not
-    called in time), so their loss is visible.
-    """
-
-    horizon_days: float = DEFAULT_HORIZON_DAYS
-    lead_days: float = 0.0
-    snapshots: list[list[Any]] = field(default_factory=list)
-    dropped: int = 0
+    days: bytes = b""  # int32 observation day per snapshot
+    scores: bytes = b""  # float32 per snapshot; NaN = not scored
+    values: bytes = b""  # float32 x len(FEATURES) per snapshot
+    fset: int = FEATURE_SET
+    dropped: int = 0  # snapshots that left without a label (lead time, eviction, feature-set change)
 
     @property
-    def capacity(self) -> int:
-        """Most snapshots that can be waiting: one per day of the horizon, plus today."""
-        return int(self.horizon_days) + 1
+    def size(self) -> int:
+        return len(self.days) >> 2
 
-    # -- serialisation -----------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict; feature names are stored once, not per snapshot.
+    def day_list(self) -> list[int]:
+        return list(memoryview(self.days).cast("i"))
 
-        >>> b = LabelBook(); observe(b, 0.0, {"a": 1.0, "b": 0.5}, score=0.2)
-        >>> d = b.to_dict(); d["keys"], d["snapshots"]
-        (['a', 'b'], [[0.0, [1.0, 0.5], 0.2]])
-        >>> LabelBook.from_dict(d) == b
-        True
-        """
-        keys: list[str] = list(self.snapshots[0][1]) if self.snapshots else []
-        rows = []
-        for t, feats, score in self.snapshots:
-            if list(feats) == keys:
-                rows.append([t, [feats[k] for k in keys], score])
-            else:  # a feature set changed mid-book (new release): keep it as a dict
-                rows.append([t, dict(feats), score])
-        return {
-            "horizon_days": self.horizon_days,
-            "lead_days": self.lead_days,
-            "keys": keys,
-            "snapshots": rows,
-            "dropped": self.dropped,
-        }
+    def features_of(self, i: int) -> dict[str, float]:
+        return dict(zip(FEATURES, _ROW.unpack_from(self.values, i * _ROW.size)))
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "LabelBook":
-        keys = d.get("keys") or []
-        snaps = []
-        for t, vals, score in d.get("snapshots", []):
-            feats = dict(vals) if isinstance(vals, dict) else dict(zip(keys, vals))
-            snaps.append([float(t), feats, score])
-        return cls(
-            horizon_days=d.get("horizon_days", DEFAULT_HORIZON_DAYS),
-            lead_days=d.get("lead_days", 0.0),
-            snapshots=snaps,
-            dropped=int(d.get("dropped", 0)),
-        )
+    def _take(self, n: int) -> None:
+        """Drop the oldest n snapshots."""
+        self.days = self.days[4 * n:]
+        self.scores = self.scores[4 * n:]
+        self.values = self.values[_ROW.size * n:]
+
+    def _example(self, i: int, label: bool, labelled_t: float) -> Example:
+        day = memoryview(self.days).cast("i")[i]
+        score = memoryview(self.scores).cast("f")[i]
+        return Example(self.features_of(i), label, snapshot_time(day), labelled_t, None if math.isnan(score) else score)
+
+    def _check(self) -> None:
+        if self.fset != FEATURE_SET:  # written by a release with other features
+            self.dropped += self.size
+            self.days = self.scores = self.values = b""
+            self.fset = FEATURE_SET
 
 
-def observe(book: LabelBook, now: float, feats: dict[str, float], score: float | None = None) -> None:
-    """Keep today's snapshot, unless the book already holds one for this day.
+def _phase(customer_id: str, every: int) -> int:
+    return zlib.crc32(customer_id.encode()) % every
 
-    The first snapshot of a day wins, so redelivered or repeated events cannot
-    change what the model will learn. If the caller never expired old
-    snapshots, the oldest are evicted (and counted in `dropped`) to keep the
-    book within `capacity`.
 
-    >>> b = LabelBook(horizon_days=2)
-    >>> for d in range(5): observe(b, d * DAY, {"d": float(d)})
-    >>> [s[1]["d"] for s in b.snapshots], b.dropped
-    ([2.0, 3.0, 4.0], 2)
+def is_observation_day(customer_id: str, day: int, every: int) -> bool:
+    """Whether `day` is one of the customer's observation days.
+
+    >>> [d for d in range(14) if is_observation_day("c1", d, 7)]
+    [1, 8]
     """
-    snaps = book.snapshots
-    day = day_of(now)
-    if snaps and day_of(snaps[-1][0]) >= day:
+    return (day + _phase(customer_id, every)) % every == 0
+
+
+def next_observation_day(customer_id: str, after: int, every: int) -> int:
+    """The customer's first observation day after day `after`.
+
+    >>> next_observation_day("c1", 1, 7), next_observation_day("c1", 0, 7)
+    (8, 1)
+    """
+    d = after + 1
+    return d + (-(d + _phase(customer_id, every))) % every
+
+
+def snapshot_time(day: int) -> float:
+    """When the snapshot of observation day `day` is taken: the end of that day."""
+    return (day + 1) * DAY
+
+
+def as_stored(feats: dict[str, float]) -> dict[str, float]:
+    """The features as a book keeps them (every name of `FEATURES`, float32
+    precision): an example labelled at once reads exactly like one that
+    waited in a book."""
+    return dict(zip(FEATURES, _ROW.unpack(_ROW.pack(*[feats.get(k, NEUTRAL[k]) for k in FEATURES]))))
+
+
+def observe(book: LabelBook, day: int, feats: dict[str, float], score: float | None, policy: Policy) -> None:
+    """Keep the snapshot of observation day `day`: features in `FEATURES` order
+    (missing ones at their neutral value) and the score shown then.
+
+    A day already in the book is kept once (the first wins). The oldest are
+    evicted, and counted in `dropped`, beyond the policy's capacity.
+
+    >>> p = Policy(horizon_days=2, every_days=1); b = LabelBook()
+    >>> for d in range(6): observe(b, d, {}, None, p)
+    >>> b.day_list(), b.dropped
+    ([2, 3, 4, 5], 2)
+    """
+    book._check()
+    n = book.size
+    if n and memoryview(book.days).cast("i")[n - 1] >= day:
         return
-    snaps.append([float(now), dict(feats), score])
-    excess = len(snaps) - book.capacity
+    row = _ROW.pack(*[feats.get(k, NEUTRAL[k]) for k in FEATURES])
+    book.days += struct.pack("<i", day)
+    book.scores += struct.pack("<f", _NAN if score is None else score)
+    book.values += row
+    excess = book.size - policy.capacity
     if excess > 0:
-        del snaps[:excess]
+        book._take(excess)
         book.dropped += excess
 
 
-def on_churn(book: LabelBook, churn_t: float) -> list[Example]:
+def on_churn(book: LabelBook, churn_t: float, policy: Policy) -> list[Example]:
     """Label every waiting snapshot now that the customer has churned at `churn_t`.
 
     Snapshots from the H days before churn are positives; older ones (whose
@@ -153,50 +219,60 @@ def on_churn(book: LabelBook, churn_t: float) -> list[Example]:
     churn are dropped. The book is empty afterwards: a customer who comes back
     starts a new life with new snapshots.
 
-    >>> b = LabelBook(horizon_days=30, lead_days=2)
-    >>> for d in (0, 15, 39, 40): observe(b, d * DAY, {"d": float(d)})
-    >>> [(ex.features["d"], ex.label) for ex in on_churn(b, 40.5 * DAY)]
-    [(0.0, False), (15.0, True)]
+    >>> p = Policy(horizon_days=30, lead_days=2, every_days=1); b = LabelBook()
+    >>> for d in (0, 15, 38, 40): observe(b, d, {}, None, p)
+    >>> [(ex.snapshot_t / DAY, ex.label) for ex in on_churn(b, 40.5 * DAY, p)]
+    [(1.0, False), (16.0, True)]
     >>> b.dropped
     2
     """
+    book._check()
     out: list[Example] = []
-    h = book.horizon_days * DAY
-    lead = book.lead_days * DAY
-    for t, feats, score in book.snapshots:
-        gap = churn_t - t
+    h = policy.horizon_days * DAY
+    lead = policy.lead_days * DAY
+    days = memoryview(book.days).cast("i")
+    for i in range(book.size):
+        gap = churn_t - snapshot_time(days[i])
         if gap <= 0 or gap < lead:
             book.dropped += 1
-        elif gap <= h:
-            out.append(Example(feats, True, t, churn_t, score))
         else:
-            out.append(Example(feats, False, t, churn_t, score))
-    book.snapshots = []
+            out.append(book._example(i, gap <= h, churn_t))
+    days.release()
+    book.days = book.scores = book.values = b""
     return out
 
 
-def expire(book: LabelBook, now: float) -> list[Example]:
+def expire(book: LabelBook, now: float, policy: Policy) -> list[Example]:
     """Negatives: snapshots whose horizon has fully passed by `now` without churn.
 
     Run `state.advance(state, now)` first (module docstring): a churn already
     due at `now` must reach `on_churn` before its snapshots can expire.
 
-    >>> b = LabelBook(horizon_days=30)
-    >>> observe(b, 0.0, {}); observe(b, DAY, {})
-    >>> expire(b, 29 * DAY)
+    >>> p = Policy(horizon_days=30, every_days=1); b = LabelBook()
+    >>> observe(b, 0, {}, None, p); observe(b, 1, {}, None, p)
+    >>> expire(b, 30 * DAY, p)
     []
-    >>> [(ex.label, ex.snapshot_t / DAY) for ex in expire(b, 30 * DAY)]
-    [(False, 0.0)]
-    >>> len(b.snapshots)
+    >>> [(ex.label, ex.snapshot_t / DAY) for ex in expire(b, 31 * DAY, p)]
+    [(False, 1.0)]
+    >>> b.size
     1
     """
-    h = book.horizon_days * DAY
-    snaps = book.snapshots
+    book._check()
+    h = policy.horizon_days * DAY
+    days = memoryview(book.days).cast("i")
     n = 0
-    while n < len(snaps) and snaps[n][0] + h <= now:
+    while n < len(days) and snapshot_time(days[n]) + h <= now:
         n += 1
+    days.release()
     if not n:
         return []
-    out = [Example(feats, False, t, now, score) for t, feats, score in snaps[:n]]
-    del snaps[:n]
+    out = [book._example(i, False, now) for i in range(n)]
+    book._take(n)
     return out
+
+
+def oldest_expiry(book: LabelBook, policy: Policy) -> float | None:
+    """When the oldest waiting snapshot's horizon passes (None if none waits)."""
+    if not book.days:
+        return None
+    return snapshot_time(memoryview(book.days).cast("i")[0]) + policy.horizon_days * DAY

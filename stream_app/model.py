@@ -173,12 +173,24 @@ def _pure_inference() -> Iterator[None]:
             compose.Pipeline._LEARN_UNSUPERVISED_DURING_PREDICT = flag
 
 
+def _sigmoid(z: float) -> float:
+    if z < -30.0:  # river's sigmoid bounds
+        return 0.0
+    return 1.0 if z > 30.0 else 1.0 / (1.0 + math.exp(-z))
+
+
 class Assessment(NamedTuple):
-    """A risk with who produced it and why (reasons: (feature, contribution, category))."""
+    """A risk with who produced it and why (reasons: (feature, contribution, category)).
+
+    `model_score` is the model's own score even while the rules are the ones
+    alerting (None when not computed): the label book keeps it, so the
+    model's live quality is the model's.
+    """
 
     risk: float
     scored_by: str  # "model" | "rules"
     reasons: list[tuple[str, float, str]]
+    model_score: float | None = None
 
 
 class ChurnModel:
@@ -207,10 +219,7 @@ class ChurnModel:
         """
         if self.kind == "logreg":
             terms, intercept = self._linear_terms(x)
-            z = math.fsum(terms.values()) + intercept
-            if z < -30.0:  # river's sigmoid bounds
-                return 0.0
-            return 1.0 if z > 30.0 else 1.0 / (1.0 + math.exp(-z))
+            return _sigmoid(math.fsum(terms.values()) + intercept)
         with _pure_inference():
             proba = self.pipeline.predict_proba_one(dict(x))
         p = float(proba.get(True, 0.0)) if proba else 0.0
@@ -267,12 +276,23 @@ class ChurnModel:
         return sorted(out.items(), key=lambda kv: -kv[1])
 
     def assess(self, x: Mapping[str, float]) -> Assessment:
-        """The risk an alert should use: the model once `ready`, else the rules."""
+        """The risk an alert should use: the model once `ready`, else the rules;
+        with the model's score either way, computed once."""
         if self.ready:
-            reasons = [(k, c, REASON_CATEGORY.get(k, "account")) for k, c in self.contributions(x) if c > 0]
-            return Assessment(self.score(x), "model", reasons)
+            if self.kind == "logreg":  # one pass: the terms give both the score and the reasons
+                terms, intercept = self._linear_terms(x)
+                score = _sigmoid(math.fsum(terms.values()) + intercept)
+                merged: dict[str, float] = {}
+                for k, c in terms.items():
+                    b = base_feature(k)
+                    merged[b] = merged.get(b, 0.0) + c
+                contributions = sorted(merged.items(), key=lambda kv: -kv[1])
+            else:
+                score, contributions = self.score(x), self.contributions(x)
+            reasons = [(k, c, REASON_CATEGORY.get(k, "account")) for k, c in contributions if c > 0]
+            return Assessment(score, "model", reasons, score)
         risk, factors = health_risk(x)
-        return Assessment(risk, "rules", factors)
+        return Assessment(risk, "rules", factors, self.score(x))
 
     # -- persistence --------------------------------------------------------------
     def snapshot(self, created_at: float | None = None) -> bytes:

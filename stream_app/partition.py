@@ -1,11 +1,11 @@
 """What a worker knows about one input partition beyond the customer table.
 
 Each assigned partition has a `PartitionBook`: the KPI ledger (the sum of its
-customers' contributions), the sweep index (customers by the day of their next
-time-driven transition), and the partition's highest event time. All three are
-derived from the customer table, so they are kept in memory only and rebuilt
-from the table after a restart or a rebalance (`PartitionBook.load`): the
-changelog-backed table stays the one thing that must survive.
+customers' contributions), the visit index (customers by the time of their
+next visit: `schedule.next_visit`), and the partition's event-time clock. All
+three are derived from the customer table, so they are kept in memory only and
+rebuilt from the table after a restart or a rebalance (`PartitionBook.load`):
+the changelog-backed table stays the one thing that must survive.
 
 The event-time clock of a partition is the highest event time seen less the
 allowed lateness, raised to the worker's clock by ticks (so a partition that
@@ -14,65 +14,53 @@ goes quiet still sees its cancellations take effect and its customers lapse).
 
 from __future__ import annotations
 
+import heapq
 import time
 from typing import NamedTuple
 
 from .config import DAY
-from .kpis import Ledger, account_key, account_steps, activity_steps, contributions
-from .state import CustomerState, Rules, day_of, next_deadline
+from .dayring import DayRing
+from .kpis import (
+    Ledger, account_key, account_steps, contributions, day_steps, mau_runs, mau_steps, presence_key, presence_steps,
+    risk_key, risk_steps,
+)
+from .state import CustomerState, day_of
 
 
 class Before(NamedTuple):
-    key: tuple
-    account: "AccountView"
-    days: tuple[int, ...]
-    deadline: float | None
+    """What the ledger knows of a customer, captured before a visit mutates it.
 
-
-class AccountView(NamedTuple):
-    """What `kpis.account_steps` reads of a state, copied before a mutation.
-
-    Cheap (spells and MRR changes are append-only lists of lists, so shallow
-    copies do); the old steps are only computed from it when the account key
-    changed, which most events do not do.
+    The account steps are computed from a shallow copy only when the account
+    key changed (rare); the activity days only when the usage ring changed.
     """
 
-    status: str | None
-    contractual: bool
-    plan: str | None
-    mrr: float
-    cancel_effective_t: float | None
-    last_activity_t: float | None
-    spell_start_t: float | None
-    risk: float | None
-    risk_band: str | None
-    spells: list
-    mrr_changes: list
-
-    def plan_label(self) -> str:
-        return CustomerState.plan_label(self)
-
-    @classmethod
-    def of(cls, s: CustomerState) -> "AccountView":
-        return cls(s.status, s.contractual, s.plan, s.mrr, s.cancel_effective_t, s.last_activity_t, s.spell_start_t,
-                   s.risk, s.risk_band, list(s.spells), list(s.mrr_changes))
+    account: tuple
+    copy: CustomerState
+    presence: tuple | None
+    risk: tuple | None
+    usage_end: int
+    usage: bytes
+    visit: float | None  # the visit time the index holds for the customer
 
 
 class PartitionBook:
-    __slots__ = ("partition", "ledger", "due", "max_event_t", "floor_t", "windows", "rules", "lateness_s",
+    __slots__ = ("partition", "ledger", "due", "later_today", "max_event_t", "floor_t", "windows", "lateness_s",
                  "last_event_wall", "inputs", "topic_max", "idle")
 
-    def __init__(self, partition: int, rules: Rules, windows: tuple[int, ...], lateness_s: float, inputs: tuple[str, ...] = ()) -> None:
+    def __init__(self, partition: int, windows: tuple[int, ...], lateness_s: float, inputs: tuple[str, ...] = ()) -> None:
         self.partition = partition
         self.inputs = inputs  # input topics; the clock waits for the slowest one
         self.topic_max: dict[str, float] = {}
         self.idle: set[str] = set()  # inputs with no backlog: they do not hold the clock back
         self.ledger = Ledger()
+        # visit index: customers by the day of their next visit, and those of
+        # the clock's own day by exact time (a visit later today must wait for
+        # the clock to reach it, not be handed out on the next event)
         self.due: dict[int, set[str]] = {}
+        self.later_today: list[tuple[float, str]] = []
         self.max_event_t: float | None = None
         self.floor_t: float | None = None  # raised by ticks from the worker clock
         self.windows = windows
-        self.rules = rules
         self.lateness_s = lateness_s
         # monotonic time of the last input event; a new book counts as busy
         self.last_event_wall = time.monotonic()
@@ -116,48 +104,90 @@ class PartitionBook:
             return self.floor_t
         return own if self.floor_t is None else max(own, self.floor_t)
 
-    # -- ledger and sweep index ---------------------------------------------------
-    def load(self, s: CustomerState) -> None:
+    # -- ledger ---------------------------------------------------------------------
+    def load(self, s: CustomerState, visit: float | None) -> None:
         """Add one customer read from the table (rebuilding after a rebalance)."""
         self.ledger.add(contributions(s, self.windows))
-        deadline = next_deadline(s, self.rules)
-        if deadline is not None:
-            self.due.setdefault(day_of(deadline), set()).add(s.customer_id)
+        self.schedule(s.customer_id, None, visit)
         if s.last_event_t is not None:
             self.observe(s.last_event_t)
-            if s.is_customer:  # its daily score (snapshot, label expiry) resumes
-                self.due.setdefault(day_of(s.last_event_t) + 1, set()).add(s.customer_id)
 
-    def before(self, s: CustomerState) -> "Before":
+    def before(self, s: CustomerState, visit: float | None) -> Before:
         """Capture what the ledger knows of `s` before it is mutated in place."""
-        key = account_key(s)
-        return Before(key, AccountView.of(s), tuple(s.usage), next_deadline(s, self.rules))
+        ring = s.usage
+        return Before(account_key(s), s.__copy__(), presence_key(s), risk_key(s),
+                      ring.end if ring is not None else -1, bytes(ring.counts) if ring is not None else b"", visit)
 
-    def after(self, before: "Before", s: CustomerState) -> None:
-        """Swap the steps that changed since `before`; most events change none."""
-        if account_key(s) != before.key:
-            self.ledger.add(account_steps(before.account, self.windows), -1.0)
-            self.ledger.add(account_steps(s, self.windows), 1.0)
-        deadline = next_deadline(s, self.rules)
-        if deadline is not None and deadline != before.deadline:
-            self.due.setdefault(day_of(deadline), set()).add(s.customer_id)
-        days = tuple(s.usage)
-        if days != before.days:
-            self.ledger.add(activity_steps(before.days), -1.0)
-            self.ledger.add(activity_steps(days), 1.0)
+    def after(self, before: Before, s: CustomerState) -> None:
+        """Swap the steps of the groups that changed since `before`; most visits change one or none."""
+        ledger = self.ledger
+        if account_key(s) != before.account:
+            ledger.add(account_steps(before.copy, self.windows), -1.0)
+            ledger.add(account_steps(s, self.windows), 1.0)
+        key = presence_key(s)
+        if key != before.presence:
+            ledger.add(presence_steps(before.presence), -1.0)
+            ledger.add(presence_steps(key), 1.0)
+        key = risk_key(s)
+        if key != before.risk:
+            ledger.add(risk_steps(before.risk), -1.0)
+            ledger.add(risk_steps(key), 1.0)
+        ring = s.usage
+        if ring is not None and (ring.end != before.usage_end or ring.counts != before.usage):
+            old = DayRing(before.usage_end, bytearray(before.usage)).days() if before.usage else ()
+            new = ring.days()
+            if old != new:
+                gone, added = set(old) - set(new), set(new) - set(old)
+                ledger.add(day_steps(gone), -1.0)
+                ledger.add(day_steps(added), 1.0)
+                runs_old, runs_new = mau_runs(old), mau_runs(new)
+                if runs_old != runs_new:
+                    ledger.add(mau_steps((), runs_old), -1.0)
+                    ledger.add(mau_steps((), runs_new), 1.0)
 
-    def pop_due(self, clock: float) -> list[str]:
-        """Customer ids whose next transition may be due by `clock`.
+    # -- the visit index --------------------------------------------------------------
+    def schedule(self, customer_id: str, old: float | None, new: float | None) -> None:
+        """Move a customer's entry from its old visit time to the new one."""
+        if new is not None and old is not None and day_of(new) == day_of(old):
+            return
+        if old is not None:
+            bucket = self.due.get(day_of(old))
+            if bucket is not None:
+                bucket.discard(customer_id)
+        if new is not None:
+            self.due.setdefault(day_of(new), set()).add(customer_id)
 
-        Stale entries (a deadline that moved since) are harmless: the caller
-        re-checks `next_deadline` and `record` indexes the new one.
+    def pop_due(self, clock: float, limit: int | None = None) -> list[str]:
+        """Customer ids whose visit may be due by `clock`, at most `limit`.
+
+        Entries are hints: the caller re-checks `schedule.next_visit` and
+        puts back (`defer`) those not due yet.
         """
-        today = day_of(clock)
-        ready = [d for d in self.due if d <= today]
         out: list[str] = []
-        for d in sorted(ready):
-            out.extend(self.due.pop(d))
+        heap = self.later_today
+        while heap and heap[0][0] <= clock and (limit is None or len(out) < limit):
+            out.append(heapq.heappop(heap)[1])
+        today = day_of(clock)
+        for d in sorted(d for d in self.due if d <= today):
+            bucket = self.due[d]
+            while bucket and (limit is None or len(out) < limit):
+                out.append(bucket.pop())
+            if bucket:
+                break
+            del self.due[d]
         return out
+
+    def defer(self, customer_id: str, clock: float, visit: float | None) -> None:
+        """Index a customer popped too early again: later today by exact time, else by day."""
+        if visit is None:
+            return
+        if day_of(visit) <= day_of(clock):
+            heapq.heappush(self.later_today, (visit, customer_id))
+        else:
+            self.due.setdefault(day_of(visit), set()).add(customer_id)
+
+    def pending_visits(self) -> int:
+        return sum(len(b) for b in self.due.values()) + len(self.later_today)
 
     def fold(self) -> None:
         """Fold ledger steps the clock has left behind (keeps scrapes cheap)."""

@@ -1,103 +1,76 @@
-"""The score step: one customer's state at event time -> risk, labels, alert.
+"""What the score step keeps per customer, and how its results leave the worker.
 
-What happens to a customer after their state changed (pure; the agent only
-moves the results to Kafka):
+The customer's `RiskMemory` (label book and alert state) lives in the `risk`
+table, next to the customer table and co-partitioned with it. It is written
+only when it changes: a snapshot kept or labelled (at most once per
+observation period, `labels.py`) or an alert emitted. The customer's current
+risk, the model's score and when it was scored live in the `CustomerState`
+itself (written on every visit anyway): the at-risk gauges and the visit
+schedule are derived from the customer table alone.
 
-1. features at event time (`features.features`);
-2. if they just churned, their waiting snapshots become positive examples;
-   snapshots whose horizon has passed become negatives (`labels`): river's
-   delayed-label protocol, live. Score first, learn only when the answer is
-   known, never from the future;
-3. if they are a live customer: risk from the model once it has seen enough
-   labels, else from the transparent rules (`model.ChurnModel.assess`), one
-   snapshot a day with the score it had *then* (for progressive validation);
-4. the alert decision with hysteresis, cooldown and value filter (`alerts.decide`).
-
-The customer's `RiskMemory` (label book + alert state) lives in its own table,
-next to the customer table and co-partitioned with it: it is written at most
-once a day per customer plus once per alert, while the customer state is
-written on every event.
+The orchestration (features, model, labels, alert decision, in which order
+and when) is `process.Processor`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
+import msgspec
 import orjson
 
-from .alerts import AlertConfig, AlertState, decide, risk_band
-from .features import features, monthly_value
-from .labels import Example, LabelBook, expire, observe, on_churn
-from .model import Assessment, ChurnModel
-from .state import CustomerState
+from .alerts import AlertState, risk_band
+from .config import DAY
+from .features import FEATURES
+from .labels import Example, LabelBook, observe
+from .labels import Policy
+from .model import Assessment
+from .state import CustomerState, day_of
 
 
-@dataclass(slots=True)
-class RiskMemory:
-    labels: LabelBook = field(default_factory=LabelBook)
-    alert: AlertState = field(default_factory=AlertState)
+class RiskMemory(msgspec.Struct, array_like=True, gc=False):
+    labels: LabelBook = msgspec.field(default_factory=LabelBook)
+    alert: AlertState = msgspec.field(default_factory=AlertState)
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps({"labels": self.labels.to_dict(), "alert": self.alert.to_dict()})
+        return _ENCODER.encode(self)
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> "RiskMemory":
-        d = orjson.loads(raw)
-        return cls(LabelBook.from_dict(d["labels"]), AlertState.from_dict(d["alert"]))
+        if raw[:1] == b"{":  # written by a release before the packed format
+            return _from_legacy(orjson.loads(raw))
+        return _DECODER.decode(raw)
+
+    def empty(self) -> bool:
+        """Nothing worth a table record: no snapshot waiting, no alert ever."""
+        return not self.labels.days and not self.labels.dropped and self.alert.last_alert_id is None
 
     def key(self) -> tuple:
         """What must be persisted when it changes (not the last risk seen)."""
-        a = self.alert
-        return (len(self.labels.snapshots), self.labels.snapshots[-1][0] if self.labels.snapshots else None,
-                self.labels.dropped, a.state, a.alerted_risk, a.last_emitted_t, a.last_alert_id)
+        a, b = self.alert, self.labels
+        return (b.days, b.dropped, a.state, a.alerted_risk, a.last_emitted_t, a.last_alert_id)
 
 
-class Scored(NamedTuple):
-    assessment: Assessment | None
-    alert: dict[str, Any] | None
-    examples: list[Example]
-    changed: bool  # RiskMemory must be written back
+_ENCODER = msgspec.msgpack.Encoder()
+_DECODER = msgspec.msgpack.Decoder(RiskMemory)
 
 
-def score_customer(
-    state: CustomerState,
-    memory: RiskMemory,
-    model: ChurnModel,
-    now: float,
-    *,
-    churned_at: float | None = None,
-    event_id: str | None = None,
-    cfg: AlertConfig | None = None,
-    inactivity_days: float = 90.0,
-    emitted_at: float | None = None,
-) -> Scored:
-    before = memory.key()
-    examples: list[Example] = []
-    if churned_at is not None:
-        examples.extend(on_churn(memory.labels, churned_at))
-        # the alert was right; a "resolved" would read as a recovery
-        memory.alert = AlertState()
-    examples.extend(expire(memory.labels, now))
-    assessment = None
-    alert = None
-    if state.is_customer:
-        x = features(state, now, inactivity_days=inactivity_days)
-        assessment = model.assess(x)
-        # the label book keeps the *model's* score, so model quality is the
-        # model's even while the rules are still the ones alerting
-        observe(memory.labels, now, x, model.score(x))
-        memory.alert, alert = decide(
-            memory.alert, assessment.risk, monthly_value(state, now), now, assessment.reasons, cfg,
-            customer_id=state.customer_id, event_id=event_id, model_version=model.version,
-            scored_by=assessment.scored_by, emitted_at=emitted_at,
-        )
-    return Scored(assessment, alert, examples, memory.key() != before)
+def _from_legacy(d: dict[str, Any]) -> RiskMemory:
+    """A memory stored as JSON by an earlier release: its waiting snapshots are
+    kept (one per day, at most the capacity of a daily book)."""
+    labels = d.get("labels") or {}
+    keys = labels.get("keys") or []
+    book = LabelBook(dropped=int(labels.get("dropped", 0)))
+    daily = Policy(horizon_days=labels.get("horizon_days", 30.0), every_days=1)
+    for t, vals, score in labels.get("snapshots", []):
+        feats = dict(vals) if isinstance(vals, dict) else dict(zip(keys, vals))
+        observe(book, day_of(float(t)), {k: v for k, v in feats.items() if k in FEATURES}, score, daily)
+    return RiskMemory(book, AlertState.from_dict(d.get("alert") or {}))
 
 
 def update_risk(state: CustomerState, assessment: Assessment | None, resolution: float = 0.01) -> bool:
     """Keep the customer's current risk in its state (the at-risk gauges come
-    from it through the ledger); small moves are ignored so that most events
+    from it through the ledger); small moves are ignored so that most scores
     do not touch the ledger. Returns whether the state changed."""
     if assessment is None:
         if state.risk is None:
@@ -117,3 +90,6 @@ def example_message(customer_id: str, ex: Example) -> bytes:
         "customer_id": customer_id, "features": ex.features, "label": ex.label,
         "snapshot_t": ex.snapshot_t, "labelled_t": ex.labelled_t, "score": ex.score,
     })
+
+
+__all__ = ["RiskMemory", "update_risk", "example_message", "DAY"]

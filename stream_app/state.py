@@ -23,13 +23,17 @@ any rolling KPI window (see `kpis.contributions`).
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass, field
+import hashlib
+import sys
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import msgspec
 import orjson
 
 from .config import DAY, Settings
 from .contract import TOPIC_TYPES, TOPICS
+from .dayring import DayRing
 
 # Statuses. `cancelled` customers churned by cancellation or failed payment;
 # `lapsed` ones by inactivity; `trial_expired` never converted (not churn).
@@ -45,6 +49,9 @@ NO_PLAN = "none"  # plan label of purchase-only customers
 MAX_FEATURES = 64
 MAX_OPEN_TICKETS = 64
 MAX_PLAN_CHANGES = 10
+ONBOARDING_DAYS = 14
+TICKET_DAYS = 31  # ticket buckets: the 30-day ticket count, plus today
+_TOPIC_INDEX = {t: i for i, t in enumerate(TOPICS)}
 
 
 def day_of(t: float) -> int:
@@ -64,7 +71,7 @@ class Rules:
     inactivity_s: float = 90 * DAY
     trial_s: float = 14 * DAY
     keep_days: int = 90  # longest rolling window
-    dedupe_ids: int = 64
+    dedupe_ids: int = 8
 
     @classmethod
     def from_settings(cls, s: Settings) -> "Rules":
@@ -76,9 +83,36 @@ class Rules:
             dedupe_ids=s.dedupe_ids,
         )
 
+    @property
+    def usage_days(self) -> int:
+        """Days of usage buckets kept: the longest window, today and one day of slack (see `prune`)."""
+        return self.keep_days + 2
 
-@dataclass(slots=True)
-class CustomerState:
+
+def _intern(s: str | None) -> str | None:
+    return None if s is None else sys.intern(s)
+
+
+def event_hash(event_id: str) -> int:
+    """A stable 64-bit digest of an event id (never 0: 0 marks an empty slot).
+
+    Stable across processes (unlike `hash`), so a restarted worker recognises
+    the ids its predecessor stored.
+    """
+    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "little") | 1
+
+
+class CustomerState(msgspec.Struct, array_like=True, gc=False):
+    """Everything the monitor keeps about one customer: the `customers` table value.
+
+    Compact on purpose (a worker holds one per customer): a msgspec Struct,
+    serialised as a positional msgpack array (field names are not repeated in
+    every changelog record), outside the garbage collector's reach (`gc=False`:
+    no field refers back to the state), with day buckets in packed rings
+    (`dayring.DayRing`), event ids as 64-bit digests and short histories as
+    tuples. New fields go at the end, with a default, so older records decode.
+    """
+
     customer_id: str
     partition: int = -1
     status: str | None = None
@@ -91,14 +125,17 @@ class CustomerState:
     trial_start_t: float | None = None
     last_event_t: float | None = None
     last_activity_t: float | None = None
-    # daily buckets, day -> count, for the longest window
-    usage: dict[int, int] = field(default_factory=dict)
-    tickets: dict[int, int] = field(default_factory=dict)
+    # usage per day for the longest window, tickets per day for 30 days
+    usage: DayRing | None = None
+    tickets: DayRing | None = None
     # usage per day in the first 14 days since the customer was first seen
-    # (the earliest event time, whatever order the topics are read in)
-    first_days: dict[int, int] = field(default_factory=dict)
-    features: list[str] = field(default_factory=list)
-    open_tickets: list[str] = field(default_factory=list)
+    # (the earliest event time, whatever order the topics are read in), one
+    # slot per day from that day on; collapsed into `onboarding_total` once the
+    # partition clock has left those days behind (`compact`)
+    first_days: bytearray | None = None
+    onboarding_total: int = -1
+    features: tuple[str, ...] = ()
+    open_tickets: tuple[str, ...] = ()
     csat: int | None = None
     nps: int | None = None
     failed_payments: int = 0
@@ -107,57 +144,68 @@ class CustomerState:
     cancel_effective_t: float | None = None
     cancel_reason: str | None = None
     last_price_increase_t: float | None = None
-    plan_changes: list[list[Any]] = field(default_factory=list)  # [t, plan, mrr_delta]
+    plan_changes: tuple[tuple[float, str, float], ...] = ()  # (t, plan, mrr_delta)
     purchases: int = 0
     purchase_amount: float = 0.0
     first_purchase_t: float | None = None
     last_purchase_t: float | None = None
-    # KPI history: ended spells [start_t, end_t, mrr_at_end] and MRR changes
-    # [t, mrr_after, kind] kept while a rolling window can still see them.
-    spells: list[list[Any]] = field(default_factory=list)
-    mrr_changes: list[list[Any]] = field(default_factory=list)
+    # KPI history: ended spells (start_t, end_t, mrr_at_end) and MRR changes
+    # (t, mrr_after, kind) kept while a rolling window can still see them.
+    spells: tuple[tuple[float, float, float], ...] = ()
+    mrr_changes: tuple[tuple[float, float, str], ...] = ()
     churned_t: float | None = None
     churn_kind: str | None = None
     churn_reason: str | None = None
     # Idempotence, two ways. `offsets`: the highest source offset applied per
-    # input topic. A customer's events on a topic all sit in one partition
-    # (keyed by customer), so anything at or below it is a redelivery, however
-    # far back the consumer was rewound (a rebalance can replay a whole
-    # partition). `seen_ids`: the last event ids applied per topic, for the
-    # same event *produced* twice (a retrying producer, a DLQ re-publication),
-    # which arrives at a new offset.
-    offsets: dict[str, int] = field(default_factory=dict)
-    seen_ids: dict[str, list[str]] = field(default_factory=dict)
+    # input topic (in `contract.TOPICS` order). A customer's events on a topic
+    # all sit in one partition (keyed by customer), so anything at or below it
+    # is a redelivery, however far back the consumer was rewound (a rebalance
+    # can replay a whole partition). `seen`: digests of the last event ids
+    # applied per topic (`Rules.dedupe_ids` slots each), for the same event
+    # *produced* twice (a retrying producer, a DLQ re-publication), which
+    # arrives at a new offset.
+    offsets: tuple[int, ...] = (-1, -1, -1)
+    seen: bytearray | None = None
     late_events: int = 0
-    # the current churn risk (scoring.update_risk), for the at-risk gauges
+    # the current churn risk (scoring), for the at-risk gauges
     risk: float | None = None
     risk_band: str | None = None
+    # scheduling and the label protocol (process.py, schedule.py, labels.py):
+    # when the customer was last scored, the model's score then, and the last
+    # day whose end-of-day observation is already decided
+    scored_t: float | None = None
+    model_score: float | None = None
+    observed_through: int = -1  # the last day whose observation snapshot is decided (labels.py)
+
+    def __post_init__(self) -> None:
+        # decoded strings are fresh objects; the handful of codes every
+        # customer shares are kept once
+        self.status = _intern(self.status)
+        self.plan = _intern(self.plan)
+        if self.features:
+            self.features = tuple(map(sys.intern, self.features))
 
     # -- serialisation (the table codec) ---------------------------------------
     def to_bytes(self) -> bytes:
-        # orjson serialises the slotted dataclass natively: ~40x faster than
-        # dataclasses.asdict, which deep-copies every list first (this runs
-        # on every table write, the hot path)
-        return orjson.dumps(self, option=orjson.OPT_NON_STR_KEYS)
+        return _ENCODER.encode(self)
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> "CustomerState":
-        d = orjson.loads(raw)
-        d["usage"] = {int(k): v for k, v in d.get("usage", {}).items()}
-        d["tickets"] = {int(k): v for k, v in d.get("tickets", {}).items()}
-        d["first_days"] = {int(k): v for k, v in d.get("first_days", {}).items()}
-        d.pop("sessions_first_14d", None)  # stored before it was derived from first_days
-        return cls(**d)
-
-    @property
-    def sessions_first_14d(self) -> int:
-        """Usage in the first 14 days since the customer was first seen."""
-        return sum(self.first_days.values())
+        if raw[:1] == b"{":  # written by a release before the compact format
+            return _from_legacy(orjson.loads(raw))
+        return _DECODER.decode(raw)
 
     def copy(self) -> "CustomerState":
         return CustomerState.from_bytes(self.to_bytes())
 
     # -- derived views -----------------------------------------------------------
+    @property
+    def sessions_first_14d(self) -> int:
+        """Usage in the first 14 days since the customer was first seen."""
+        if self.onboarding_total >= 0:
+            return self.onboarding_total
+        return sum(memoryview(self.first_days).cast("H")) if self.first_days else 0
+
     @property
     def is_customer(self) -> bool:
         """Counts as a live customer (ChartMogul: has MRR, or buys; trials excluded)."""
@@ -165,6 +213,84 @@ class CustomerState:
 
     def plan_label(self) -> str:
         return self.plan if self.contractual and self.plan else NO_PLAN
+
+    def usage_items(self) -> list[tuple[int, int]]:
+        return self.usage.items() if self.usage is not None else []
+
+    def usage_days(self) -> tuple[int, ...]:
+        return self.usage.days() if self.usage is not None else ()
+
+    def tickets_in(self, today: int, days: int) -> int:
+        return self.tickets.window(today, days) if self.tickets is not None else 0
+
+    def applied_offset(self, topic: str) -> int:
+        return self.offsets[_TOPIC_INDEX[topic]]
+
+
+_ENCODER = msgspec.msgpack.Encoder()
+_DECODER = msgspec.msgpack.Decoder(CustomerState)
+
+
+def _from_legacy(d: dict[str, Any]) -> CustomerState:
+    """A state stored as JSON by an earlier release (dict buckets, id lists)."""
+    s = CustomerState(d["customer_id"])
+    for name in ("partition", "status", "contractual", "plan", "mrr", "first_seen_t", "started_t", "spell_start_t",
+                 "trial_start_t", "last_event_t", "last_activity_t", "csat", "nps", "failed_payments",
+                 "first_failed_t", "last_renewal_t", "cancel_effective_t", "cancel_reason", "last_price_increase_t",
+                 "purchases", "purchase_amount", "first_purchase_t", "last_purchase_t", "churned_t", "churn_kind",
+                 "churn_reason", "late_events", "risk", "risk_band"):
+        if name in d:
+            setattr(s, name, d[name])
+    usage = {int(k): v for k, v in (d.get("usage") or {}).items()}
+    for day in sorted(usage):
+        _count(s, "usage", day, usage[day], Rules().usage_days)
+    for day, n in sorted((int(k), v) for k, v in (d.get("tickets") or {}).items()):
+        _count(s, "tickets", day, n, TICKET_DAYS)
+    first = d.get("first_days") or {}
+    if first and s.first_seen_t is not None:
+        base = day_of(s.first_seen_t)
+        s.first_days = bytearray(2 * ONBOARDING_DAYS)
+        view = memoryview(s.first_days).cast("H")
+        for k, v in first.items():
+            if 0 <= int(k) - base < ONBOARDING_DAYS:
+                view[int(k) - base] = min(0xFFFF, v)
+    s.features = tuple(d.get("features") or ())
+    s.open_tickets = tuple(d.get("open_tickets") or ())
+    s.plan_changes = tuple(tuple(c) for c in d.get("plan_changes") or ())
+    s.spells = tuple(tuple(c) for c in d.get("spells") or ())
+    s.mrr_changes = tuple(tuple(c) for c in d.get("mrr_changes") or ())
+    s.offsets = tuple(d.get("offsets", {}).get(t, -1) for t in TOPICS)
+    for topic, ids in (d.get("seen_ids") or {}).items():
+        for eid in ids:
+            _remember(s, _TOPIC_INDEX[topic], event_hash(eid), Rules().dedupe_ids)
+    s.__post_init__()
+    return s
+
+
+def _count(state: CustomerState, name: str, day: int, n: int, size: int) -> None:
+    ring = getattr(state, name)
+    if ring is None:
+        ring = DayRing.new(size)
+        setattr(state, name, ring)
+    ring.add(day, n)
+
+
+def _remember(state: CustomerState, topic: int, digest: int, slots: int) -> bool:
+    """Record an event id digest in the topic's window; False if it is already there."""
+    seen = state.seen
+    width = 8 * slots
+    if seen is None or len(seen) != width * len(TOPICS):
+        seen = state.seen = bytearray(width * len(TOPICS))
+    view = memoryview(seen).cast("Q")
+    lo = topic * slots
+    segment = view[lo:lo + slots]
+    if digest in segment.tolist():
+        return False
+    # oldest first: shift the window left by one and put the newest last
+    start = topic * width
+    seen[start:start + width - 8] = seen[start + 8:start + width]
+    view[lo + slots - 1] = digest
+    return True
 
 
 class Movement(NamedTuple):
@@ -189,6 +315,7 @@ class Effects(NamedTuple):
 
 
 NO_EFFECTS = Effects()
+DUPLICATE = Effects(duplicate=True)
 
 
 # ---------------------------------------------------------------------------
@@ -215,19 +342,14 @@ def apply(state: CustomerState, event: dict, rules: Rules, clock: float | None =
     [False, True]
     """
     topic = _TOPIC_OF[event["type"]]
+    index = _TOPIC_INDEX[topic]
     if offset is not None:
-        if offset <= state.offsets.get(topic, -1):
-            return state, Effects(duplicate=True)
-        state.offsets[topic] = offset
-    eid = event["event_id"]
-    seen = state.seen_ids.get(topic)
-    if seen is None:
-        seen = state.seen_ids[topic] = []
-    elif eid in seen:
-        return state, Effects(duplicate=True)
-    seen.append(eid)
-    if len(seen) > rules.dedupe_ids:
-        del seen[: len(seen) - rules.dedupe_ids]
+        offsets = state.offsets
+        if offset <= offsets[index]:
+            return state, DUPLICATE
+        state.offsets = offsets[:index] + (offset,) + offsets[index + 1:]
+    if rules.dedupe_ids and not _remember(state, index, event_hash(event["event_id"]), rules.dedupe_ids):
+        return state, DUPLICATE
 
     t: float = event["_t"]
     late = clock is not None and t < clock
@@ -242,7 +364,7 @@ def apply(state: CustomerState, event: dict, rules: Rules, clock: float | None =
     due = NO_EFFECTS
     if clock is not None:
         state, due = advance(state, clock, rules)
-    state, own = advance(state, t, rules, decided_by=_TOPIC_OF[event["type"]])
+    state, own = advance(state, t, rules, decided_by=topic)
     if own.churn is not None or own.movements:
         due = Effects(due.movements + own.movements, own.churn or due.churn)
     if state.first_seen_t is None or t < state.first_seen_t:
@@ -310,7 +432,7 @@ def _churn(state: CustomerState, at: float, kind: str, reason: str, movements: l
     churn = Churn(kind, reason, state.plan_label(), mrr, max(0.0, (at - start) / DAY), at)
     if mrr > 0:
         movements.append(Movement("churn", mrr))
-    state.spells.append([start, at, mrr])
+    state.spells += ((start, at, mrr),)
     _mrr_change(state, at, 0.0, "churn")
     state.status = LAPSED if kind == INACTIVITY else CANCELLED
     state.mrr = 0.0
@@ -328,10 +450,12 @@ def _mrr_change(state: CustomerState, t: float, mrr_after: float, kind: str) -> 
     # kept in event-time order: topics are not ordered with each other, so a
     # change may be read after a later one (the step function needs time order)
     changes = state.mrr_changes
+    change = (t, mrr_after, kind)
     if not changes or changes[-1][0] <= t:
-        changes.append([t, mrr_after, kind])
+        state.mrr_changes = changes + (change,)
     else:
-        bisect.insort(changes, [t, mrr_after, kind], key=lambda c: c[0])
+        i = bisect.bisect_right(changes, t, key=lambda c: c[0])
+        state.mrr_changes = changes[:i] + (change,) + changes[i:]
 
 
 def _start_spell(state: CustomerState, t: float, plan: str | None, mrr: float, contractual: bool) -> Effects:
@@ -340,7 +464,7 @@ def _start_spell(state: CustomerState, t: float, plan: str | None, mrr: float, c
     kind = "reactivation" if returning else "new"
     state.status = ACTIVE
     state.contractual = contractual
-    state.plan = plan
+    state.plan = _intern(plan)
     state.mrr = mrr
     state.spell_start_t = t
     if state.started_t is None:
@@ -355,9 +479,8 @@ def _set_mrr(state: CustomerState, t: float, plan: str, mrr: float) -> Effects:
     delta = mrr - state.mrr
     if plan == state.plan and delta > 0:
         state.last_price_increase_t = t
-    state.plan_changes.append([t, plan, delta])
-    del state.plan_changes[:-MAX_PLAN_CHANGES]
-    state.plan, state.mrr = plan, mrr
+    state.plan_changes = (state.plan_changes + ((t, plan, delta),))[-MAX_PLAN_CHANGES:]
+    state.plan, state.mrr = _intern(plan), mrr
     if delta == 0:
         return NO_EFFECTS
     kind = "expansion" if delta > 0 else "contraction"
@@ -381,7 +504,7 @@ def _subscribe_buyer(state: CustomerState, t: float, plan: str, mrr: float) -> E
     at the earlier of the two, exactly as if they had arrived in order.
     """
     state.contractual = True
-    state.plan, state.mrr = plan, mrr
+    state.plan, state.mrr = _intern(plan), mrr
     state.spell_start_t = min(t, state.spell_start_t if state.spell_start_t is not None else t)
     state.started_t = min(t, state.started_t if state.started_t is not None else t)
     if mrr > 0:
@@ -434,7 +557,7 @@ def _on_payment_succeeded(state, ev, t, rules):
 def _on_trial_started(state, ev, t, rules):
     if state.status != ACTIVE:
         state.status = TRIAL
-        state.plan = ev["plan"]
+        state.plan = _intern(ev["plan"])
         state.contractual = True
         state.trial_start_t = t
     return state, NO_EFFECTS
@@ -448,16 +571,18 @@ def _on_trial_converted(state, ev, t, rules):
     return state, _start_spell(state, t, ev["plan"], float(ev["mrr"]), True)
 
 
-def _activity(state: CustomerState, t: float) -> None:
+def _activity(state: CustomerState, t: float, rules: Rules) -> None:
     d = day_of(t)
-    state.usage[d] = state.usage.get(d, 0) + 1
+    _count(state, "usage", d, 1, rules.usage_days)
     if state.last_activity_t is None or t > state.last_activity_t:
         state.last_activity_t = t
-    if state.first_seen_t is not None and d < day_of(state.first_seen_t) + ONBOARDING_DAYS:
-        state.first_days[d] = state.first_days.get(d, 0) + 1
-
-
-ONBOARDING_DAYS = 14
+    if state.onboarding_total < 0 and state.first_seen_t is not None:
+        i = d - day_of(state.first_seen_t)
+        if 0 <= i < ONBOARDING_DAYS:
+            if state.first_days is None:
+                state.first_days = bytearray(2 * ONBOARDING_DAYS)
+            view = memoryview(state.first_days).cast("H")
+            view[i] = min(0xFFFF, view[i] + 1)
 
 
 def _first_seen(state: CustomerState, t: float) -> None:
@@ -468,22 +593,27 @@ def _first_seen(state: CustomerState, t: float) -> None:
     only drop days from its end, so the count stays what an in-order read
     would give.
     """
+    old = state.first_seen_t
     state.first_seen_t = t
-    end = day_of(t) + ONBOARDING_DAYS
-    for d in [d for d in state.first_days if d >= end]:
-        del state.first_days[d]
+    if old is None or state.first_days is None or state.onboarding_total >= 0:
+        return
+    shift = day_of(old) - day_of(t)
+    if shift > 0:
+        days = state.first_days
+        keep = max(0, len(days) - 2 * shift)
+        state.first_days = bytearray(2 * shift) + days[:keep] if keep else bytearray(len(days))
 
 
 def _on_session(state, ev, t, rules):
-    _activity(state, t)
+    _activity(state, t, rules)
     return state, NO_EFFECTS
 
 
 def _on_feature_used(state, ev, t, rules):
-    _activity(state, t)
+    _activity(state, t, rules)
     f = ev["feature"]
     if f not in state.features and len(state.features) < MAX_FEATURES:
-        state.features.append(f)
+        state.features += (sys.intern(f),)
     return state, NO_EFFECTS
 
 
@@ -492,7 +622,7 @@ def _on_purchase(state, ev, t, rules):
     if state.status != ACTIVE and not state.contractual:
         # a purchase makes a non-contractual customer (re)active
         effects = _start_spell(state, t, None, 0.0, False)
-    _activity(state, t)
+    _activity(state, t, rules)
     state.purchases += 1
     state.purchase_amount += float(ev["amount"])
     if state.first_purchase_t is None:
@@ -503,18 +633,17 @@ def _on_purchase(state, ev, t, rules):
 
 
 def _on_ticket_opened(state, ev, t, rules):
-    d = day_of(t)
-    state.tickets[d] = state.tickets.get(d, 0) + 1
+    _count(state, "tickets", day_of(t), 1, TICKET_DAYS)
     tid = ev["ticket_id"]
     if tid not in state.open_tickets and len(state.open_tickets) < MAX_OPEN_TICKETS:
-        state.open_tickets.append(tid)
+        state.open_tickets += (tid,)
     return state, NO_EFFECTS
 
 
 def _on_ticket_resolved(state, ev, t, rules):
     tid = ev["ticket_id"]
     if tid in state.open_tickets:
-        state.open_tickets.remove(tid)
+        state.open_tickets = tuple(x for x in state.open_tickets if x != tid)
     return state, NO_EFFECTS
 
 
@@ -558,14 +687,38 @@ def prune(state: CustomerState, now: float, rules: Rules) -> None:
     changes no figure (see `kpis.contributions`).
     """
     horizon = day_of(now) - rules.keep_days - 1
-    for buckets in (state.usage, state.tickets):
-        if buckets and min(buckets) < horizon:
-            for d in [d for d in buckets if d < horizon]:
-                del buckets[d]
+    if state.usage is not None:
+        state.usage.prune(horizon)
+    if state.tickets is not None:
+        state.tickets.prune(horizon)
     cutoff = horizon * DAY
     if state.spells and state.spells[0][1] < cutoff:
-        state.spells = [s for s in state.spells if s[1] >= cutoff]
+        state.spells = tuple(s for s in state.spells if s[1] >= cutoff)
     if len(state.mrr_changes) > 1 and state.mrr_changes[1][0] < cutoff:
         # keep the last change before the cutoff: it is the MRR level at the cutoff
         keep_from = max(i for i, c in enumerate(state.mrr_changes) if c[0] < cutoff)
         state.mrr_changes = state.mrr_changes[keep_from:]
+
+
+def compact(state: CustomerState, clock: float) -> bool:
+    """Collapse the onboarding days into their total once the partition clock
+    (every input's event time, less the allowed lateness) has left them
+    behind; returns whether the state changed.
+
+    Only an event later than the allowed lateness and older than the
+    customer's first event could still move the onboarding window then; it
+    would move `first_seen_t` but no longer the count.
+
+    >>> s = new_state("c"); s.first_seen_t = 0.0
+    >>> _activity(s, 3600.0, Rules()); compact(s, 10 * DAY), compact(s, 15 * DAY)
+    (False, True)
+    >>> s.sessions_first_14d, s.first_days
+    (1, None)
+    """
+    if state.onboarding_total >= 0 or state.first_seen_t is None:
+        return False
+    if day_of(clock) < day_of(state.first_seen_t) + ONBOARDING_DAYS:
+        return False
+    state.onboarding_total = state.sessions_first_14d
+    state.first_days = None
+    return True

@@ -8,36 +8,41 @@ reads the customer as the monitor sees them now.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict
 
+import msgspec
 import orjson
 
 from .config import DAY
 from .contract import format_ts
-from .state import CustomerState, Rules, day_of, next_deadline, prune
+from .state import CustomerState, Rules, compact, day_of, next_deadline, prune
 
 _TIME_FIELDS = (
     "first_seen_t", "started_t", "spell_start_t", "trial_start_t", "last_event_t", "last_activity_t",
     "first_failed_t", "last_renewal_t", "cancel_effective_t", "last_price_increase_t",
-    "first_purchase_t", "last_purchase_t", "churned_t",
+    "first_purchase_t", "last_purchase_t", "churned_t", "scored_t",
 )
+# internal bookkeeping, not facts about the customer
+_HIDDEN = ("offsets", "seen", "spells", "mrr_changes", "usage", "tickets", "first_days", "onboarding_total",
+           "observed_through", "model_score")
 
 
 def usage_in(s: CustomerState, days: int, clock: float) -> int:
     """Usage events in the `days` days ending on the clock's day."""
-    today = day_of(clock)
-    return sum(n for d, n in s.usage.items() if today - days < d <= today)
+    return s.usage.window(day_of(clock), days) if s.usage is not None else 0
 
 
 def active_days(s: CustomerState, days: int, clock: float) -> int:
     today = day_of(clock)
-    return sum(1 for d in s.usage if today - days < d <= today)
+    return sum(1 for d in s.usage_days() if today - days < d <= today)
 
 
 def customer_view(s: CustomerState, clock: float | None, rules: Rules) -> dict:
-    out = asdict(s)
-    for name in ("offsets", "seen_ids", "spells", "mrr_changes", "usage", "tickets", "first_days"):
+    out = msgspec.structs.asdict(s)
+    for name in _HIDDEN:
         out.pop(name, None)
+    out["features"] = list(s.features)
+    out["open_tickets"] = list(s.open_tickets)
+    out["plan_changes"] = [list(c) for c in s.plan_changes]
     for name in _TIME_FIELDS:
         value = out.pop(name)
         out[name[:-2] + "_at"] = None if value is None else format_ts(value)
@@ -47,7 +52,7 @@ def customer_view(s: CustomerState, clock: float | None, rules: Rules) -> dict:
     out["usage_7d"] = usage_in(s, 7, clock)
     out["usage_30d"] = usage_in(s, 30, clock)
     out["active_days_30d"] = active_days(s, 30, clock)
-    out["tickets_30d"] = sum(n for d, n in s.tickets.items() if day_of(clock) - 30 < d <= day_of(clock))
+    out["tickets_30d"] = s.tickets_in(day_of(clock), 30)
     out["cancelled_not_yet_churned"] = s.cancel_effective_t is not None
     deadline = next_deadline(s, rules)
     out["next_transition_at"] = None if deadline is None else format_ts(deadline)
@@ -62,15 +67,21 @@ def fingerprint(s: CustomerState, clock: float, rules: Rules) -> str:
     Two workers that processed the same events (one crashed and replayed,
     or the partition moved between workers) must give the same fingerprint
     on the same clock day. Left out is what legitimately depends on when the
-    worker ran: the risk (which model version scored it), how many events
-    arrived late (the clock's pace), and history older than any window (pruned
-    lazily, on the customer's next visit).
+    worker ran: the risk and when it was scored (which model version, which
+    visit), how many events arrived late (the clock's pace), and history older
+    than any window (pruned lazily, on the customer's next visit).
     """
     canon = s.copy()
     prune(canon, clock, rules)
-    canon.risk = canon.risk_band = None
-    canon.late_events = 0
-    # keys sorted: dicts keep insertion order, which follows the read order
-    # (a late event adds an older day after newer ones)
-    canonical = orjson.dumps(canon, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SORT_KEYS)
+    compact(canon, clock)
+    d = msgspec.structs.asdict(canon)
+    for name in ("risk", "risk_band", "late_events", "scored_t", "model_score", "observed_through"):
+        d.pop(name)
+    # day buckets as (day, count) pairs: the ring's layout is not a fact
+    d["usage"] = canon.usage_items()
+    d["tickets"] = canon.tickets.items() if canon.tickets is not None else []
+    d["first_days"] = canon.sessions_first_14d
+    d.pop("onboarding_total")
+    d["seen"] = None if canon.seen is None else canon.seen.hex()
+    canonical = orjson.dumps(d, option=orjson.OPT_SORT_KEYS)
     return hashlib.blake2b(canonical, digest_size=12).hexdigest()

@@ -1,71 +1,75 @@
-"""The worker's per-event path without Kafka: contract -> state -> partition book.
+"""The worker's processor without Kafka: one partition, records in the order given.
 
 Unit tests and the KPI fixture use it to check the arithmetic in-process; the
-integration tests check that the real worker produces the same figures.
+integration tests check that the real worker produces the same figures. It is
+`process.Processor` itself over plain dicts, not a copy of its logic.
 """
 
 from __future__ import annotations
 
-from stream_app.config import Settings
-from stream_app.contract import TOPICS, decode, topic_for_type
-from stream_app.kpis import merge
-from stream_app.partition import PartitionBook
-from stream_app.state import Rules, advance, apply, day_of, new_state, next_deadline, prune
-
 import orjson
+
+from stream_app.config import Settings
+from stream_app.contract import TOPICS, topic_for_type
+from stream_app.kpis import merge
+from stream_app.metrics import Metrics
+from stream_app.process import Processor, Record
+from stream_app.state import Effects, day_of
+
+
+class _Recording(Metrics):
+    """Metrics that also keep every effect, for tests that count them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.effects: list[Effects] = []
+
+    def record_effects(self, effects: Effects) -> None:
+        self.effects.append(effects)
+        super().record_effects(effects)
 
 
 class PurePipeline:
-    """One partition, one topic order (event time): the reference semantics."""
+    """One partition, one read order (the order `feed` is called in)."""
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, batch: int = 1) -> None:
         self.settings = settings or Settings()
-        self.rules = Rules.from_settings(self.settings)
-        self.book = PartitionBook(0, self.rules, tuple(self.settings.windows_days), self.settings.allowed_lateness_s, TOPICS)
-        self.customers = {}
-        self.effects = []
+        self.metrics = _Recording()
+        self.customers: dict = {}
+        self.risk: dict = {}
+        self.processor = Processor(self.settings, self.customers, self.risk, metrics=self.metrics, wall=lambda: 4e9)
+        self.processor.ensure_books([0])
+        self.book = self.processor.books[0]
+        self.offsets = dict.fromkeys(TOPICS, 0)
+        self.pending: list[Record] = []
+        self.batch = batch
+        self.alerts: list[dict] = []
+        self.examples: list[dict] = []
+
+    @property
+    def effects(self) -> list[Effects]:
+        return self.metrics.effects
 
     def feed(self, event: dict) -> None:
-        raw = orjson.dumps(event)
         topic = topic_for_type(event["type"])
-        ev = decode(topic, event["customer_id"].encode(), raw, now=ev_now(event))
-        assert isinstance(ev, dict), ev
-        self.book.observe(ev["_t"], topic)
-        self.sweep()
-        st = self.customers.get(ev["customer_id"]) or new_state(ev["customer_id"], 0)
-        before = self.book.before(st)
-        st, effects = apply(st, ev, self.rules, self.book.clock)
-        self.customers[st.customer_id] = st
-        self.book.after(before, st)
-        self.effects.append(effects)
+        offset = self.offsets[topic]
+        self.offsets[topic] += 1
+        self.pending.append(Record(topic, 0, offset, event["customer_id"].encode(), orjson.dumps(event)))
+        if len(self.pending) >= self.batch:
+            self.flush()
 
-    def sweep(self) -> None:
-        clock = self.book.clock
-        if clock is None:
-            return
-        for cid in self.book.pop_due(clock):
-            st = self.customers[cid]
-            deadline = next_deadline(st, self.rules)
-            if deadline is None:
-                continue
-            if deadline > clock:
-                self.book.due.setdefault(day_of(deadline), set()).add(cid)
-                continue
-            before = self.book.before(st)
-            st, effects = advance(st, clock, self.rules)
-            prune(st, clock, self.rules)
-            self.book.after(before, st)
-            self.effects.append(effects)
+    def flush(self) -> None:
+        out = self.processor.process(0, self.pending)
+        self.pending = []
+        assert not out.rejected, out.rejected
+        self.alerts += [orjson.loads(v) for _, v in out.alerts]
+        self.examples += [orjson.loads(v) for _, v in out.examples]
 
     def finish(self) -> None:
         """Everything read: no input holds the clock back any more (what the worker's ticks do)."""
+        self.flush()
         self.book.idle.update(TOPICS)
-        self.sweep()
+        self.processor.tick(0, self.book.clock)
 
     def values(self):
         return merge([self.book.ledger.values(day_of(self.book.clock))])
-
-
-def ev_now(event: dict) -> float:
-    """A wall clock far enough ahead that no fixture event is 'in the future'."""
-    return 4e9

@@ -150,8 +150,8 @@ def test_support_and_usage_signals_are_kept():
         e("csat", "2025-01-06T00:00:00Z", score=2),
         e("nps", "2025-01-07T00:00:00Z", score=4),
     )
-    assert s.features == ["reports"] and s.open_tickets == ["t2"] and sum(s.tickets.values()) == 2
-    assert s.csat == 2 and s.nps == 4 and s.sessions_first_14d == 3 and len(s.usage) == 2
+    assert s.features == ("reports",) and s.open_tickets == ("t2",) and s.tickets.total() == 2
+    assert s.csat == 2 and s.nps == 4 and s.sessions_first_14d == 3 and len(s.usage_days()) == 2
 
 
 def test_history_is_bounded_by_the_longest_window():
@@ -160,8 +160,8 @@ def test_history_is_bounded_by_the_longest_window():
     t0 = parse_ts("2024-01-02T00:00:00Z")
     for i in range(400):
         s, _ = apply(s, {"event_id": f"s{i}", "customer_id": "c1", "type": "session", "ts": "", "_t": t0 + i * DAY}, RULES)
-    assert len(s.usage) <= RULES.keep_days + 2
-    assert len(s.seen_ids["churn.usage"]) == RULES.dedupe_ids
+    assert len(s.usage_days()) <= RULES.keep_days + 2 and s.usage.size == RULES.usage_days
+    assert len(s.seen) == 8 * RULES.dedupe_ids * 3  # a fixed window of id digests per topic
 
 
 @pytest.mark.parametrize("state", [new_state("x"), run(e("subscription_started", "2025-01-01T00:00:00Z", plan="pro", mrr=99))[0]])
@@ -238,8 +238,12 @@ def test_fingerprint_ignores_the_order_days_were_recorded_in():
     from stream_app.views import fingerprint
 
     a, b = new_state("c1"), new_state("c1")
-    a.usage, b.usage = {1: 2, 5: 1}, {5: 1, 1: 2}
+    for day in (1, 1, 5):
+        a = apply(a, {"event_id": f"a{day}{a.usage_days()}", "customer_id": "c1", "type": "session", "_t": day * DAY}, RULES)[0]
+    for day in (5, 1, 1):  # a late day recorded after a newer one
+        b = apply(b, {"event_id": f"b{day}{b.usage_days()}", "customer_id": "c1", "type": "session", "_t": day * DAY}, RULES)[0]
+    b.seen = a.seen  # which ids were seen is not what the events decided
     a.risk, b.late_events = 0.9, 3  # timing, not events
     assert fingerprint(a, 10 * DAY, RULES) == fingerprint(b, 10 * DAY, RULES)
-    b.usage[6] = 1
+    b.usage.add(6)
     assert fingerprint(a, 10 * DAY, RULES) != fingerprint(b, 10 * DAY, RULES)

@@ -1,0 +1,384 @@
+"""The per-partition processor: a batch of records in; table writes, alerts,
+training examples and effects out. No Faust here: the agent (agents.py), the
+tests and the benches all run this one.
+
+For each batch of one partition, in read order:
+
+1. decode and validate every record (`contract.decode`); rejections are handed
+   back for the dead-letter topic; clock ticks raise the partition's clock;
+2. fold each customer's events into its state (`state.apply`), the customer's
+   past observation days closed first (`labels.py`: the snapshot of a day is
+   the customer at its end, so it is taken before a later day's event changes
+   the customer);
+3. the visits the clock has made due (`schedule.next_visit`: deadlines, check-
+   ins of silent customers) join the customers the batch touched;
+4. once per customer: transitions the clock made due (`state.advance`), the
+   silent days closed, labels of waiting snapshots, one score at the
+   customer's newest time (if it had events or a check-in is due), the alert
+   decision, one ledger swap, and one write per table, only for what changed.
+
+Writes go through the `customers` and `risk` mappings (a Faust Table in the
+worker: each assignment is a changelog record); alerts and examples are
+returned for the agent to send. Everything a batch does is decided by the
+records and the tables, so a replay after a crash, with other batch
+boundaries, ends in the same states.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import orjson
+
+from .alerts import AlertConfig, AlertState, decide, sweep_trigger
+from .config import DAY, Settings
+from .contract import TOPICS, Limits, Rejection, decode
+from .features import features, monthly_value
+from .labels import Example, Policy, as_stored, expire, next_observation_day, observe, on_churn, snapshot_time
+from .metrics import Metrics
+from .model import ChurnModel
+from .partition import Before, PartitionBook
+from .schedule import checkin_at, next_visit
+from .scoring import RiskMemory, example_message, update_risk
+from .state import CustomerState, Effects, Rules, advance, apply, compact, day_of, new_state, next_deadline, prune
+
+__all__ = ["Record", "Output", "Processor"]
+
+_END_OF_DAY = 1e-3  # a snapshot's features are taken this long before its day ends
+
+
+class Record(NamedTuple):
+    """One consumed message, as the processor needs it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]] = ()
+
+
+@dataclass(slots=True)
+class Output:
+    """What a batch produced besides table writes, for the agent to send and count."""
+
+    alerts: list[tuple[bytes, bytes]] = field(default_factory=list)  # (key, JSON)
+    examples: list[tuple[bytes, bytes]] = field(default_factory=list)
+    rejected: list[tuple[Record, Rejection]] = field(default_factory=list)
+    processed: Counter = field(default_factory=Counter)  # topic -> events applied
+    duplicates: Counter = field(default_factory=Counter)
+    scores: int = 0
+    visits: int = 0  # customers visited without an event of theirs in the batch
+    customer_writes: int = 0
+    risk_writes: int = 0
+
+
+class _Visit:
+    """One customer's work in one batch."""
+
+    __slots__ = ("state", "before", "memory", "memory_key", "events", "trigger", "changed", "book_changed",
+                 "churned", "popped")
+
+    def __init__(self, state: CustomerState, before: Before) -> None:
+        self.state = state
+        self.before = before
+        self.memory: RiskMemory | None = None
+        self.memory_key: tuple | None = None
+        self.events = 0
+        self.trigger: str | None = None
+        self.changed = False
+        self.book_changed = False
+        self.churned = False
+        self.popped = False
+
+
+class Processor:
+    """A worker's per-partition logic over its two tables."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        customers: MutableMapping[str, CustomerState],
+        risk: MutableMapping[str, RiskMemory],
+        *,
+        metrics: Metrics | None = None,
+        model: ChurnModel | None = None,
+        clock_topic: str | None = None,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.rules = Rules.from_settings(settings)
+        self.policy = Policy(settings.horizon_days, 0.0, settings.snapshot_every_days)
+        self.windows = tuple(settings.windows_days)
+        self.limits = Limits(max_bytes=settings.max_event_bytes, max_future_s=settings.max_future_s)
+        self.alert_cfg = AlertConfig(
+            upper=settings.alert_upper, lower=settings.alert_lower, step=settings.alert_step,
+            cooldown_s=settings.alert_cooldown_days * DAY, min_expected_loss=settings.alert_min_expected_loss,
+        )
+        self.customers = customers
+        self.risk = risk
+        self.metrics = metrics or Metrics()
+        self.model = model or ChurnModel(settings.model_kind, min_labels=settings.min_labels)
+        self.clock_topic = clock_topic
+        self.wall = wall
+        self.books: dict[int, PartitionBook] = {}
+        # metric children bound once: (processed, duplicate, late) per input topic
+        m = self.metrics
+        self._counters = {t: (m.events.labels(topic=t), m.duplicates.labels(topic=t), m.late.labels(topic=t)) for t in TOPICS}
+
+    # -- books ----------------------------------------------------------------------------
+    def new_book(self, partition: int) -> PartitionBook:
+        return PartitionBook(partition, self.windows, self.settings.allowed_lateness_s, TOPICS)
+
+    def rebuild(self, partitions: Iterable[int], items: Iterable[tuple[str, CustomerState]],
+                chunk: int = 5000) -> Iterator[int]:
+        """Derive the books of `partitions` from the (recovered) customer table.
+
+        A generator: it yields after every `chunk` customers, so the caller
+        can give the event loop a turn (a million customers take seconds).
+        The books are installed only when complete.
+        """
+        fresh = {p: self.new_book(p) for p in partitions if p not in self.books}
+        if not fresh:
+            return
+        n = 0
+        for _, st in items:
+            book = fresh.get(st.partition)
+            if book is not None:
+                book.load(st, next_visit(st, self.rules, self.policy))
+            n += 1
+            if n % chunk == 0:
+                yield n
+        self.books.update(fresh)
+        yield n
+
+    def ensure_books(self, partitions: Iterable[int]) -> None:
+        """Rebuild the missing books at once (tests, benches, replays: no event loop to yield to)."""
+        for _ in self.rebuild(partitions, self.customers.items()):
+            pass
+
+    # -- one batch ----------------------------------------------------------------------
+    def process(self, partition: int, records: Sequence[Record], out: Output | None = None,
+                sweep_limit: int | None = None) -> Output:
+        """Process one partition's records (in read order); the book must exist."""
+        out = out if out is not None else Output()
+        book = self.books[partition]
+        visits: dict[str, _Visit] = {}
+        now_wall = self.wall()
+        got_event = False
+        for rec in records:
+            if rec.topic == self.clock_topic:
+                self._tick(book, rec.value)
+                continue
+            ev = decode(rec.topic, rec.key, rec.value, now=now_wall, limits=self.limits)
+            if isinstance(ev, Rejection):
+                out.rejected.append((rec, ev))
+                continue
+            got_event = True
+            book.observe(ev["_t"], rec.topic)
+            cid = ev["customer_id"]
+            v = visits.get(cid)
+            if v is None:
+                v = visits[cid] = self._open(book, cid, partition)
+            self._fold(v, ev, rec.topic, rec.offset, book.clock, out)
+        if got_event:
+            book.last_event_wall = time.monotonic()
+        self._finish(book, visits, out, sweep_limit)
+        book.fold()
+        return out
+
+    def tick(self, partition: int, t: float, out: Output | None = None, sweep_limit: int | None = None) -> Output:
+        """The worker's clock reached `t` for an idle partition: run its due visits."""
+        out = out if out is not None else Output()
+        book = self.books[partition]
+        book.raise_to(t)
+        self._finish(book, {}, out, sweep_limit)
+        book.fold()
+        return out
+
+    def _tick(self, book: PartitionBook, payload: bytes | None) -> None:
+        try:
+            t = orjson.loads(payload or b"null")
+        except orjson.JSONDecodeError:
+            return
+        t = t.get("t") if isinstance(t, dict) else None
+        if isinstance(t, (int, float)) and not isinstance(t, bool):
+            book.raise_to(float(t))
+
+    # -- per customer -------------------------------------------------------------------
+    def _open(self, book: PartitionBook, cid: str, partition: int) -> _Visit:
+        st = self.customers.get(cid)
+        if st is None:
+            st = new_state(cid, partition)
+        st.partition = partition
+        return _Visit(st, book.before(st, next_visit(st, self.rules, self.policy)))
+
+    def _memory(self, v: _Visit) -> RiskMemory:
+        if v.memory is None:
+            m = self.risk.get(v.state.customer_id)
+            if m is None:
+                m = RiskMemory()
+                v.memory_key = None
+            else:
+                v.memory_key = m.key()
+            v.memory = m
+        return v.memory
+
+    def _fold(self, v: _Visit, ev: dict, topic: str, offset: int | None, clock: float | None, out: Output) -> None:
+        st = v.state
+        t = ev["_t"]
+        # the days before this event end as the customer stands now (or, if a
+        # transition falls first, before it)
+        upto = day_of(t) - 1
+        deadline = next_deadline(st, self.rules)
+        if deadline is not None and deadline <= max(t, clock if clock is not None else t):
+            upto = min(upto, day_of(deadline) - 1)
+        self._close_days(v, upto, clock, out)
+        st, effects = apply(st, ev, self.rules, clock, offset)
+        if effects.duplicate:
+            out.duplicates[topic] += 1
+            self._counters[topic][1].inc()
+            return
+        v.changed = True
+        v.events += 1
+        v.trigger = ev["event_id"]
+        out.processed[topic] += 1
+        processed, _, late = self._counters[topic]
+        processed.inc()
+        if effects.late:
+            late.inc()
+        if effects.movements or effects.churn is not None:
+            self._effects(v, effects, out)
+
+    def _effects(self, v: _Visit, effects: Effects, out: Output) -> None:
+        self.metrics.record_effects(effects)
+        if effects.churn is not None:
+            memory = self._memory(v)
+            self._examples(v, on_churn(memory.labels, effects.churn.at, self.policy), out)
+            memory.alert = AlertState()  # the alert was right; a "resolved" would read as a recovery
+            v.book_changed = v.churned = True
+
+    def _close_days(self, v: _Visit, upto: int, clock: float | None, out: Output) -> None:
+        """Observe the customer at the end of each of its observation days up to
+        `upto` that are not decided yet, from its current state (unchanged since).
+
+        A snapshot whose horizon the partition clock has already passed (a
+        long silence) is labelled at once: no churn can still be read for it,
+        and the customer was live throughout, or it would not be observed.
+        """
+        st = v.state
+        through = st.observed_through
+        if upto <= through:
+            return
+        st.observed_through = upto
+        v.changed = True
+        if not st.is_customer or through < 0:  # not live, or new: nothing to observe
+            return
+        every = self.policy.every_days
+        policy = self.policy
+        first = next_observation_day(st.customer_id, through, every)
+        horizon = policy.horizon_days * DAY
+        book = self._memory(v).labels if first <= upto else None
+        for day in range(first, upto + 1, every):
+            t = snapshot_time(day)
+            x = features(st, t - _END_OF_DAY, inactivity_days=self.settings.inactivity_days)
+            if clock is not None and t + horizon <= clock:
+                self._examples(v, [Example(as_stored(x), False, t, clock, st.model_score)], out)
+            else:
+                if clock is not None and book.size >= policy.capacity:
+                    self._examples(v, expire(book, clock, policy), out)
+                observe(book, day, x, st.model_score, policy)
+            v.book_changed = True
+
+    def _examples(self, v: _Visit, examples: list[Example], out: Output) -> None:
+        key = v.state.customer_id.encode()
+        for ex in examples:
+            out.examples.append((key, example_message(v.state.customer_id, ex)))
+            self.metrics.examples.labels(label="churned" if ex.label else "stayed").inc()
+
+    def _finish(self, book: PartitionBook, visits: dict[str, _Visit], out: Output, sweep_limit: int | None) -> None:
+        clock = book.clock
+        if clock is not None:
+            for cid in book.pop_due(clock, sweep_limit):
+                v = visits.get(cid)
+                if v is None:
+                    st = self.customers.get(cid)
+                    if st is None or st.partition != book.partition:
+                        continue
+                    due = next_visit(st, self.rules, self.policy)
+                    if due is None or due > clock:
+                        book.defer(cid, clock, due)
+                        continue
+                    v = visits[cid] = _Visit(st, book.before(st, due))
+                    out.visits += 1
+                v.popped = True
+        for v in visits.values():
+            self._visit(book, v, clock, out)
+
+    def _visit(self, book: PartitionBook, v: _Visit, clock: float | None, out: Output) -> None:
+        st = v.state
+        cid = st.customer_id
+        if clock is not None:
+            deadline = next_deadline(st, self.rules)
+            if deadline is not None and deadline <= clock:
+                self._close_days(v, day_of(deadline) - 1, clock, out)
+                st, effects = advance(st, clock, self.rules)
+                if effects.movements or effects.churn is not None:
+                    v.changed = True
+                    self._effects(v, effects, out)
+            self._close_days(v, day_of(clock) - 1, clock, out)
+            prune(st, clock, self.rules)
+            if compact(st, clock):
+                v.changed = True
+        checkin = checkin_at(st, self.rules, self.policy)
+        checkin_due = checkin is not None and clock is not None and checkin <= clock
+        # labels of snapshots whose horizon passed (by the clock: every input
+        # is past it, so no churn can still be read for it), when the book is
+        # written anyway or at a check-in: at most one write per period
+        if clock is not None and (v.book_changed or checkin_due):
+            examples = expire(self._memory(v).labels, clock, self.policy)
+            if examples:
+                v.book_changed = True
+                self._examples(v, examples, out)
+        if st.is_customer and (v.events or checkin_due):
+            self._score(v, clock, out)
+        elif not st.is_customer and st.risk is not None:
+            update_risk(st, None)
+            v.changed = True
+        book.after(v.before, st)
+        if v.changed:
+            self.customers[cid] = st
+            out.customer_writes += 1
+        memory = v.memory
+        if memory is not None and memory.key() != v.memory_key and not (v.memory_key is None and memory.empty()):
+            self.risk[cid] = memory
+            out.risk_writes += 1
+        book.schedule(cid, None if v.popped else v.before.visit, next_visit(st, self.rules, self.policy))
+
+    def _score(self, v: _Visit, clock: float | None, out: Output) -> None:
+        """One score at the customer's newest time: its risk, the model's score,
+        and the alert decision."""
+        st = v.state
+        now = st.last_event_t if clock is None else max(clock, st.last_event_t or clock)
+        x = features(st, now, inactivity_days=self.settings.inactivity_days)
+        model = self.model
+        a = model.assess(x)
+        out.scores += 1
+        self.metrics.scored.labels(scored_by=a.scored_by).inc()
+        update_risk(st, a)
+        st.model_score, st.scored_t = a.model_score, now
+        v.changed = True
+        memory = self._memory(v)
+        trigger = v.trigger if v.events else sweep_trigger(day_of(now))
+        memory.alert, alert = decide(
+            memory.alert, a.risk, monthly_value(st, now), now, a.reasons, self.alert_cfg,
+            customer_id=st.customer_id, event_id=trigger, model_version=model.version,
+            scored_by=a.scored_by, emitted_at=self.wall(),
+        )
+        if alert is not None:
+            out.alerts.append((st.customer_id.encode(), orjson.dumps(alert)))
+            self.metrics.alerts.labels(state=alert["state"], play=alert["recommended_play"]).inc()

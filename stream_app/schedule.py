@@ -1,0 +1,68 @@
+"""When a customer must be looked at although no event arrives for them.
+
+A customer with no event costs nothing until something can change for them:
+
+- a **deadline**: `state.next_deadline` (a cancellation taking effect, a grace
+  period ending, a trial expiring, a purchase-only customer lapsing);
+- a **check-in**: a live customer's risk is re-assessed, and its observation
+  snapshots closed and labelled (`labels.py`), when it has gone silent:
+  - a subscription customer at the end of each of its observation days
+    (`labels.next_observation_day`) that passes without an event, so silence
+    raises its risk and its alert within an observation period (a week by
+    default) and its label book moves on;
+  - a purchase-only customer once, when the lapse rule comes within the
+    label horizon (`inactivity - horizon` days after its last activity):
+    before that, by the monitor's own definition, it cannot churn within
+    the horizon, and re-scoring it every week of a quiet spell would cost a
+    score per week per customer for a business whose customers buy a few
+    times a year. Its label book is closed at its next event, that
+    check-in, or its lapse.
+
+Visits are at most one per event-time day: a check-in and a deadline that
+fall on the same day are taken together, at the later of the two.
+
+>>> from stream_app.state import CustomerState, Rules
+>>> from stream_app.labels import Policy
+>>> s = CustomerState("c1", status="active", contractual=True, mrr=10.0, spell_start_t=0.0, scored_t=0.0)
+>>> next_visit(s, Rules(), Policy(every_days=7)) / DAY  # end of c1's first observation day after day 0
+2.0
+>>> s.cancel_effective_t = 2.5 * DAY  # a deadline on the same day: one visit, at the later time
+>>> next_visit(s, Rules(), Policy(every_days=7)) / DAY
+2.5
+"""
+
+from __future__ import annotations
+
+from .config import DAY
+from .labels import Policy, next_observation_day
+from .state import CustomerState, Rules, day_of, next_deadline
+
+__all__ = ["checkin_at", "next_visit"]
+
+
+def checkin_at(s: CustomerState, rules: Rules, policy: Policy) -> float | None:
+    """When a silent live customer is next re-assessed (None: not while silent)."""
+    if not s.is_customer:
+        return None
+    if s.contractual:
+        last = s.scored_t if s.scored_t is not None else s.last_event_t
+        if last is None:
+            return None
+        return (next_observation_day(s.customer_id, day_of(last), policy.every_days) + 1) * DAY
+    if s.last_activity_t is None:
+        return None
+    near_lapse = s.last_activity_t + rules.inactivity_s - policy.horizon_days * DAY
+    if s.scored_t is not None and s.scored_t >= near_lapse:
+        return None
+    return near_lapse
+
+
+def next_visit(s: CustomerState, rules: Rules, policy: Policy) -> float | None:
+    """The event time of the customer's next visit if no event comes first."""
+    deadline = next_deadline(s, rules)
+    checkin = checkin_at(s, rules, policy)
+    if deadline is None or checkin is None:
+        return checkin if deadline is None else deadline
+    if day_of(deadline) == day_of(checkin):
+        return max(deadline, checkin)
+    return min(deadline, checkin)

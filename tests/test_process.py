@@ -1,0 +1,202 @@
+"""The processor (stream_app.process), called directly over dicts: no Kafka."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from stream_app.config import DAY, Settings
+from stream_app.contract import TOPICS, parse_ts, topic_for_type
+from stream_app.labels import next_observation_day, snapshot_time
+from stream_app.process import Output, Processor, Record
+from stream_app.views import fingerprint
+from tests.pure_pipeline import PurePipeline
+
+T0 = parse_ts("2025-01-01T00:00:00Z")
+
+
+class Counting(dict):
+    """A table that counts its writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def __setitem__(self, key, value) -> None:
+        self.writes.append(key)
+        super().__setitem__(key, value)
+
+
+class Harness:
+    def __init__(self, **settings) -> None:
+        self.customers, self.risk = Counting(), Counting()
+        self.p = Processor(Settings(**settings), self.customers, self.risk, wall=lambda: 4e9)
+        self.p.ensure_books([0])
+        self.offsets = dict.fromkeys(TOPICS, 0)
+        self.n = 0
+
+    @property
+    def book(self):
+        return self.p.books[0]
+
+    def record(self, typ: str, t: float, cid: str = "c1", offset: int | None = None, **fields) -> Record:
+        topic = topic_for_type(typ)
+        if offset is None:
+            offset = self.offsets[topic]
+            self.offsets[topic] += 1
+        self.n += 1
+        ev = {"event_id": f"e{self.n}", "customer_id": cid, "type": typ, "ts": _ts(t), **fields}
+        return Record(topic, 0, offset, cid.encode(), orjson.dumps(ev))
+
+    def run(self, *records: Record) -> Output:
+        return self.p.process(0, list(records))
+
+    def idle_until(self, t: float) -> Output:
+        """Every input caught up, the worker's clock at `t` (what ticks do)."""
+        self.book.idle.update(TOPICS)
+        return self.p.tick(0, t)
+
+
+def _ts(t: float) -> str:
+    from stream_app.contract import format_ts
+
+    return format_ts(t)
+
+
+def started(h: Harness, cid: str = "c1", t: float = T0, mrr: float = 100.0) -> Record:
+    return h.record("subscription_started", t, cid, plan="pro", mrr=mrr)
+
+
+def test_a_deadline_later_the_same_day_is_visited_once_when_the_clock_reaches_it():
+    """The sweep bug: a deadline later today was handed out again on every event."""
+    h = Harness(allowed_lateness_s=0.0)
+    d = 40
+    h.run(started(h), h.record("subscription_cancelled", T0 + DAY, reason="price", effective_at=_ts(T0 + (d + 0.75) * DAY)))
+    for hour in range(1, 10):  # a busy neighbour moves the clock through the morning of the cancellation day
+        h.run(started(h, "n1", T0) if hour == 1 else h.record("session", T0 + (d + hour / 24) * DAY, "n1"))
+        h.book.idle.update(TOPICS)
+    writes_before = h.customers.writes.count("c1")
+    out = h.idle_until(T0 + (d + 0.5) * DAY)  # noon: the cancellation (18:00) is not due yet
+    assert h.customers.writes.count("c1") == writes_before and out.visits == 0
+    assert h.customers["c1"].status == "active"
+    out = h.idle_until(T0 + (d + 0.8) * DAY)  # past 18:00: visited, once
+    assert h.customers.writes.count("c1") == writes_before + 1 and h.customers["c1"].status == "cancelled"
+    out = h.idle_until(T0 + (d + 0.9) * DAY)
+    assert h.customers.writes.count("c1") == writes_before + 1 and out.visits == 0
+
+
+def test_a_silent_subscriber_is_visited_once_per_observation_period():
+    h = Harness(allowed_lateness_s=0.0, snapshot_every_days=7)
+    h.run(started(h), h.record("session", T0 + 3600))
+    scored, visits = [], 0
+    for day in range(1, 60):
+        before = len(h.customers.writes)
+        out = h.idle_until(T0 + day * DAY)
+        visits += out.visits
+        if len(h.customers.writes) > before:
+            scored.append(day)
+    day0 = int(T0 // DAY)
+    obs = [d - day0 for d in range(day0, day0 + 60) if d == next_observation_day("c1", d - 1, 7)]
+    # one visit at the end of each observation day, nothing on the other days
+    assert scored == [d + 1 for d in obs if 0 < d + 1 < 60] and visits == len(scored) >= 8
+
+
+def test_a_silent_purchase_only_customer_costs_nothing_until_its_lapse_comes_near():
+    h = Harness(allowed_lateness_s=0.0)
+    out = h.run(h.record("purchase", T0, amount=20.0))
+    assert out.scores == 1
+    scores = {}
+    for day in range(1, 100):
+        out = h.idle_until(T0 + day * DAY)
+        if out.scores or out.visits:
+            scores[day] = (out.scores, out.visits)
+    # one check-in when the lapse (90 days) comes within the 30-day horizon, then the lapse itself
+    assert scores == {60: (1, 1), 90: (0, 1)}
+    assert h.customers["c1"].status == "lapsed"
+
+
+def test_one_write_per_touched_customer_per_batch_and_none_for_redeliveries():
+    h = Harness()
+    recs = [started(h)] + [h.record("session", T0 + i * 600) for i in range(1, 20)]
+    out = h.run(*recs)
+    assert h.customers.writes == ["c1"] and out.scores == 1 and sum(out.processed.values()) == 20
+    again = h.run(*recs[5:])  # redelivered: same offsets
+    assert h.customers.writes == ["c1"] and again.scores == 0 and sum(again.duplicates.values()) == 15
+
+
+def test_nothing_is_written_for_a_customer_whose_visit_is_not_due():
+    h = Harness(allowed_lateness_s=0.0)
+    h.run(started(h), started(h, "c2"))
+    writes = len(h.customers.writes)
+    h.book.idle.update(TOPICS)
+    h.run(h.record("session", T0 + 3600, "c2"))
+    assert h.customers.writes[writes:] == ["c2"]
+
+
+@pytest.mark.parametrize("batch", [7, 100])
+def test_batch_boundaries_change_neither_states_nor_what_the_model_learns(batch):
+    """End-of-day snapshots are decided by the events, not by when visits happen."""
+    from stream_app.simulator import SimConfig, events as simulate
+
+    evs = sorted(simulate(SimConfig(customers=40, days=90, seed=5)), key=lambda e: e["ts"])
+    one, many = PurePipeline(batch=1), PurePipeline(batch=batch)
+    for e in evs:
+        one.feed(e)
+        many.feed(e)
+    one.finish()
+    many.finish()
+    clock = one.book.clock
+    assert clock == many.book.clock
+    rules = one.processor.rules
+    assert {c: fingerprint(s, clock, rules) for c, s in one.customers.items()} == \
+        {c: fingerprint(s, clock, rules) for c, s in many.customers.items()}
+    key = lambda e: (e["customer_id"], e["snapshot_t"])  # noqa: E731
+    a, b = {key(e): e for e in one.examples}, {key(e): e for e in many.examples}
+    assert len(a) > 50
+    for k in a.keys() & b.keys():  # the same snapshot, the same features and label
+        assert (a[k]["features"], a[k]["label"]) == (b[k]["features"], b[k]["label"]), k
+    # a label is emitted at a visit after its horizon: at the end of the stream
+    # some may still wait in one run and not in the other, never more than an
+    # observation period's worth
+    horizon, every = one.settings.horizon_days * DAY, one.settings.snapshot_every_days * DAY
+    assert all(clock - every <= t + horizon <= clock for _, t in a.keys() ^ b.keys())
+    differ = {k for k in set(one.values()) | set(many.values()) if one.values().get(k) != many.values().get(k)}
+    assert differ <= {("expected_loss",)} | {(s, b) for s in ("at_risk", "at_risk_mrr") for b in ("low", "medium", "high", "critical")}
+
+
+def test_after_a_restore_only_the_customers_due_are_visited():
+    """The first sweep after a rebuild must not score every live customer again."""
+    h = Harness(allowed_lateness_s=0.0)
+    h.run(*[started(h, f"c{i}") for i in range(50)])
+    h.idle_until(T0 + 0.5 * DAY)
+    restored = Processor(h.p.settings, dict(h.customers), dict(h.risk), wall=lambda: 4e9)
+    restored.ensure_books([0])
+    restored.books[0].idle.update(TOPICS)
+    out = restored.tick(0, T0 + 0.6 * DAY)
+    assert out.visits == 0 and out.scores == 0
+    # a day later only those whose first observation day after their score has just ended are due
+    day0 = int(T0 // DAY)
+    out = restored.tick(0, T0 + 2.01 * DAY)
+    due = sum(1 for i in range(50) if next_observation_day(f"c{i}", day0, 7) == day0 + 1)
+    assert out.visits == out.scores == due and 0 < due < 50
+
+
+def test_sweep_limit_leaves_the_rest_due():
+    h = Harness(allowed_lateness_s=0.0, snapshot_every_days=1)
+    h.run(*[started(h, f"c{i}") for i in range(30)])
+    h.book.idle.update(TOPICS)
+    out = h.p.tick(0, T0 + 2.5 * DAY, sweep_limit=10)
+    assert out.visits == 10
+    out = h.p.tick(0, T0 + 2.5 * DAY, sweep_limit=100)
+    assert out.visits == 20
+
+
+def test_end_of_day_snapshots_feed_labels_after_a_churn():
+    h = Harness(allowed_lateness_s=0.0, snapshot_every_days=1)
+    h.run(started(h))
+    for day in range(1, 10):
+        h.run(h.record("session", T0 + day * DAY + 3600))
+    out = h.run(h.record("subscription_cancelled", T0 + 10 * DAY + 7200, reason="price"))
+    labels = [(orjson.loads(v)["snapshot_t"], orjson.loads(v)["label"]) for _, v in out.examples]
+    # days 0..9 closed as the customer stood at their end; all within 30 days of the churn
+    assert labels == [(snapshot_time(int(T0 // DAY) + d), True) for d in range(10)]
