@@ -492,7 +492,6 @@ def register(app: faust.App, settings: Settings, broker_url: str, metrics: Metri
             view.update(features=x, risk_now=a.risk, scored_by=a.scored_by, model_version=pipeline.model.version,
                         reasons=normalise_reasons(a.reasons))
         if memory is not None:
-            view["alert"] = memory.alert.to_dict()
             view["label_snapshots_waiting"] = memory.labels.size
         return web.json(view)
 

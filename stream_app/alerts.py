@@ -42,9 +42,8 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-import msgspec
-
 from .contract import format_ts
+from .state import ESCALATED, NONE, RAISED, RESOLVED, AlertState
 
 __all__ = [
     "CATEGORIES",
@@ -171,7 +170,6 @@ RISK_BANDS: tuple[tuple[float, str], ...] = ((0.8, "critical"), (0.6, "high"), (
 #: (lower bound of expected monthly loss, priority), highest first.
 PRIORITIES: tuple[tuple[float, str], ...] = ((200.0, "P1"), (75.0, "P2"), (25.0, "P3"), (0.0, "P4"))
 
-RAISED, ESCALATED, RESOLVED, NONE = "raised", "escalated", "resolved", "none"
 ALERT_STATES = (RAISED, ESCALATED, RESOLVED)
 
 
@@ -218,33 +216,6 @@ class AlertConfig:
             raise ValueError(f"need 0 <= lower <= upper <= 1 (got {self.lower}, {self.upper})")
         if self.step <= 0 or self.cooldown_s < 0:
             raise ValueError("step must be > 0 and cooldown_s >= 0")
-
-
-class AlertState(msgspec.Struct, array_like=True, gc=False):
-    """A customer's alert memory (stored next to its state; JSON-able).
-
-    `state` is the last alert emitted (`none` before the first), `alerted_risk`
-    the risk it was emitted with (the base for escalation), `last_risk` the
-    most recent risk seen, `last_emitted_t` the event time of the last alert.
-    """
-
-    state: str = NONE
-    last_risk: float = 0.0
-    alerted_risk: float = 0.0
-    last_emitted_t: float | None = None
-    last_alert_id: str | None = None
-
-    @property
-    def open(self) -> bool:
-        """An alert is out and not yet resolved."""
-        return self.state in (RAISED, ESCALATED)
-
-    def to_dict(self) -> dict[str, Any]:
-        return msgspec.structs.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "AlertState":
-        return cls(**{k: d[k] for k in cls.__struct_fields__ if k in d})
 
 
 SWEEP_PREFIX = "sweep-"  # trigger ids of the daily sweep (event time passing), not of an input event

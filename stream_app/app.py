@@ -17,7 +17,10 @@ from .security import faust_credentials
 
 
 class App(faust.App):
-    """faust.App whose consumer commits with `offsets.Consumer` (see there why)."""
+    """faust.App whose consumer commits with `offsets.Consumer` (see there why)
+    and knows the monitor's settings (`churn_settings`)."""
+
+    churn_settings: Settings | None = None
 
     def _new_transport(self):
         return offsets.Transport(self.conf.broker_consumer, self)
@@ -25,7 +28,7 @@ class App(faust.App):
 
 def build_app(settings: Settings, broker_url: str) -> faust.App:
     advertised = socket.gethostname() if settings.web_host == "hostname" else settings.web_host
-    return App(
+    app = App(
         settings.app_id,
         broker=broker_url,
         broker_credentials=faust_credentials(settings),
@@ -49,3 +52,5 @@ def build_app(settings: Settings, broker_url: str) -> faust.App:
         # output (alerts, DLQ) flowing while tables recover
         stream_wait_empty=False,
     )
+    app.churn_settings = settings
+    return app

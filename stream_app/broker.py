@@ -21,9 +21,11 @@ partition back after a rebalance restored customers as they were before that
 batch (the scale-out test caught it: 3 of 48 customers stale). So:
 - our own code reads "how far is the end" from a fetch (aiokafka's
   `consumer.highwater`), never from `end_offsets`;
-- workers on the embedded broker write one record per producer batch
-  (`EMBEDDED_SETTINGS`), for which Tansu's end offsets are right. It costs
-  throughput on this broker only; Kafka gets normal batches.
+- workers on the embedded broker read a changelog's end for Faust's recovery
+  the same way (`EMBEDDED_SETTINGS`: `end_offsets_from_fetch`, in
+  `offsets.Consumer.highwaters`), so they write normal producer batches as
+  they do on Kafka. (Until 2026-11 they wrote one record per batch instead,
+  which made every changelog write a produce request of its own.)
 """
 
 from __future__ import annotations
@@ -41,8 +43,8 @@ from .config import Settings
 
 
 # settings a worker needs on the embedded broker (see the module docstring)
-EMBEDDED_SETTINGS = {"producer_max_batch_size": 1}
-EMBEDDED_ENV = {Settings.env_name(name): str(value) for name, value in EMBEDDED_SETTINGS.items()}  # for worker processes
+EMBEDDED_SETTINGS = {"end_offsets_from_fetch": True}
+EMBEDDED_ENV = {Settings.env_name(name): str(value).lower() for name, value in EMBEDDED_SETTINGS.items()}  # for worker processes
 
 
 class BrokerError(RuntimeError):

@@ -73,7 +73,8 @@ class Settings:
     rebuild_chunk: int = field(default=5000, metadata={"help": "customers per step when a partition's ledger and visit index are rebuilt from the table (the worker yields between steps)"})
     producer_buffer_max: int = field(default=2000, metadata={"help": "the worker takes no more input while Faust's producer buffer holds more records than this (backpressure)"})
     standby_replicas: int = field(default=1, metadata={"help": "Faust standby copies of each table partition on other workers (faster failover; each costs a changelog reader per worker: 0 scaled 2 workers 1.77x vs 0.81x in bench/scaling.py on 2 cores)"})
-    producer_max_batch_size: int = field(default=16384, metadata={"help": "bytes per producer batch (Kafka's default); 1 on the embedded broker, whose end offsets are right only for one-record batches (stream_app/broker.py)"})
+    producer_max_batch_size: int = field(default=16384, metadata={"help": "bytes per producer batch (Kafka's default)"})
+    end_offsets_from_fetch: bool = field(default=False, metadata={"help": "read where a changelog ends from a fetch, not from ListOffsets (on for the embedded broker, whose ListOffsets answer lags a batch: stream_app/broker.py)"})
 
     # -- security (stream_app/security.py); secrets are never shown ----------
     kafka_security_protocol: str = field(default="PLAINTEXT", metadata={"help": "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"})
@@ -144,6 +145,10 @@ def _parse(f: dataclasses.Field, raw: str) -> Any:
             return int(raw)
         if kind.startswith("float"):
             return float(raw)
+        if kind.startswith("bool"):
+            if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                raise ValueError(raw)
+            return raw.lower() in ("1", "true", "yes")
         if kind.startswith("tuple"):
             return tuple(int(x) for x in raw.split(",") if x.strip())
     except ValueError as exc:

@@ -73,6 +73,21 @@ class Consumer(faust_aiokafka.Consumer):
         self._acked_index[tp] = set(pending)
         return offset
 
+    async def highwaters(self, *partitions: TP) -> dict[TP, int]:
+        """Where each partition ends (Faust's table recovery reads its
+        changelogs up to here): from fetch responses on a broker whose
+        ListOffsets answer lags a batch (`Settings.end_offsets_from_fetch`,
+        on for the embedded broker: topics.fetched_ends)."""
+        ends = dict(await super().highwaters(*partitions))
+        settings = getattr(self.app, "churn_settings", None)
+        if settings is None or not settings.end_offsets_from_fetch:
+            return ends
+        from .security import kafka_client_kwargs
+        from .topics import fetched_ends
+
+        bootstrap = ",".join(f"{url.host}:{url.port}" for url in self.app.conf.broker)
+        return await fetched_ends(bootstrap, ends, **kafka_client_kwargs(settings))
+
     async def on_stop(self) -> None:
         await super().on_stop()
         # the commit above returns early if a timer commit was in flight; this

@@ -44,7 +44,7 @@ class Before(NamedTuple):
 
 
 class PartitionBook:
-    __slots__ = ("partition", "ledger", "due", "later_today", "max_event_t", "floor_t", "windows", "lateness_s",
+    __slots__ = ("partition", "ledger", "due", "later_today", "waiting", "max_event_t", "floor_t", "windows", "lateness_s",
                  "last_event_wall", "inputs", "topic_max", "idle")
 
     def __init__(self, partition: int, windows: tuple[int, ...], lateness_s: float, inputs: tuple[str, ...] = ()) -> None:
@@ -58,6 +58,9 @@ class PartitionBook:
         # the clock to reach it, not be handed out on the next event)
         self.due: dict[int, set[str]] = {}
         self.later_today: list[tuple[float, str]] = []
+        # customers whose newest event is further ahead of the slowest input
+        # than the allowed lateness, by the read time they wait for (`read_through`)
+        self.waiting: list[tuple[float, str]] = []
         self.max_event_t: float | None = None
         self.floor_t: float | None = None  # raised by ticks from the worker clock
         self.windows = windows
@@ -80,6 +83,40 @@ class PartitionBook:
             self.floor_t = t
 
     @property
+    def read_through(self) -> float | None:
+        """The event time every input has been read up to: the slowest busy
+        input's newest event, or what a tick from the worker's clock says
+        (an idle partition has read everything there is). None: an input
+        with data has delivered nothing yet. The clock is this less the
+        allowed lateness."""
+        own = self._inputs_through()
+        floor = None if self.floor_t is None else self.floor_t + self.lateness_s
+        if own is None or floor is None:
+            return own if floor is None else floor
+        return max(own, floor)
+
+    def _inputs_through(self) -> float | None:
+        if not self.inputs:
+            return self.max_event_t
+        busy = [self.topic_max.get(t) for t in self.inputs if t not in self.idle]
+        if not busy:
+            return self.max_event_t
+        return None if None in busy else min(busy)
+
+    def wait(self, customer_id: str, read_time: float) -> None:
+        """Hold a customer's score until every input is read up to `read_time`."""
+        heapq.heappush(self.waiting, (read_time, customer_id))
+
+    def pop_ready(self, limit: int | None = None) -> list[str]:
+        """Customers whose wait for the slower inputs is over."""
+        through = self.read_through
+        out: list[str] = []
+        heap = self.waiting
+        while heap and through is not None and heap[0][0] <= through and (limit is None or len(out) < limit):
+            out.append(heapq.heappop(heap)[1])
+        return out
+
+    @property
     def clock(self) -> float | None:
         """min over busy inputs of their highest event time, less the lateness.
 
@@ -89,20 +126,8 @@ class PartitionBook:
         clock follows the slowest input that still has data to read; an input
         that is caught up (idle) does not hold it back.
         """
-        own = None
-        if not self.inputs:
-            own = self.max_event_t
-        else:
-            busy = [self.topic_max.get(t) for t in self.inputs if t not in self.idle]
-            if not busy:
-                own = self.max_event_t
-            elif None not in busy:
-                own = min(busy)
-        if own is not None:
-            own -= self.lateness_s
-        if own is None:
-            return self.floor_t
-        return own if self.floor_t is None else max(own, self.floor_t)
+        through = self.read_through
+        return None if through is None else through - self.lateness_s
 
     # -- ledger ---------------------------------------------------------------------
     def load(self, s: CustomerState, visit: float | None) -> None:
@@ -187,7 +212,7 @@ class PartitionBook:
             self.due.setdefault(day_of(visit), set()).add(customer_id)
 
     def pending_visits(self) -> int:
-        return sum(len(b) for b in self.due.values()) + len(self.later_today)
+        return sum(len(b) for b in self.due.values()) + len(self.later_today) + len(self.waiting)
 
     def fold(self) -> None:
         """Fold ledger steps the clock has left behind (keeps scrapes cheap)."""

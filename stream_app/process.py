@@ -17,6 +17,14 @@ For each batch of one partition, in read order:
    customer's newest time (if it had events or a check-in is due), the alert
    decision, one ledger swap, and one write per table, only for what changed.
 
+A customer is not scored while its newest event is more than the allowed
+lateness ahead of what every input of its partition has been read up to
+(`PartitionBook.read_through`): in a backlog, one topic can be read days of
+event time ahead of another, and an alert decided then would miss the
+customer's tickets or payments still unread on the slower topic. It waits
+(`PartitionBook.wait`) and is scored once they are read. Live, every input is
+read within seconds of the others, so nothing waits.
+
 Writes go through the `customers` and `risk` mappings (a Faust Table in the
 worker: each assignment is a changelog record); alerts and examples are
 returned for the agent to send. Everything a batch does is decided by the
@@ -34,7 +42,7 @@ from typing import NamedTuple
 
 import orjson
 
-from .alerts import AlertConfig, AlertState, decide, sweep_trigger
+from .alerts import AlertConfig, decide, sweep_trigger
 from .config import DAY, Settings
 from .contract import TOPICS, Limits, Rejection, decode
 from .features import features, monthly_value
@@ -49,6 +57,7 @@ from .state import CustomerState, Effects, Rules, advance, apply, compact, day_o
 __all__ = ["Record", "Output", "Processor"]
 
 _END_OF_DAY = 1e-3  # a snapshot's features are taken this long before its day ends
+MAX_CATCH_UP = 400  # visits caught up for one customer at once (a year of daily check-ins)
 
 
 class Record(NamedTuple):
@@ -96,6 +105,11 @@ class _Visit:
         self.popped = False
 
 
+def _unscored(st: CustomerState) -> bool:
+    """Events applied since the last score (it waits for a slower input)."""
+    return st.last_event_t is not None and (st.scored_t is None or st.scored_t < st.last_event_t)
+
+
 class Processor:
     """A worker's per-partition logic over its two tables."""
 
@@ -130,6 +144,9 @@ class Processor:
         m = self.metrics
         self._counters = {t: (m.events.labels(topic=t), m.duplicates.labels(topic=t), m.late.labels(topic=t)) for t in TOPICS}
 
+    def _next_visit(self, st: CustomerState) -> float | None:
+        return next_visit(st, self.rules, self.policy, self.alert_cfg.lower)
+
     # -- books ----------------------------------------------------------------------------
     def new_book(self, partition: int) -> PartitionBook:
         return PartitionBook(partition, self.windows, self.settings.allowed_lateness_s, TOPICS)
@@ -149,7 +166,9 @@ class Processor:
         for _, st in items:
             book = fresh.get(st.partition)
             if book is not None:
-                book.load(st, next_visit(st, self.rules, self.policy))
+                book.load(st, self._next_visit(st))
+                if st.is_customer and _unscored(st):
+                    book.wait(st.customer_id, st.last_event_t - self.settings.allowed_lateness_s)
             n += 1
             if n % chunk == 0:
                 yield n
@@ -184,7 +203,7 @@ class Processor:
             v = visits.get(cid)
             if v is None:
                 v = visits[cid] = self._open(book, cid, partition)
-            self._fold(v, ev, rec.topic, rec.offset, book.clock, out)
+            self._fold(book, v, ev, rec.topic, rec.offset, book.clock, out)
         if got_event:
             book.last_event_wall = time.monotonic()
         self._finish(book, visits, out, sweep_limit)
@@ -215,7 +234,7 @@ class Processor:
         if st is None:
             st = new_state(cid, partition)
         st.partition = partition
-        return _Visit(st, book.before(st, next_visit(st, self.rules, self.policy)))
+        return _Visit(st, book.before(st, self._next_visit(st)))
 
     def _memory(self, v: _Visit) -> RiskMemory:
         if v.memory is None:
@@ -228,9 +247,12 @@ class Processor:
             v.memory = m
         return v.memory
 
-    def _fold(self, v: _Visit, ev: dict, topic: str, offset: int | None, clock: float | None, out: Output) -> None:
+    def _fold(self, book: PartitionBook, v: _Visit, ev: dict, topic: str, offset: int | None, clock: float | None,
+              out: Output) -> None:
         st = v.state
         t = ev["_t"]
+        # what fell due before this event happens first, as it would have live
+        self._catch_up(book, v, min(t, clock) if clock is not None else None, t, out)
         # the days before this event end as the customer stands now (or, if a
         # transition falls first, before it)
         upto = day_of(t) - 1
@@ -259,7 +281,7 @@ class Processor:
         if effects.churn is not None:
             memory = self._memory(v)
             self._examples(v, on_churn(memory.labels, effects.churn.at, self.policy), out)
-            memory.alert = AlertState()  # the alert was right; a "resolved" would read as a recovery
+            v.state.alert = None  # the alert was right; a "resolved" would read as a recovery
             v.book_changed = v.churned = True
 
     def _close_days(self, v: _Visit, upto: int, clock: float | None, out: Output) -> None:
@@ -275,12 +297,16 @@ class Processor:
         if upto <= through:
             return
         st.observed_through = upto
-        v.changed = True
-        if not st.is_customer or through < 0:  # not live, or new: nothing to observe
-            return
         every = self.policy.every_days
-        policy = self.policy
         first = next_observation_day(st.customer_id, through, every)
+        if first > upto or through < 0:
+            # no observation day passed (or a new customer): nothing to
+            # remember; closing these days again later gives the same result
+            return
+        v.changed = True
+        if not st.is_customer:  # not live on those days: nothing to observe
+            return
+        policy = self.policy
         horizon = policy.horizon_days * DAY
         book = self._memory(v).labels if first <= upto else None
         for day in range(first, upto + 1, every):
@@ -303,19 +329,29 @@ class Processor:
     def _finish(self, book: PartitionBook, visits: dict[str, _Visit], out: Output, sweep_limit: int | None) -> None:
         clock = book.clock
         if clock is not None:
-            for cid in book.pop_due(clock, sweep_limit):
+            due = book.pop_due(clock, sweep_limit)
+            if sweep_limit is not None:
+                sweep_limit -= len(due)
+            for cid in due:
                 v = visits.get(cid)
                 if v is None:
                     st = self.customers.get(cid)
                     if st is None or st.partition != book.partition:
                         continue
-                    due = next_visit(st, self.rules, self.policy)
+                    due = self._next_visit(st)
                     if due is None or due > clock:
                         book.defer(cid, clock, due)
                         continue
                     v = visits[cid] = _Visit(st, book.before(st, due))
                     out.visits += 1
                 v.popped = True
+        for cid in book.pop_ready(sweep_limit):
+            if cid not in visits:
+                st = self.customers.get(cid)
+                if st is None or st.partition != book.partition or not _unscored(st):
+                    continue
+                v = visits[cid] = _Visit(st, book.before(st, self._next_visit(st)))
+                out.visits += 1
         for v in visits.values():
             self._visit(book, v, clock, out)
 
@@ -323,29 +359,24 @@ class Processor:
         st = v.state
         cid = st.customer_id
         if clock is not None:
-            deadline = next_deadline(st, self.rules)
-            if deadline is not None and deadline <= clock:
-                self._close_days(v, day_of(deadline) - 1, clock, out)
-                st, effects = advance(st, clock, self.rules)
-                if effects.movements or effects.churn is not None:
-                    v.changed = True
-                    self._effects(v, effects, out)
+            self._catch_up(book, v, clock, clock, out)
             self._close_days(v, day_of(clock) - 1, clock, out)
+            # deterministic in the state and the clock: done again after a
+            # restart if not written with the next change
             prune(st, clock, self.rules)
-            if compact(st, clock):
-                v.changed = True
-        checkin = checkin_at(st, self.rules, self.policy)
-        checkin_due = checkin is not None and clock is not None and checkin <= clock
-        # labels of snapshots whose horizon passed (by the clock: every input
-        # is past it, so no churn can still be read for it), when the book is
-        # written anyway or at a check-in: at most one write per period
-        if clock is not None and (v.book_changed or checkin_due):
-            examples = expire(self._memory(v).labels, clock, self.policy)
-            if examples:
-                v.book_changed = True
-                self._examples(v, examples, out)
-        if st.is_customer and (v.events or checkin_due):
-            self._score(v, clock, out)
+            compact(st, clock)
+            if v.book_changed and v.memory is not None:
+                # the book is written anyway: label what the clock's horizon
+                # passed (every input is past it, so no churn can still be
+                # read for it); at most an observation period late
+                examples = expire(v.memory.labels, clock, self.policy)
+                if examples:
+                    self._examples(v, examples, out)
+        if st.is_customer and _unscored(st):
+            if self._may_score(book, st.last_event_t):
+                self._score(v, st.last_event_t if clock is None else max(clock, st.last_event_t), v.trigger, out)
+            else:  # ahead of a slower input: scored once it is read
+                book.wait(cid, st.last_event_t - self.settings.allowed_lateness_s)
         elif not st.is_customer and st.risk is not None:
             update_risk(st, None)
             v.changed = True
@@ -357,13 +388,42 @@ class Processor:
         if memory is not None and memory.key() != v.memory_key and not (v.memory_key is None and memory.empty()):
             self.risk[cid] = memory
             out.risk_writes += 1
-        book.schedule(cid, None if v.popped else v.before.visit, next_visit(st, self.rules, self.policy))
+        book.schedule(cid, None if v.popped else v.before.visit, self._next_visit(st))
 
-    def _score(self, v: _Visit, clock: float | None, out: Output) -> None:
-        """One score at the customer's newest time: its risk, the model's score,
-        and the alert decision."""
+    def _may_score(self, book: PartitionBook, t: float) -> bool:
+        """Every input of the partition is read up to `t`, within the allowed lateness."""
+        through = book.read_through
+        return through is not None and t <= through + self.settings.allowed_lateness_s
+
+    def _catch_up(self, book: PartitionBook, v: _Visit, clock: float | None, until: float, out: Output) -> None:
+        """The customer's visits that fell due before `until`, in time order, as
+        they would have happened live: transitions the clock decides, and
+        check-ins (each scored at its own time, with its alert decision and
+        the book's labels). A batch that spans days of event time (a backlog)
+        thus raises the alerts a live stream would have, a day at a time."""
         st = v.state
-        now = st.last_event_t if clock is None else max(clock, st.last_event_t or clock)
+        for _ in range(MAX_CATCH_UP):
+            deadline = next_deadline(st, self.rules)
+            if deadline is not None and (clock is None or deadline > clock or deadline > until):
+                deadline = None
+            checkin = checkin_at(st, self.rules, self.policy, self.alert_cfg.lower)
+            if checkin is not None and (checkin > until or clock is None or not self._may_score(book, checkin)):
+                checkin = None
+            if deadline is None and checkin is None:
+                return
+            if deadline is not None and (checkin is None or deadline <= checkin):
+                self._close_days(v, day_of(deadline) - 1, clock, out)
+                st, effects = advance(st, deadline, self.rules)
+                v.changed = True
+                if effects.movements or effects.churn is not None:
+                    self._effects(v, effects, out)
+                continue
+            self._close_days(v, day_of(checkin) - 1, clock, out)
+            self._score(v, checkin, sweep_trigger(day_of(checkin)), out)
+
+    def _score(self, v: _Visit, now: float, trigger: str | None, out: Output) -> None:
+        """One score at `now`: the customer's risk, the model's score, and the alert decision."""
+        st = v.state
         x = features(st, now, inactivity_days=self.settings.inactivity_days)
         model = self.model
         a = model.assess(x)
@@ -372,10 +432,8 @@ class Processor:
         update_risk(st, a)
         st.model_score, st.scored_t = a.model_score, now
         v.changed = True
-        memory = self._memory(v)
-        trigger = v.trigger if v.events else sweep_trigger(day_of(now))
-        memory.alert, alert = decide(
-            memory.alert, a.risk, monthly_value(st, now), now, a.reasons, self.alert_cfg,
+        st.alert, alert = decide(
+            st.alert, a.risk, monthly_value(st, now), now, a.reasons, self.alert_cfg,
             customer_id=st.customer_id, event_id=trigger, model_version=model.version,
             scored_by=a.scored_by, emitted_at=self.wall(),
         )

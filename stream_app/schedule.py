@@ -9,7 +9,9 @@ A customer with no event costs nothing until something can change for them:
   - a subscription customer at the end of each of its observation days
     (`labels.next_observation_day`) that passes without an event, so silence
     raises its risk and its alert within an observation period (a week by
-    default) and its label book moves on;
+    default) and its label book moves on; once its risk is at or above
+    `watch_above` (the alert's resolve threshold: an alert is open or near)
+    every day, so an alert escalates or resolves as promptly as it was raised;
   - a purchase-only customer once, when the lapse rule comes within the
     label horizon (`inactivity - horizon` days after its last activity):
     before that, by the monitor's own definition, it cannot churn within
@@ -40,7 +42,7 @@ from .state import CustomerState, Rules, day_of, next_deadline
 __all__ = ["checkin_at", "next_visit"]
 
 
-def checkin_at(s: CustomerState, rules: Rules, policy: Policy) -> float | None:
+def checkin_at(s: CustomerState, rules: Rules, policy: Policy, watch_above: float = 1.0) -> float | None:
     """When a silent live customer is next re-assessed (None: not while silent)."""
     if not s.is_customer:
         return None
@@ -48,6 +50,8 @@ def checkin_at(s: CustomerState, rules: Rules, policy: Policy) -> float | None:
         last = s.scored_t if s.scored_t is not None else s.last_event_t
         if last is None:
             return None
+        if s.risk is not None and s.risk >= watch_above:
+            return (day_of(last) + 1) * DAY
         return (next_observation_day(s.customer_id, day_of(last), policy.every_days) + 1) * DAY
     if s.last_activity_t is None:
         return None
@@ -57,10 +61,10 @@ def checkin_at(s: CustomerState, rules: Rules, policy: Policy) -> float | None:
     return near_lapse
 
 
-def next_visit(s: CustomerState, rules: Rules, policy: Policy) -> float | None:
+def next_visit(s: CustomerState, rules: Rules, policy: Policy, watch_above: float = 1.0) -> float | None:
     """The event time of the customer's next visit if no event comes first."""
     deadline = next_deadline(s, rules)
-    checkin = checkin_at(s, rules, policy)
+    checkin = checkin_at(s, rules, policy, watch_above)
     if deadline is None or checkin is None:
         return checkin if deadline is None else deadline
     if day_of(deadline) == day_of(checkin):

@@ -1,12 +1,12 @@
 """What the score step keeps per customer, and how its results leave the worker.
 
-The customer's `RiskMemory` (label book and alert state) lives in the `risk`
-table, next to the customer table and co-partitioned with it. It is written
-only when it changes: a snapshot kept or labelled (at most once per
-observation period, `labels.py`) or an alert emitted. The customer's current
-risk, the model's score and when it was scored live in the `CustomerState`
-itself (written on every visit anyway): the at-risk gauges and the visit
-schedule are derived from the customer table alone.
+The customer's `RiskMemory` (its label book) lives in the `risk` table, next
+to the customer table and co-partitioned with it. It is written only when it
+changes: a snapshot kept or labelled, at most once per observation period
+(`labels.py`). Everything that moves with each score (the current risk, the
+model's score, when it was scored, the alert state) lives in the
+`CustomerState`, which a score writes anyway: the at-risk gauges, the alert
+decisions and the visit schedule need the customer table alone.
 
 The orchestration (features, model, labels, alert decision, in which order
 and when) is `process.Processor`.
@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 import orjson
 
-from .alerts import AlertState, risk_band
+from .alerts import risk_band
 from .config import DAY
 from .features import FEATURES
 from .labels import Example, LabelBook, observe
@@ -30,7 +30,6 @@ from .state import CustomerState, day_of
 
 class RiskMemory(msgspec.Struct, array_like=True, gc=False):
     labels: LabelBook = msgspec.field(default_factory=LabelBook)
-    alert: AlertState = msgspec.field(default_factory=AlertState)
 
     def to_bytes(self) -> bytes:
         return _ENCODER.encode(self)
@@ -42,13 +41,12 @@ class RiskMemory(msgspec.Struct, array_like=True, gc=False):
         return _DECODER.decode(raw)
 
     def empty(self) -> bool:
-        """Nothing worth a table record: no snapshot waiting, no alert ever."""
-        return not self.labels.days and not self.labels.dropped and self.alert.last_alert_id is None
+        """Nothing worth a table record: no snapshot waiting, none dropped."""
+        return not self.labels.days and not self.labels.dropped
 
     def key(self) -> tuple:
-        """What must be persisted when it changes (not the last risk seen)."""
-        a, b = self.alert, self.labels
-        return (b.days, b.dropped, a.state, a.alerted_risk, a.last_emitted_t, a.last_alert_id)
+        """What must be persisted when it changes."""
+        return (self.labels.days, self.labels.dropped)
 
 
 _ENCODER = msgspec.msgpack.Encoder()
@@ -57,7 +55,9 @@ _DECODER = msgspec.msgpack.Decoder(RiskMemory)
 
 def _from_legacy(d: dict[str, Any]) -> RiskMemory:
     """A memory stored as JSON by an earlier release: its waiting snapshots are
-    kept (one per day, at most the capacity of a daily book)."""
+    kept (one per day, at most the capacity of a daily book). Its alert state
+    moved to the customer's state; an open alert of such a customer is
+    raised again once (its id then differs)."""
     labels = d.get("labels") or {}
     keys = labels.get("keys") or []
     book = LabelBook(dropped=int(labels.get("dropped", 0)))
@@ -65,7 +65,7 @@ def _from_legacy(d: dict[str, Any]) -> RiskMemory:
     for t, vals, score in labels.get("snapshots", []):
         feats = dict(vals) if isinstance(vals, dict) else dict(zip(keys, vals))
         observe(book, day_of(float(t)), {k: v for k, v in feats.items() if k in FEATURES}, score, daily)
-    return RiskMemory(book, AlertState.from_dict(d.get("alert") or {}))
+    return RiskMemory(book)
 
 
 def update_risk(state: CustomerState, assessment: Assessment | None, resolution: float = 0.01) -> bool:

@@ -26,7 +26,7 @@ import bisect
 import hashlib
 import sys
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, Mapping, NamedTuple
 
 import msgspec
 import orjson
@@ -87,6 +87,38 @@ class Rules:
     def usage_days(self) -> int:
         """Days of usage buckets kept: the longest window, today and one day of slack (see `prune`)."""
         return self.keep_days + 2
+
+
+# Alert states (alerts.py decides them; the customer's state remembers them).
+RAISED, ESCALATED, RESOLVED, NONE = "raised", "escalated", "resolved", "none"
+
+
+class AlertState(msgspec.Struct, array_like=True, gc=False):
+    """A customer's alert memory: what the monitor last told the success team (alerts.decide).
+
+    `state` is the last alert emitted (`none` before the first), `alerted_risk`
+    the risk it was emitted with (the base for escalation), `last_risk` the
+    most recent risk seen, `last_emitted_t` the event time of the last alert.
+    """
+
+    state: str = NONE
+    last_risk: float = 0.0
+    alerted_risk: float = 0.0
+    last_emitted_t: float | None = None
+    last_alert_id: str | None = None
+
+    @property
+    def open(self) -> bool:
+        """An alert is out and not yet resolved."""
+        return self.state in (RAISED, ESCALATED)
+
+    def to_dict(self) -> dict[str, Any]:
+        return msgspec.structs.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "AlertState":
+        return cls(**{k: d[k] for k in cls.__struct_fields__ if k in d})
+
 
 
 def _intern(s: str | None) -> str | None:
@@ -176,7 +208,7 @@ class CustomerState(msgspec.Struct, array_like=True, gc=False):
     scored_t: float | None = None
     model_score: float | None = None
     observed_through: int = -1  # the last day whose observation snapshot is decided (labels.py)
-
+    alert: AlertState | None = None  # None until the customer is first scored
     def __post_init__(self) -> None:
         # decoded strings are fresh objects; the handful of codes every
         # customer shares are kept once

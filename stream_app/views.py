@@ -40,6 +40,7 @@ def customer_view(s: CustomerState, clock: float | None, rules: Rules) -> dict:
     out = msgspec.structs.asdict(s)
     for name in _HIDDEN:
         out.pop(name, None)
+    out["alert"] = s.alert.to_dict() if s.alert is not None else None
     out["features"] = list(s.features)
     out["open_tickets"] = list(s.open_tickets)
     out["plan_changes"] = [list(c) for c in s.plan_changes]
@@ -75,7 +76,7 @@ def fingerprint(s: CustomerState, clock: float, rules: Rules) -> str:
     prune(canon, clock, rules)
     compact(canon, clock)
     d = msgspec.structs.asdict(canon)
-    for name in ("risk", "risk_band", "late_events", "scored_t", "model_score", "observed_through"):
+    for name in ("risk", "risk_band", "late_events", "scored_t", "model_score", "observed_through", "alert"):
         d.pop(name)
     # day buckets as (day, count) pairs: the ring's layout is not a fact
     d["usage"] = canon.usage_items()

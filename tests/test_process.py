@@ -49,6 +49,8 @@ class Harness:
         return Record(topic, 0, offset, cid.encode(), orjson.dumps(ev))
 
     def run(self, *records: Record) -> Output:
+        """A batch, after everything fed before was read (the worker's ticks mark caught-up inputs idle)."""
+        self.book.idle.update(TOPICS)
         return self.p.process(0, list(records))
 
     def idle_until(self, t: float) -> Output:
@@ -86,7 +88,7 @@ def test_a_deadline_later_the_same_day_is_visited_once_when_the_clock_reaches_it
 
 
 def test_a_silent_subscriber_is_visited_once_per_observation_period():
-    h = Harness(allowed_lateness_s=0.0, snapshot_every_days=7)
+    h = Harness(allowed_lateness_s=7200.0, snapshot_every_days=7, alert_lower=0.99, alert_upper=0.99)
     h.run(started(h), h.record("session", T0 + 3600))
     scored, visits = [], 0
     for day in range(1, 60):
@@ -99,6 +101,17 @@ def test_a_silent_subscriber_is_visited_once_per_observation_period():
     obs = [d - day0 for d in range(day0, day0 + 60) if d == next_observation_day("c1", d - 1, 7)]
     # one visit at the end of each observation day, nothing on the other days
     assert scored == [d + 1 for d in obs if 0 < d + 1 < 60] and visits == len(scored) >= 8
+
+
+def test_a_silent_subscriber_at_risk_is_visited_daily():
+    """Near an alert (risk at or above the resolve threshold) a week is too slow."""
+    h = Harness(allowed_lateness_s=7200.0, snapshot_every_days=7)
+    h.run(started(h), h.record("session", T0 + 3600))
+    days = [day for day in range(1, 40) if h.idle_until(T0 + day * DAY).visits]
+    first_daily = next(d for d, e in zip(days, days[1:]) if e == d + 1)
+    assert h.customers["c1"].risk >= h.p.alert_cfg.lower
+    assert days[days.index(first_daily):] == list(range(first_daily, 40))
+    assert all(b - a == 7 for a, b in zip(days[:days.index(first_daily)], days[1:days.index(first_daily)]))
 
 
 def test_a_silent_purchase_only_customer_costs_nothing_until_its_lapse_comes_near():
@@ -117,7 +130,7 @@ def test_a_silent_purchase_only_customer_costs_nothing_until_its_lapse_comes_nea
 
 def test_one_write_per_touched_customer_per_batch_and_none_for_redeliveries():
     h = Harness()
-    recs = [started(h)] + [h.record("session", T0 + i * 600) for i in range(1, 20)]
+    recs = [started(h)] + [h.record("session", T0 + i * 60) for i in range(1, 20)]
     out = h.run(*recs)
     assert h.customers.writes == ["c1"] and out.scores == 1 and sum(out.processed.values()) == 20
     again = h.run(*recs[5:])  # redelivered: same offsets
@@ -139,7 +152,7 @@ def test_batch_boundaries_change_neither_states_nor_what_the_model_learns(batch)
     from stream_app.simulator import SimConfig, events as simulate
 
     evs = sorted(simulate(SimConfig(customers=40, days=90, seed=5)), key=lambda e: e["ts"])
-    one, many = PurePipeline(batch=1), PurePipeline(batch=batch)
+    one, many = PurePipeline(batch=1, caught_up=True), PurePipeline(batch=batch, caught_up=True)
     for e in evs:
         one.feed(e)
         many.feed(e)
