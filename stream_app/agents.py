@@ -77,11 +77,20 @@ def _table(app: faust.App, settings: Settings, name: str, value_serializer: str)
         topics.changelog_topic(settings, name), key_serializer="utf8", value_serializer=value_serializer,
         partitions=n, compacting=True, internal=True,
     )
-    table = app.Table(name, partitions=n, changelog_topic=changelog,
+    table = app.Table(name, partitions=n, changelog_topic=changelog, options=_store_options(settings),
                       schema=faust.Schema(key_serializer="utf8", value_serializer=value_serializer))
     table.key_serializer = "utf8"
     table.value_serializer = value_serializer
     return table
+
+
+def _store_options(settings: Settings) -> dict | None:
+    """RocksDB memory bounds: every table partition is a database of its own."""
+    if not settings.store.startswith("rocksdb"):
+        return None
+    mb = 1024 * 1024
+    return {"write_buffer_size": settings.rocksdb_write_buffer_mb * mb, "max_write_buffer_number": 2,
+            "block_cache_size": settings.rocksdb_block_cache_mb * mb, "block_cache_compressed_size": 0}
 
 
 class Pipeline:

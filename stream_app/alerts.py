@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from .contract import format_ts
-from .state import ESCALATED, NONE, RAISED, RESOLVED, AlertState
+from .state import ESCALATED, NONE, RAISED, RESOLVED, AlertState  # noqa: F401 (NONE, AlertState: re-exported)
 
 __all__ = [
     "CATEGORIES",

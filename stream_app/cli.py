@@ -173,6 +173,7 @@ def _quiet_kafka_logs() -> None:
 
 @cli.command()
 def simulate(
+    scenario: str = typer.Option("default", "--scenario", help="population: default (subscriptions, 10 % purchase-only) or purchase-only"),
     customers: int = typer.Option(2000, "--customers", min=1, help="initial population"),
     days: int = typer.Option(365, "--days", min=1, help="days of event time"),
     seed: int = typer.Option(42, "--seed"),
@@ -185,13 +186,15 @@ def simulate(
 ) -> None:
     """Produce a realistic, seeded customer population's events (to Kafka or a file)."""
     from .contract import parse_ts
-    from .simulator import SimConfig, Simulation, write_jsonl
+    from .simulator import SCENARIOS, Simulation, scenario as make_scenario, write_jsonl
 
     try:
         parse_ts(start)
     except ValueError as exc:
         raise UserError(f"--start {start!r} is not an RFC 3339 timestamp: {exc}") from exc
-    cfg = SimConfig(customers=customers, days=days, seed=seed, start=start)
+    if scenario not in SCENARIOS:
+        raise UserError(f"--scenario {scenario!r}: one of {', '.join(SCENARIOS)}")
+    cfg = make_scenario(scenario, customers=customers, days=days, seed=seed, start=start)
     if out is not None:
         n = write_jsonl(cfg, out, truth)
         typer.echo(f"wrote {n} events to {out}" + (f" and the ground truth to {truth}" if truth else ""), err=True)

@@ -30,6 +30,8 @@ class Settings:
     web_port: int = field(default=6066, metadata={"help": "port of /metrics and the lookup endpoint"})
     data_dir: str = field(default="./churnmon-data", metadata={"help": "Faust data directory (table stores)"})
     store: str = field(default="memory://", metadata={"help": "table store: memory:// or rocksdb://"})
+    rocksdb_write_buffer_mb: int = field(default=8, metadata={"help": "RocksDB store: memtable size per table partition (two of them at most); Faust's default of 3 x 64 MB per partition would hold gigabytes across 16 table partitions"})
+    rocksdb_block_cache_mb: int = field(default=16, metadata={"help": "RocksDB store: read cache per table partition (Faust's default: 2 GB each)"})
 
     # -- churn definitions (DOMAIN.md: what churn is) ----------------------
     grace_days: float = field(default=14.0, metadata={"help": "a failed payment not recovered within this many days is involuntary churn"})

@@ -205,6 +205,27 @@ class SimConfig:
     purchase_only_share: float = 0.1  # non-contractual: only `purchase` events, churn = stop buying
     trial_share: float = 0.3  # share of new contractual customers starting with a 14-day trial
     grace_days: int = 14  # payment grace period (matches the monitor's default)
+    # purchase-only customers make at most this many purchases each (a cap
+    # drawn per customer, uniform in 1..max_purchases), then stop; None = no cap
+    max_purchases: int | None = None
+
+
+#: Named populations for `churnmon simulate --scenario NAME`: SimConfig overrides.
+SCENARIOS: dict[str, dict] = {
+    # subscriptions (90 %) whose churn follows usage decay, support trouble,
+    # price shocks and failed payments, plus 10 % purchase-only customers
+    "default": {},
+    # a business that sells without subscriptions: every customer only buys,
+    # 1 to 30 times, each with a rhythm of its own (mean gap 5-40 days)
+    "purchase-only": {"purchase_only_share": 1.0, "max_purchases": 30, "new_per_day": 0.0},
+}
+
+
+def scenario(name: str, **overrides) -> "SimConfig":
+    """The SimConfig of a named scenario, with explicit overrides on top."""
+    if name not in SCENARIOS:
+        raise ValueError(f"unknown scenario {name!r}: one of {', '.join(SCENARIOS)}")
+    return SimConfig(**{**SCENARIOS[name], **overrides})
 
 
 @dataclass
@@ -327,7 +348,7 @@ class _Customer:
         "counting", "trial_failed", "pending_epoch", "is_trial",
         # purchase-only
         "gap_mean", "spend", "next_purchase", "lapsing", "lapse_left", "growth",
-        "last_purchase", "p_lapse", "n_lapse_purchases",
+        "last_purchase", "p_lapse", "n_lapse_purchases", "purchases_left",
     )
 
     def __init__(self, sim: "Simulation", idx: int, start_day: int, initial: bool) -> None:
@@ -412,11 +433,14 @@ class _Customer:
             self.growth = 1.0
             self.last_purchase = None
             self.n_lapse_purchases = 0
+            self.purchases_left = None
+            if cfg.max_purchases is not None:  # its own RNG: the traits above do not move
+                self.purchases_left = random.Random(_derive_seed(cfg.seed, ("purchases", idx))).randint(1, cfg.max_purchases)
             self.state = _ACTIVE
             self.next_purchase = start_day + (r.randrange(0, int(self.gap_mean) + 1) if not is_new else 0)
             return
 
-        self.gap_mean = self.spend = self.next_purchase = None
+        self.gap_mean = self.spend = self.next_purchase = self.purchases_left = None
         self.lapsing = self.lapse_left = self.growth = None
         self.last_purchase = self.p_lapse = self.n_lapse_purchases = None
 
@@ -539,6 +563,11 @@ class _Customer:
         if self.last_purchase is None:
             self.started_at = _fmt_ts(base + sec)
         self.last_purchase = base + sec
+        if self.purchases_left is not None:
+            self.purchases_left -= 1
+            if self.purchases_left <= 0:  # bought all it will: silent from now on
+                self.state = _GONE
+                return False
         gap = r.gammavariate(4.0, self.gap_mean / 4.0)
         if not self.lapsing and r.random() < self.p_lapse * self.gap_mean:
             self.lapsing = True

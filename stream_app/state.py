@@ -107,6 +107,9 @@ class AlertState(msgspec.Struct, array_like=True, gc=False):
     last_emitted_t: float | None = None
     last_alert_id: str | None = None
 
+    def __post_init__(self) -> None:
+        self.state = sys.intern(self.state)
+
     @property
     def open(self) -> bool:
         """An alert is out and not yet resolved."""
@@ -214,6 +217,10 @@ class CustomerState(msgspec.Struct, array_like=True, gc=False):
         # customer shares are kept once
         self.status = _intern(self.status)
         self.plan = _intern(self.plan)
+        self.risk_band = _intern(self.risk_band)
+        self.churn_kind = _intern(self.churn_kind)
+        self.churn_reason = _intern(self.churn_reason)
+        self.cancel_reason = _intern(self.cancel_reason)
         if self.features:
             self.features = tuple(map(sys.intern, self.features))
 
