@@ -594,12 +594,32 @@ def _on_payment_succeeded(state, ev, t, rules):
 
 
 def _on_trial_started(state, ev, t, rules):
+    if _bought_after(state, t):
+        # in event order this trial came first, and the purchase started no spell
+        state.status = state.spell_start_t = state.started_t = None
     if state.status != ACTIVE:
         state.status = TRIAL
         state.plan = _intern(ev["plan"])
         state.contractual = True
         state.trial_start_t = t
     return state, NO_EFFECTS
+
+
+def _bought_after(state: CustomerState, t: float) -> bool:
+    """Active only as a buyer whose first spell a purchase after `t` started.
+
+    Topics are not ordered with each other: the usage topic may be read weeks
+    of event time ahead of the subscription topic, so a purchase can be read
+    before the trial that came earlier. Read in event order, the trial makes
+    the customer contractual and their purchase starts no spell; read first,
+    the purchase made them an active buyer, and the trial was ignored
+    (`trial_start_t` None; and for a purchase during the trial, a spell from
+    the purchase instead of the conversion). A first spell with no money left nothing
+    else behind (no MRR change, no churn), so taking it back restores what
+    the in-order read had when the trial started.
+    """
+    return (state.status == ACTIVE and not state.contractual and state.mrr == 0
+            and state.spell_start_t is not None and t < state.spell_start_t and state.started_t == state.spell_start_t)
 
 
 def _on_trial_converted(state, ev, t, rules):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from stream_app.contract import parse_ts
@@ -185,6 +186,42 @@ def test_a_subscribers_purchase_read_before_their_subscription_gives_the_same_st
     for name in ("status", "contractual", "plan", "mrr", "spell_start_t", "started_t", "mrr_changes", "purchases"):
         assert getattr(in_order, name) == getattr(reversed_, name), name
     assert effects[-1].movements == (("new", 99),)
+
+
+def _fields(s: CustomerState) -> dict:
+    """Everything the events decided (what the fingerprint covers, less timing)."""
+    out = orjson.loads(s.to_bytes())
+    for name in ("late_events", "risk", "risk_band", "seen_ids"):
+        out.pop(name)
+    return out
+
+
+@pytest.mark.parametrize("converted", [True, False], ids=["converted", "expired"])
+@pytest.mark.parametrize("bought", ["2025-01-05T00:00:00Z", "2025-01-22T00:00:00Z"], ids=["during-trial", "after-trial"])
+def test_a_purchase_read_before_an_earlier_trial_gives_the_same_state(bought, converted):
+    """The usage topic read weeks ahead of the subscription topic (the scale-out
+    test's cus_000034: trial_start_t was None on the scaled workers). In event
+    order a trialist's purchase starts no spell; read first, it made the
+    customer an active buyer, and the trial was then ignored."""
+    subscription = [e("trial_started", "2025-01-01T11:47:04Z", plan="business")]
+    if converted:
+        subscription.append(e("trial_converted", "2025-01-15T11:47:04Z", plan="business", mrr=299))
+    usage = [e("session", "2025-01-01T13:00:45Z"), e("purchase", bought, amount=19)]
+    end = parse_ts("2025-03-01T00:00:00Z")
+    in_order, _ = run(*map(dict, sorted(subscription + usage, key=lambda ev: ev["_t"])))
+    usage_first, _ = run(*map(dict, usage + subscription))
+    for s in (in_order, usage_first):
+        advance(s, end, RULES)
+    assert usage_first.trial_start_t == parse_ts("2025-01-01T11:47:04Z")
+    assert _fields(usage_first) == _fields(in_order)
+    assert in_order.status == (ACTIVE if converted else TRIAL_EXPIRED)
+
+
+def test_a_trial_after_a_purchase_spell_leaves_the_buyer_active():
+    """In event order too: a buyer who starts a trial later stays an active buyer."""
+    s, _ = run(e("purchase", "2025-01-05T00:00:00Z", amount=19), e("trial_started", "2025-01-10T00:00:00Z", plan="pro"))
+    assert s.status == ACTIVE and not s.contractual and s.trial_start_t is None
+    assert s.spell_start_t == parse_ts("2025-01-05T00:00:00Z")
 
 
 def test_dedupe_window_is_per_topic():
