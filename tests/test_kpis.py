@@ -190,6 +190,6 @@ def test_every_customers_state_does_not_depend_on_the_order_topics_are_read_in()
         for e in sim if order is None else [e for t in order for e in by_topic[t]]:
             pipe.feed(e)
         pipe.finish()
-        states.append({cid: fingerprint(s, pipe.book.clock, pipe.rules) for cid, s in pipe.customers.items()})
+        states.append({cid: fingerprint(s, pipe.book.clock, pipe.processor.rules) for cid, s in pipe.customers.items()})
     for order, other in zip(("usage first", "subscription first"), states[1:]):
         assert other == states[0], (order, sorted(cid for cid in other if other[cid] != states[0][cid]))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import orjson
+import msgspec
 import pytest
 
 from stream_app.contract import parse_ts
@@ -190,9 +190,11 @@ def test_a_subscribers_purchase_read_before_their_subscription_gives_the_same_st
 
 def _fields(s: CustomerState) -> dict:
     """Everything the events decided (what the fingerprint covers, less timing)."""
-    out = orjson.loads(s.to_bytes())
-    for name in ("late_events", "risk", "risk_band", "seen_ids"):
+    out = msgspec.structs.asdict(s)
+    for name in ("late_events", "risk", "risk_band", "seen", "scored_t", "model_score", "observed_through", "alert"):
         out.pop(name)
+    out["usage"], out["tickets"] = s.usage_items(), s.tickets.items() if s.tickets is not None else []
+    out["first_days"] = s.sessions_first_14d
     return out
 
 
