@@ -166,7 +166,7 @@ class Run:
             "CHURNMON_BROKER": broker_url, "CHURNMON_APP_ID": app_id, "CHURNMON_WEB_PORT": str(port),
             "CHURNMON_DATA_DIR": str(self.dir / f"data-{name}"), "CHURNMON_PARTITIONS": str(partitions), **(env or {}),
         }
-        proc = self.spawn(name, [sys.executable, "-m", "stream_app", "worker", "--loglevel", "warn"], environment)
+        proc = self.spawn(name, [sys.executable, "-m", "stream_app", "worker", "--loglevel", environment.get("CHURNMON_BENCH_LOGLEVEL", "warn")], environment)
         worker = Worker(proc.name, proc.popen, proc.log, port)
         self.procs[-1] = worker
         return worker

@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 import faust
 import orjson
 from faust.serializers import codecs
+from faust.streams import _current_event
 from prometheus_client import generate_latest
 
 from . import dead_letters as dl
@@ -84,6 +86,20 @@ def _table(app: faust.App, settings: Settings, name: str, value_serializer: str)
     return table
 
 
+def _writes_for(event: faust.EventT) -> None:
+    """Table writes from now on belong to `event`'s partition.
+
+    A Faust table picks the changelog partition of a write (and the RocksDB
+    store its database) from the current event, a context variable that
+    Faust sets per event while a stream iterates. A batch is processed after
+    that, so it is set here, in this task's context only. Not through
+    `Stream._set_current_event`: that also rewrites the stream's own
+    `current_event`, which `take_events` reads for the next event it buffers
+    (it then buffered one event twice and dropped the next).
+    """
+    _current_event.set(weakref.ref(event))
+
+
 def _store_options(settings: Settings) -> dict | None:
     """RocksDB memory bounds: every table partition is a database of its own."""
     if not settings.store.startswith("rocksdb"):
@@ -142,11 +158,15 @@ class Pipeline:
         committed (Faust flushes the producer before each commit):
         at-least-once, made exact by the state's source offsets and event ids.
         Writes to a table outside Faust's per-event iteration need the event
-        whose partition they belong to: the stream's current event is set to
-        one of that partition's events while its records are processed.
+        whose partition they belong to: `_writes_for` names one of that
+        partition's events while its records are processed.
         """
         s = self.settings
         inputs = frozenset(topics.INPUT_TOPICS)
+        # Faust's own check (before each message it hands to a stream) waits
+        # and warns above 100 records; `backpressure` keeps the buffer under
+        # our bound between batches, so Faust's is set above it
+        self.app.producer.buffer.max_messages = 2 * s.producer_buffer_max
         async for events in stream.take_events(s.batch_max_events, within=s.batch_within_s):
             started = time.perf_counter()
             by_partition: dict[int, list[faust.EventT]] = {}
@@ -163,15 +183,14 @@ class Pipeline:
                     if msg.topic in inputs:
                         self.processed[(msg.topic, partition)] = msg.offset
                         n_events += 1
-                stream._set_current_event(group[-1])  # table writes go to this partition (see above)
+                _writes_for(group[-1])  # table writes go to this partition (see above)
                 self.processor.process(partition, records, out, sweep_limit=s.sweep_max_visits)
-            stream._set_current_event(events[-1])
-            for rec, rejection in out.rejected:
-                await self.dead_letter(rec, rejection)
             self.send(out)
             if n_events:
                 self.metrics.observe_processing(time.perf_counter() - started, n_events)
             await self.backpressure()
+            for rec, rejection in out.rejected:
+                await self.dead_letter(rec, rejection)
 
     def send(self, out: Output) -> None:
         for key, value in out.examples:

@@ -44,7 +44,7 @@ class Before(NamedTuple):
 
 
 class PartitionBook:
-    __slots__ = ("partition", "ledger", "due", "later_today", "waiting", "max_event_t", "floor_t", "windows", "lateness_s",
+    __slots__ = ("partition", "ledger", "due", "later_today", "max_event_t", "floor_t", "windows", "lateness_s",
                  "last_event_wall", "inputs", "topic_max", "idle")
 
     def __init__(self, partition: int, windows: tuple[int, ...], lateness_s: float, inputs: tuple[str, ...] = ()) -> None:
@@ -58,9 +58,6 @@ class PartitionBook:
         # the clock to reach it, not be handed out on the next event)
         self.due: dict[int, set[str]] = {}
         self.later_today: list[tuple[float, str]] = []
-        # customers whose newest event is further ahead of the slowest input
-        # than the allowed lateness, by the read time they wait for (`read_through`)
-        self.waiting: list[tuple[float, str]] = []
         self.max_event_t: float | None = None
         self.floor_t: float | None = None  # raised by ticks from the worker clock
         self.windows = windows
@@ -102,19 +99,6 @@ class PartitionBook:
         if not busy:
             return self.max_event_t
         return None if None in busy else min(busy)
-
-    def wait(self, customer_id: str, read_time: float) -> None:
-        """Hold a customer's score until every input is read up to `read_time`."""
-        heapq.heappush(self.waiting, (read_time, customer_id))
-
-    def pop_ready(self, limit: int | None = None) -> list[str]:
-        """Customers whose wait for the slower inputs is over."""
-        through = self.read_through
-        out: list[str] = []
-        heap = self.waiting
-        while heap and through is not None and heap[0][0] <= through and (limit is None or len(out) < limit):
-            out.append(heapq.heappop(heap)[1])
-        return out
 
     @property
     def clock(self) -> float | None:
@@ -212,7 +196,7 @@ class PartitionBook:
             self.due.setdefault(day_of(visit), set()).add(customer_id)
 
     def pending_visits(self) -> int:
-        return sum(len(b) for b in self.due.values()) + len(self.later_today) + len(self.waiting)
+        return sum(len(b) for b in self.due.values()) + len(self.later_today)
 
     def fold(self) -> None:
         """Fold ledger steps the clock has left behind (keeps scrapes cheap)."""

@@ -17,13 +17,13 @@ For each batch of one partition, in read order:
    customer's newest time (if it had events or a check-in is due), the alert
    decision, one ledger swap, and one write per table, only for what changed.
 
-A customer is not scored while its newest event is more than the allowed
-lateness ahead of what every input of its partition has been read up to
-(`PartitionBook.read_through`): in a backlog, one topic can be read days of
-event time ahead of another, and an alert decided then would miss the
-customer's tickets or payments still unread on the slower topic. It waits
-(`PartitionBook.wait`) and is scored once they are read. Live, every input is
-read within seconds of the others, so nothing waits.
+A score uses what has been read. In a backlog one topic can be read days of
+event time ahead of another (Kafka orders a partition's messages within a
+topic, not across topics), so an alert decided then may miss tickets or
+payments still unread on the slower topic; the next batch scores again with
+them. States, figures and labels do not depend on the read order (they wait
+for the event-time clock); live, every input is read within seconds of the
+others.
 
 Writes go through the `customers` and `risk` mappings (a Faust Table in the
 worker: each assignment is a changelog record); alerts and examples are
@@ -105,11 +105,6 @@ class _Visit:
         self.popped = False
 
 
-def _unscored(st: CustomerState) -> bool:
-    """Events applied since the last score (it waits for a slower input)."""
-    return st.last_event_t is not None and (st.scored_t is None or st.scored_t < st.last_event_t)
-
-
 class Processor:
     """A worker's per-partition logic over its two tables."""
 
@@ -167,8 +162,6 @@ class Processor:
             book = fresh.get(st.partition)
             if book is not None:
                 book.load(st, self._next_visit(st))
-                if st.is_customer and _unscored(st):
-                    book.wait(st.customer_id, st.last_event_t - self.settings.allowed_lateness_s)
             n += 1
             if n % chunk == 0:
                 yield n
@@ -345,13 +338,6 @@ class Processor:
                     v = visits[cid] = _Visit(st, book.before(st, due))
                     out.visits += 1
                 v.popped = True
-        for cid in book.pop_ready(sweep_limit):
-            if cid not in visits:
-                st = self.customers.get(cid)
-                if st is None or st.partition != book.partition or not _unscored(st):
-                    continue
-                v = visits[cid] = _Visit(st, book.before(st, self._next_visit(st)))
-                out.visits += 1
         for v in visits.values():
             self._visit(book, v, clock, out)
 
@@ -372,11 +358,8 @@ class Processor:
                 examples = expire(v.memory.labels, clock, self.policy)
                 if examples:
                     self._examples(v, examples, out)
-        if st.is_customer and _unscored(st):
-            if self._may_score(book, st.last_event_t):
-                self._score(v, st.last_event_t if clock is None else max(clock, st.last_event_t), v.trigger, out)
-            else:  # ahead of a slower input: scored once it is read
-                book.wait(cid, st.last_event_t - self.settings.allowed_lateness_s)
+        if st.is_customer and v.events:
+            self._score(v, st.last_event_t if clock is None else max(clock, st.last_event_t), v.trigger, out)
         elif not st.is_customer and st.risk is not None:
             update_risk(st, None)
             v.changed = True
@@ -390,11 +373,6 @@ class Processor:
             out.risk_writes += 1
         book.schedule(cid, None if v.popped else v.before.visit, self._next_visit(st))
 
-    def _may_score(self, book: PartitionBook, t: float) -> bool:
-        """Every input of the partition is read up to `t`, within the allowed lateness."""
-        through = book.read_through
-        return through is not None and t <= through + self.settings.allowed_lateness_s
-
     def _catch_up(self, book: PartitionBook, v: _Visit, clock: float | None, until: float, out: Output) -> None:
         """The customer's visits that fell due before `until`, in time order, as
         they would have happened live: transitions the clock decides, and
@@ -407,7 +385,7 @@ class Processor:
             if deadline is not None and (clock is None or deadline > clock or deadline > until):
                 deadline = None
             checkin = checkin_at(st, self.rules, self.policy, self.alert_cfg.lower)
-            if checkin is not None and (checkin > until or clock is None or not self._may_score(book, checkin)):
+            if checkin is not None and (clock is None or checkin > until):
                 checkin = None
             if deadline is None and checkin is None:
                 return
