@@ -48,7 +48,7 @@ class Settings:
 
     # -- risk model and alerts (issue: online models on delayed labels) -------
     horizon_days: float = field(default=30.0, metadata={"help": "the target: churns within this many days"})
-    snapshot_every_days: int = field(default=7, metadata={"help": "a live customer is observed (a label snapshot) once per this many days, and re-scored at that pace while silent"})
+    snapshot_every_days: int = field(default=10, metadata={"help": "a live customer is observed (a label snapshot) once per this many days, and re-scored at that pace while silent and not near an alert"})
     model_kind: str = field(default="logreg", metadata={"help": "logreg (StandardScaler | LogisticRegression) or arf (bounded ARFClassifier)"})
     min_labels: int = field(default=500, metadata={"help": "labels (of both classes) the model needs before it replaces the rule-based score"})
     publish_every: int = field(default=200, metadata={"help": "the trainer publishes a model snapshot after this many new labels ..."})

@@ -212,12 +212,33 @@ class Ledger:
     [0.0, 1.0, 1.0, 0.0]
     """
 
-    __slots__ = ("steps", "base", "folded_to")
+    __slots__ = ("steps", "base", "folded_to", "active")
 
     def __init__(self) -> None:
         self.steps: dict[Series, dict[int, float]] = {}
         self.base: dict[Series, float] = {}
         self.folded_to = ALWAYS
+        # customers with usage, per day: the daily actives and the 30-day sum
+        # of active days, kept as one count per day instead of four steps per
+        # customer and day (what `day_steps` would add)
+        self.active: dict[int, int] = {}
+
+    def add_days(self, days: Iterable[int], sign: int = 1) -> None:
+        """Count (or uncount) one customer's active days: the same figures as
+        `day_steps(days)`, at one dict update per day.
+
+        >>> a, b = Ledger(), Ledger()
+        >>> a.add_days((3, 5)); b.add(day_steps((3, 5)))
+        >>> all(a.values(d) == b.values(d) for d in range(0, 40))
+        True
+        """
+        active = self.active
+        for d in days:
+            n = active.get(d, 0) + sign
+            if n:
+                active[d] = n
+            else:
+                del active[d]
 
     def add(self, steps: Iterable[Step], sign: float = 1.0) -> None:
         for series, day, delta in steps:
@@ -244,6 +265,11 @@ class Ledger:
                 if d <= day:
                     total += delta
             out[series] = total
+        if self.active:
+            active = self.active
+            out[("dau",)] = out.get(("dau",), 0.0) + active.get(day, 0)
+            out[("active_days",)] = out.get(("active_days",), 0.0) + sum(
+                active.get(d, 0) for d in range(day - STICKINESS_DAYS + 1, day + 1))
         return {k: _clean(v) for k, v in out.items()}
 
     def fold(self, day: int) -> None:
@@ -255,6 +281,9 @@ class Ledger:
             if old:
                 self.base[series] = self.base.get(series, 0.0) + sum(per_day.pop(d) for d in old)
         self.folded_to = day
+        # a day older than the 30-day window can count again only through a
+        # customer's swap, which removes what it added: keep them (bounded by
+        # the usage rings, pruned with them) rather than guess
 
 
 def _clean(x: float) -> float:

@@ -148,6 +148,22 @@ class LabelBook(msgspec.Struct, array_like=True, gc=False):
             self.days = self.scores = self.values = b""
             self.fset = FEATURE_SET
 
+    def forget_through(self, day: int) -> None:
+        """Drop the snapshots of days up to `day`: labelled already.
+
+        The label cursor (`CustomerState.labelled_through`) is written with
+        the customer's state at every visit; the book only when it gains a
+        snapshot. So a book read back may still hold snapshots the cursor
+        says were labelled: they are dropped here, never labelled twice.
+        """
+        days = memoryview(self.days).cast("i")
+        n = 0
+        while n < len(days) and days[n] <= day:
+            n += 1
+        days.release()
+        if n:
+            self._take(n)
+
 
 def _phase(customer_id: str, every: int) -> int:
     return zlib.crc32(customer_id.encode()) % every

@@ -21,8 +21,7 @@ from typing import NamedTuple
 from .config import DAY
 from .dayring import DayRing
 from .kpis import (
-    Ledger, account_key, account_steps, contributions, day_steps, mau_runs, mau_steps, presence_key, presence_steps,
-    risk_key, risk_steps,
+    Ledger, account_key, account_steps, mau_runs, mau_steps, presence_key, presence_steps, risk_key, risk_steps,
 )
 from .state import CustomerState, day_of
 
@@ -115,8 +114,19 @@ class PartitionBook:
 
     # -- ledger ---------------------------------------------------------------------
     def load(self, s: CustomerState, visit: float | None) -> None:
-        """Add one customer read from the table (rebuilding after a rebalance)."""
-        self.ledger.add(contributions(s, self.windows))
+        """Add one customer read from the table (rebuilding after a rebalance).
+
+        `kpis.contributions(s)`, with the active days counted per day
+        (`Ledger.add_days`) rather than as steps: a million customers with
+        90 active days each are rebuilt in seconds, not minutes."""
+        ledger = self.ledger
+        ledger.add(account_steps(s, self.windows))
+        ledger.add(presence_steps(presence_key(s)))
+        ledger.add(risk_steps(risk_key(s)))
+        days = s.usage_days()
+        if days:
+            ledger.add_days(days)
+            ledger.add(mau_steps(days))
         self.schedule(s.customer_id, None, visit)
         if s.last_event_t is not None:
             self.observe(s.last_event_t)
@@ -147,8 +157,8 @@ class PartitionBook:
             new = ring.days()
             if old != new:
                 gone, added = set(old) - set(new), set(new) - set(old)
-                ledger.add(day_steps(gone), -1.0)
-                ledger.add(day_steps(added), 1.0)
+                ledger.add_days(gone, -1)
+                ledger.add_days(added, 1)
                 runs_old, runs_new = mau_runs(old), mau_runs(new)
                 if runs_old != runs_new:
                     ledger.add(mau_steps((), runs_old), -1.0)

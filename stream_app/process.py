@@ -46,7 +46,9 @@ from .alerts import AlertConfig, decide, sweep_trigger
 from .config import DAY, Settings
 from .contract import TOPICS, Limits, Rejection, decode
 from .features import features, monthly_value
-from .labels import Example, Policy, as_stored, expire, next_observation_day, observe, on_churn, snapshot_time
+from .labels import (
+    Example, Policy, as_stored, expire, next_observation_day, observe, oldest_expiry, on_churn, snapshot_time,
+)
 from .metrics import Metrics
 from .model import ChurnModel
 from .partition import Before, PartitionBook
@@ -89,14 +91,13 @@ class Output:
 class _Visit:
     """One customer's work in one batch."""
 
-    __slots__ = ("state", "before", "memory", "memory_key", "events", "trigger", "changed", "book_changed",
+    __slots__ = ("state", "before", "memory", "events", "trigger", "changed", "book_changed",
                  "churned", "popped")
 
     def __init__(self, state: CustomerState, before: Before) -> None:
         self.state = state
         self.before = before
         self.memory: RiskMemory | None = None
-        self.memory_key: tuple | None = None
         self.events = 0
         self.trigger: str | None = None
         self.changed = False
@@ -231,13 +232,7 @@ class Processor:
 
     def _memory(self, v: _Visit) -> RiskMemory:
         if v.memory is None:
-            m = self.risk.get(v.state.customer_id)
-            if m is None:
-                m = RiskMemory()
-                v.memory_key = None
-            else:
-                v.memory_key = m.key()
-            v.memory = m
+            v.memory = self.risk.get(v.state.customer_id) or RiskMemory()
         return v.memory
 
     def _fold(self, book: PartitionBook, v: _Visit, ev: dict, topic: str, offset: int | None, clock: float | None,
@@ -272,8 +267,11 @@ class Processor:
     def _effects(self, v: _Visit, effects: Effects, out: Output) -> None:
         self.metrics.record_effects(effects)
         if effects.churn is not None:
-            memory = self._memory(v)
-            self._examples(v, on_churn(memory.labels, effects.churn.at, self.policy), out)
+            book = self._book(v)
+            if book.size:
+                v.state.labelled_through = max(v.state.labelled_through, book.day_list()[-1])
+            v.state.label_due_t = None
+            self._examples(v, on_churn(book, effects.churn.at, self.policy), out)
             v.state.alert = None  # the alert was right; a "resolved" would read as a recovery
             v.book_changed = v.churned = True
 
@@ -301,7 +299,7 @@ class Processor:
             return
         policy = self.policy
         horizon = policy.horizon_days * DAY
-        book = self._memory(v).labels if first <= upto else None
+        book = self._book(v) if first <= upto else None
         for day in range(first, upto + 1, every):
             t = snapshot_time(day)
             x = features(st, t - _END_OF_DAY, inactivity_days=self.settings.inactivity_days)
@@ -309,9 +307,33 @@ class Processor:
                 self._examples(v, [Example(as_stored(x), False, t, clock, st.model_score)], out)
             else:
                 if clock is not None and book.size >= policy.capacity:
-                    self._examples(v, expire(book, clock, policy), out)
+                    self._labels_due(v, clock, out)
                 observe(book, day, x, st.model_score, policy)
             v.book_changed = True
+
+    def _book(self, v: _Visit):
+        """The customer's label book, less what its label cursor says is labelled."""
+        book = self._memory(v).labels
+        book.forget_through(v.state.labelled_through)
+        return book
+
+    def _labels_due(self, v: _Visit, clock: float, out: Output) -> None:
+        """Label the snapshots whose horizon the clock has passed (every input
+        is past it, so no churn can still be read for them) and move the
+        label cursor, written with the state; the book itself is rewritten
+        only when it next gains a snapshot (`labels.LabelBook.forget_through`)."""
+        st = v.state
+        book = self._book(v)
+        examples = expire(book, clock, self.policy)
+        if examples:
+            st.labelled_through = max(st.labelled_through, day_of(examples[-1].snapshot_t) - 1)
+            self._examples(v, examples, out)
+        due = oldest_expiry(book, self.policy)
+        if due != st.label_due_t:
+            st.label_due_t = due
+            v.changed = True
+        if examples:
+            v.changed = True
 
     def _examples(self, v: _Visit, examples: list[Example], out: Output) -> None:
         key = v.state.customer_id.encode()
@@ -351,13 +373,8 @@ class Processor:
             # restart if not written with the next change
             prune(st, clock, self.rules)
             compact(st, clock)
-            if v.book_changed and v.memory is not None:
-                # the book is written anyway: label what the clock's horizon
-                # passed (every input is past it, so no churn can still be
-                # read for it); at most an observation period late
-                examples = expire(v.memory.labels, clock, self.policy)
-                if examples:
-                    self._examples(v, examples, out)
+            if v.memory is not None or (st.label_due_t is not None and st.label_due_t <= clock):
+                self._labels_due(v, clock, out)
         if st.is_customer and v.events:
             self._score(v, st.last_event_t if clock is None else max(clock, st.last_event_t), v.trigger, out)
         elif not st.is_customer and st.risk is not None:
@@ -367,9 +384,8 @@ class Processor:
         if v.changed:
             self.customers[cid] = st
             out.customer_writes += 1
-        memory = v.memory
-        if memory is not None and memory.key() != v.memory_key and not (v.memory_key is None and memory.empty()):
-            self.risk[cid] = memory
+        if v.book_changed:  # a snapshot kept, or the book emptied by a churn
+            self.risk[cid] = v.memory
             out.risk_writes += 1
         book.schedule(cid, None if v.popped else v.before.visit, self._next_visit(st))
 

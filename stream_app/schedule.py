@@ -20,8 +20,12 @@ A customer with no event costs nothing until something can change for them:
     times a year. Its label book is closed at its next event, that
     check-in, or its lapse.
 
-Visits are at most one per event-time day: a check-in and a deadline that
-fall on the same day are taken together, at the later of the two.
+- a **label**: the horizon of the oldest observation snapshot still waiting
+  for its label passes (`CustomerState.label_due_t`): its negative label is
+  known, and goes to the trainer.
+
+Visits are at most one per event-time day: whatever falls due on one day is
+taken together, at the latest of those times.
 
 >>> from stream_app.state import CustomerState, Rules
 >>> from stream_app.labels import Policy
@@ -63,10 +67,8 @@ def checkin_at(s: CustomerState, rules: Rules, policy: Policy, watch_above: floa
 
 def next_visit(s: CustomerState, rules: Rules, policy: Policy, watch_above: float = 1.0) -> float | None:
     """The event time of the customer's next visit if no event comes first."""
-    deadline = next_deadline(s, rules)
-    checkin = checkin_at(s, rules, policy, watch_above)
-    if deadline is None or checkin is None:
-        return checkin if deadline is None else deadline
-    if day_of(deadline) == day_of(checkin):
-        return max(deadline, checkin)
-    return min(deadline, checkin)
+    due = [t for t in (next_deadline(s, rules), checkin_at(s, rules, policy, watch_above), s.label_due_t) if t is not None]
+    if not due:
+        return None
+    first = min(due)
+    return max(t for t in due if day_of(t) == day_of(first))

@@ -40,15 +40,6 @@ class RiskMemory(msgspec.Struct, array_like=True, gc=False):
             return _from_legacy(orjson.loads(raw))
         return _DECODER.decode(raw)
 
-    def empty(self) -> bool:
-        """Nothing worth a table record: no snapshot waiting, none dropped."""
-        return not self.labels.days and not self.labels.dropped
-
-    def key(self) -> tuple:
-        """What must be persisted when it changes."""
-        return (self.labels.days, self.labels.dropped)
-
-
 _ENCODER = msgspec.msgpack.Encoder()
 _DECODER = msgspec.msgpack.Decoder(RiskMemory)
 

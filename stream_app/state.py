@@ -212,6 +212,10 @@ class CustomerState(msgspec.Struct, array_like=True, gc=False):
     model_score: float | None = None
     observed_through: int = -1  # the last day whose observation snapshot is decided (labels.py)
     alert: AlertState | None = None  # None until the customer is first scored
+    # the label cursor: snapshots of days up to this one are labelled; and
+    # when the oldest one still waiting is known (its horizon passes)
+    labelled_through: int = -1
+    label_due_t: float | None = None
     def __post_init__(self) -> None:
         # decoded strings are fresh objects; the handful of codes every
         # customer shares are kept once

@@ -23,7 +23,7 @@ _TIME_FIELDS = (
 )
 # internal bookkeeping, not facts about the customer
 _HIDDEN = ("offsets", "seen", "spells", "mrr_changes", "usage", "tickets", "first_days", "onboarding_total",
-           "observed_through", "model_score")
+           "observed_through", "model_score", "labelled_through", "label_due_t")
 
 
 def usage_in(s: CustomerState, days: int, clock: float) -> int:
@@ -76,7 +76,8 @@ def fingerprint(s: CustomerState, clock: float, rules: Rules) -> str:
     prune(canon, clock, rules)
     compact(canon, clock)
     d = msgspec.structs.asdict(canon)
-    for name in ("risk", "risk_band", "late_events", "scored_t", "model_score", "observed_through", "alert"):
+    for name in ("risk", "risk_band", "late_events", "scored_t", "model_score", "observed_through", "alert",
+                 "labelled_through", "label_due_t"):
         d.pop(name)
     # day buckets as (day, count) pairs: the ring's layout is not a fact
     d["usage"] = canon.usage_items()

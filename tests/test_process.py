@@ -90,17 +90,24 @@ def test_a_deadline_later_the_same_day_is_visited_once_when_the_clock_reaches_it
 def test_a_silent_subscriber_is_visited_once_per_observation_period():
     h = Harness(allowed_lateness_s=7200.0, snapshot_every_days=7, alert_lower=0.99, alert_upper=0.99)
     h.run(started(h), h.record("session", T0 + 3600))
-    scored, visits = [], 0
+    scored, labelled, quiet = [], [], []
     for day in range(1, 60):
         before = len(h.customers.writes)
         out = h.idle_until(T0 + day * DAY)
-        visits += out.visits
-        if len(h.customers.writes) > before:
+        if out.scores:
             scored.append(day)
+        elif out.visits:
+            labelled.append((day, len(out.examples)))
+        elif len(h.customers.writes) == before:
+            quiet.append(day)
     day0 = int(T0 // DAY)
     obs = [d - day0 for d in range(day0, day0 + 60) if d == next_observation_day("c1", d - 1, 7)]
-    # one visit at the end of each observation day, nothing on the other days
-    assert scored == [d + 1 for d in obs if 0 < d + 1 < 60] and visits == len(scored) >= 8
+    # scored once at the end of each observation day; besides, a visit when a
+    # snapshot's horizon passes (its label, no score); nothing on the other days
+    assert scored == [d + 1 for d in obs if 0 < d + 1 < 60] and len(scored) >= 8
+    assert labelled and all(n == 1 for _, n in labelled)
+    assert [d for d, _ in labelled] == [d + 1 + 30 for d in obs if d + 1 + 30 < 60 and d + 1 + 30 not in scored]
+    assert len(quiet) == 59 - len(scored) - len(labelled)
 
 
 def test_a_silent_subscriber_at_risk_is_visited_daily():
@@ -118,14 +125,19 @@ def test_a_silent_purchase_only_customer_costs_nothing_until_its_lapse_comes_nea
     h = Harness(allowed_lateness_s=0.0)
     out = h.run(h.record("purchase", T0, amount=20.0))
     assert out.scores == 1
-    scores = {}
+    scores, labels = {}, {}
     for day in range(1, 100):
         out = h.idle_until(T0 + day * DAY)
-        if out.scores or out.visits:
-            scores[day] = (out.scores, out.visits)
-    # one check-in when the lapse (90 days) comes within the 30-day horizon, then the lapse itself
-    assert scores == {60: (1, 1), 90: (0, 1)}
-    assert h.customers["c1"].status == "lapsed"
+        if out.scores:
+            scores[day] = out.scores
+        elif out.visits:
+            labels[day] = [orjson.loads(v)["label"] for _, v in out.examples]
+    # one score: the check-in when the lapse (90 days) comes within the 30-day
+    # horizon; visits without a score when a snapshot's horizon passes (a
+    # negative label), then the lapse itself (the rest positive)
+    assert scores == {60: 1}
+    assert h.customers["c1"].status == "lapsed" and 90 in labels and all(labels[90])
+    assert all(not any(v) for d, v in labels.items() if d < 90) and len(labels) <= 5
 
 
 def test_one_write_per_touched_customer_per_batch_and_none_for_redeliveries():
@@ -190,7 +202,8 @@ def test_after_a_restore_only_the_customers_due_are_visited():
     # a day later only those whose first observation day after their score has just ended are due
     day0 = int(T0 // DAY)
     out = restored.tick(0, T0 + 2.01 * DAY)
-    due = sum(1 for i in range(50) if next_observation_day(f"c{i}", day0, 7) == day0 + 1)
+    every = restored.policy.every_days
+    due = sum(1 for i in range(50) if next_observation_day(f"c{i}", day0, every) == day0 + 1)
     assert out.visits == out.scores == due and 0 < due < 50
 
 

@@ -191,7 +191,8 @@ def test_a_subscribers_purchase_read_before_their_subscription_gives_the_same_st
 def _fields(s: CustomerState) -> dict:
     """Everything the events decided (what the fingerprint covers, less timing)."""
     out = msgspec.structs.asdict(s)
-    for name in ("late_events", "risk", "risk_band", "seen", "scored_t", "model_score", "observed_through", "alert"):
+    for name in ("late_events", "risk", "risk_band", "seen", "scored_t", "model_score", "observed_through", "alert",
+                 "labelled_through", "label_due_t"):
         out.pop(name)
     out["usage"], out["tickets"] = s.usage_items(), s.tickets.items() if s.tickets is not None else []
     out["first_days"] = s.sessions_first_14d
