@@ -1,11 +1,13 @@
-"""Thin Faust wiring: input topics -> contract -> state -> ledger and metrics.
+"""Faust wiring: topics and tables in, the processor's results out.
 
 One agent reads all three input topics (and the internal clock topic) as one
 stream, partitioned by customer_id, so a customer's events are processed in
 order by one worker and its state lives in the same partition number of the
-`customers` table changelog. Everything here only moves data between the pure
-steps (`contract.decode`, `state.apply`, `state.advance`, `PartitionBook`) and
-Kafka; the logic is in those modules and tested without Kafka.
+`customers` table changelog. It reads them in batches and hands each
+partition's records to `process.Processor`, which holds all the per-partition
+logic and is tested without Kafka; here are only the Faust-specific parts
+(batches, acks, backpressure, the partition of table writes), the trainer,
+the model feed, the clock ticks and the web views.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import asyncio
 import logging
 import time
 import weakref
+
 import faust
 import orjson
 from faust.serializers import codecs
@@ -119,6 +122,7 @@ class Pipeline:
         self.last_tick: dict[int, float] = {}
         self.processed: dict[tuple[str, int], int] = {}  # (topic, partition) -> last offset processed
         self.generation = 0  # bumped on every rebalance: a rebuild that spans one is thrown away
+        self.holding: dict[tuple[str, int, int], faust.EventT] = {}  # events read, not applied yet
         n = settings.partitions
         self.customers = _table(app, settings, topics.CUSTOMERS_TABLE, "customer_state")
         self.risk = _table(app, settings, topics.RISK_TABLE, "risk_memory")
@@ -167,6 +171,7 @@ class Pipeline:
         # and warns above 100 records; `backpressure` keeps the buffer under
         # our bound between batches, so Faust's is set above it
         self.app.producer.buffer.max_messages = 2 * s.producer_buffer_max
+        holding = self.holding
         async for events in stream.take_events(s.batch_max_events, within=s.batch_within_s):
             started = time.perf_counter()
             by_partition: dict[int, list[faust.EventT]] = {}
@@ -183,14 +188,39 @@ class Pipeline:
                     if msg.topic in inputs:
                         self.processed[(msg.topic, partition)] = msg.offset
                         n_events += 1
+                        # held until applied (see `release`): not committable before
+                        msg.incref()
+                        holding[(msg.topic, partition, msg.offset)] = event
                 _writes_for(group[-1])  # table writes go to this partition (see above)
                 self.processor.process(partition, records, out, sweep_limit=s.sweep_max_visits)
             self.send(out)
+            await self.release(stream, out)
             if n_events:
                 self.metrics.observe_processing(time.perf_counter() - started, n_events)
             await self.backpressure()
             for rec, rejection in out.rejected:
                 await self.dead_letter(rec, rejection)
+
+    async def release(self, stream: faust.StreamT, out: Output) -> None:
+        """Ack the events the processor applied (and those it rejected).
+
+        The processor applies events in event-time order across the input
+        topics, so it may hold an event back until a slower topic catches
+        up (`PartitionBook.release`). Every input event is referenced once
+        more when it arrives, so Faust's ack of the batch does not make it
+        committable; this ack, once it is applied, does. A held event is
+        therefore never committed before it is applied: a crash or a
+        rebalance redelivers it.
+        """
+        holding = self.holding
+        for rec in out.applied:
+            event = holding.pop((rec.topic, rec.partition, rec.offset), None)
+            if event is not None:
+                await stream.ack(event)
+        for rec, _ in out.rejected:
+            event = holding.pop((rec.topic, rec.partition, rec.offset), None)
+            if event is not None:
+                await stream.ack(event)
 
     def send(self, out: Output) -> None:
         for key, value in out.examples:
@@ -356,6 +386,9 @@ class Pipeline:
         """Ownership changed: drop every book; the next batch rebuilds it from the table."""
         self.generation += 1
         self.processor.books.clear()
+        # held events are dropped unacked: Faust seeks back to the committed
+        # offset, which is before them, and redelivers them
+        self.holding.clear()
         self.last_tick.clear()
         self.processed.clear()
 
@@ -370,6 +403,7 @@ class Pipeline:
                 "processed_offsets": {t: self.processed.get((t, p)) for t in topics.INPUT_TOPICS},
                 "highwaters": {t: self._highwater(t, p) for t in topics.INPUT_TOPICS},
                 "pending_visits": book.pending_visits(),
+                "held_events": book.held_events(),
             }
         return out
 

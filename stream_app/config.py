@@ -44,6 +44,7 @@ class Settings:
     allowed_lateness_s: float = field(default=3600.0, metadata={"help": "the event-time clock trails the highest event time seen by this much"})
     clock_tick_s: float = field(default=1.0, metadata={"help": "how often idle partitions are moved to the worker's clock (wall seconds)"})
     idle_partition_s: float = field(default=3.0, metadata={"help": "a partition with no input for this long (wall seconds) follows the worker's clock"})
+    input_hold_max: int = field(default=20000, metadata={"help": "events a partition holds back at most while a slower input topic catches up (they are applied in event-time order across topics); beyond it the oldest is applied anyway"})
     dedupe_ids: int = field(default=8, metadata={"help": "event ids remembered per customer and input topic, to drop an event produced twice (redeliveries are dropped by source offset)"})
 
     # -- risk model and alerts (issue: online models on delayed labels) -------

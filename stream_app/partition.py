@@ -14,8 +14,10 @@ goes quiet still sees its cancellations take effect and its customers lapse).
 
 from __future__ import annotations
 
+import collections
 import heapq
 import time
+from collections.abc import Iterator
 from typing import NamedTuple
 
 from .config import DAY
@@ -43,7 +45,7 @@ class Before(NamedTuple):
 
 
 class PartitionBook:
-    __slots__ = ("partition", "ledger", "due", "later_today", "max_event_t", "floor_t", "windows", "lateness_s",
+    __slots__ = ("partition", "ledger", "due", "later_today", "held", "held_count", "received", "max_event_t", "floor_t", "windows", "lateness_s",
                  "last_event_wall", "inputs", "topic_max", "idle")
 
     def __init__(self, partition: int, windows: tuple[int, ...], lateness_s: float, inputs: tuple[str, ...] = ()) -> None:
@@ -57,6 +59,11 @@ class PartitionBook:
         # the clock to reach it, not be handed out on the next event)
         self.due: dict[int, set[str]] = {}
         self.later_today: list[tuple[float, str]] = []
+        # events received but not applied yet, per input, oldest first, and
+        # the newest event time received per input (`release`)
+        self.held: dict[str, collections.deque] = {t: collections.deque() for t in inputs}
+        self.held_count = 0
+        self.received: dict[str, float] = {}
         self.max_event_t: float | None = None
         self.floor_t: float | None = None  # raised by ticks from the worker clock
         self.windows = windows
@@ -64,12 +71,52 @@ class PartitionBook:
         # monotonic time of the last input event; a new book counts as busy
         self.last_event_wall = time.monotonic()
 
+    # -- input alignment --------------------------------------------------------
+    def receive(self, topic: str, t: float, item: object) -> None:
+        """An event read from `topic`, to be applied when `release` says."""
+        self.held[topic].append((t, item))
+        self.held_count += 1
+        self.idle.discard(topic)
+        if t > self.received.get(topic, float("-inf")):
+            self.received[topic] = t
+
+    def release(self, lateness_s: float, hold_max: int) -> Iterator[object]:
+        """The held events that may be applied now, in event-time order across inputs.
+
+        Kafka orders a partition's records within a topic, not across topics,
+        and a consumer may read one topic days of event time ahead of another
+        (a backlog: the fetcher serves one partition's buffer before the
+        next). Like Kafka Streams' choice of the oldest head among a task's
+        partitions, the oldest held event is applied next, but only while
+        every busy input with nothing held has been read to within
+        `lateness_s` of it: an input with no backlog (idle: read to its
+        high-water mark) holds nothing back, and one not read at all yet
+        holds everything. Beyond `hold_max` held events the oldest is
+        applied anyway (a bound on memory; skew beyond it is applied as read,
+        which the state's transitions tolerate).
+        """
+        held = self.held
+        inf = float("inf")
+        while self.held_count:
+            topic, head = None, inf
+            for name, queue in held.items():
+                if queue and queue[0][0] < head:
+                    topic, head = name, queue[0][0]
+            if self.held_count <= hold_max:
+                bound = inf
+                for name, queue in held.items():
+                    if not queue and name not in self.idle:
+                        bound = min(bound, self.received.get(name, -inf))
+                if head > bound + lateness_s:
+                    return
+            self.held_count -= 1
+            yield held[topic].popleft()[1]
+
     # -- the clock ---------------------------------------------------------------
     def observe(self, t: float, topic: str | None = None) -> None:
         if self.max_event_t is None or t > self.max_event_t:
             self.max_event_t = t
-        if topic is not None:
-            self.idle.discard(topic)
+        if topic is not None:  # (receiving an event makes its input busy: `receive`)
             prev = self.topic_max.get(topic)
             if prev is None or t > prev:
                 self.topic_max[topic] = t
@@ -207,6 +254,9 @@ class PartitionBook:
 
     def pending_visits(self) -> int:
         return sum(len(b) for b in self.due.values()) + len(self.later_today)
+
+    def held_events(self) -> int:
+        return self.held_count
 
     def fold(self) -> None:
         """Fold ledger steps the clock has left behind (keeps scrapes cheap)."""

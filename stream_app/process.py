@@ -80,6 +80,7 @@ class Output:
     alerts: list[tuple[bytes, bytes]] = field(default_factory=list)  # (key, JSON)
     examples: list[tuple[bytes, bytes]] = field(default_factory=list)
     rejected: list[tuple[Record, Rejection]] = field(default_factory=list)
+    applied: list[Record] = field(default_factory=list)  # records applied, in this call or held before
     processed: Counter = field(default_factory=Counter)  # topic -> events applied
     duplicates: Counter = field(default_factory=Counter)
     scores: int = 0
@@ -177,12 +178,16 @@ class Processor:
     # -- one batch ----------------------------------------------------------------------
     def process(self, partition: int, records: Sequence[Record], out: Output | None = None,
                 sweep_limit: int | None = None) -> Output:
-        """Process one partition's records (in read order); the book must exist."""
+        """Process one partition's records; the book must exist.
+
+        Events are applied in event-time order across the input topics, as
+        far as every input has been read (`_release`): one that runs ahead of
+        a slower input waits in the book (`Output.held`) until that input
+        catches up or is found caught up with its topic.
+        """
         out = out if out is not None else Output()
         book = self.books[partition]
-        visits: dict[str, _Visit] = {}
         now_wall = self.wall()
-        got_event = False
         for rec in records:
             if rec.topic == self.clock_topic:
                 self._tick(book, rec.value)
@@ -191,15 +196,17 @@ class Processor:
             if isinstance(ev, Rejection):
                 out.rejected.append((rec, ev))
                 continue
-            got_event = True
-            book.observe(ev["_t"], rec.topic)
+            book.receive(rec.topic, ev["_t"], (rec, ev))
+            book.last_event_wall = time.monotonic()
+        visits: dict[str, _Visit] = {}
+        for rec, ev in book.release(self.settings.allowed_lateness_s, self.settings.input_hold_max):
             cid = ev["customer_id"]
             v = visits.get(cid)
             if v is None:
                 v = visits[cid] = self._open(book, cid, partition)
+            book.observe(ev["_t"], rec.topic)
             self._fold(book, v, ev, rec.topic, rec.offset, book.clock, out)
-        if got_event:
-            book.last_event_wall = time.monotonic()
+            out.applied.append(rec)
         self._finish(book, visits, out, sweep_limit)
         book.fold()
         return out
@@ -209,9 +216,7 @@ class Processor:
         out = out if out is not None else Output()
         book = self.books[partition]
         book.raise_to(t)
-        self._finish(book, {}, out, sweep_limit)
-        book.fold()
-        return out
+        return self.process(partition, (), out, sweep_limit)
 
     def _tick(self, book: PartitionBook, payload: bytes | None) -> None:
         try:

@@ -226,3 +226,31 @@ def test_end_of_day_snapshots_feed_labels_after_a_churn():
     labels = [(orjson.loads(v)["snapshot_t"], orjson.loads(v)["label"]) for _, v in out.examples]
     # days 0..9 closed as the customer stood at their end; all within 30 days of the churn
     assert labels == [(snapshot_time(int(T0 // DAY) + d), True) for d in range(10)]
+
+
+def test_events_are_applied_in_event_time_order_across_topics():
+    """A topic read weeks ahead of another waits for it (Kafka orders a
+    partition's records within a topic, not across topics)."""
+    h = Harness(allowed_lateness_s=3600.0)
+    sessions = [h.record("session", T0 + d * DAY + 3600) for d in range(1, 30)]
+    out = h.p.process(0, sessions)  # usage read first; the subscription topic has delivered nothing yet
+    assert out.applied == [] and h.book.held_events() == 29 and "c1" not in h.customers
+    start = started(h)
+    cancel = h.record("subscription_cancelled", T0 + 10.5 * DAY, reason="price")
+    h.book.idle.add("churn.support")  # an empty topic, read to its end (the worker's tick finds that)
+    out = h.p.process(0, [start, cancel])
+    # everything up to the cancellation (and an hour's lateness) applied, in time order; the rest waits
+    assert [r.offset for r in out.applied[:3]] == [start.offset, sessions[0].offset, sessions[1].offset]
+    assert cancel in out.applied and h.book.held_events() == 29 - 10
+    st = h.customers["c1"]
+    assert st.status == "cancelled" and st.churned_t == T0 + 10.5 * DAY
+    # the subscription topic caught up with its end (the worker's tick): the rest is applied
+    h.book.idle.add("churn.subscription")
+    out = h.p.tick(0, T0)
+    assert len(out.applied) == 19 and h.book.held_events() == 0
+
+
+def test_holding_is_bounded():
+    h = Harness(input_hold_max=5)
+    out = h.p.process(0, [h.record("session", T0 + d * 3600) for d in range(12)])
+    assert len(out.applied) == 7 and h.book.held_events() == 5
