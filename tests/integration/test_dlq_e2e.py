@@ -43,6 +43,8 @@ def test_list_dry_run_and_republish_after_a_fix(broker, workers, app_id):
         ("churn.subscription", b"cus-ok", orjson.dumps(SMALL)),
     ])
     wait_for(lambda: counter(tight, "churn_events_rejected_total") >= 2, 60, "two rejections", tight)
+    # applied once every input of its partition is read that far (a tick finds the others caught up)
+    wait_for(lambda: tight.get("/customers/cus-ok")[0] == 200, 30, "the valid event applied", tight)
     assert lookup(tight, "cus-ok")["status"] == "active"
 
     listed = churnmon("dlq", "list", "--broker", broker.url)
