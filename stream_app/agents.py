@@ -168,9 +168,11 @@ class Pipeline:
         s = self.settings
         inputs = frozenset(topics.INPUT_TOPICS)
         # Faust's own check (before each message it hands to a stream) waits
-        # and warns above 100 records; `backpressure` keeps the buffer under
-        # our bound between batches, so Faust's is set above it
-        self.app.producer.buffer.max_messages = 2 * s.producer_buffer_max
+        # and warns above 100 records. `backpressure` keeps the buffer under
+        # our bound between batches; one batch adds at most two table writes
+        # per event and visit (examples and alerts go in drained chunks), so
+        # Faust's check sits above that and warns only if the bound breaks
+        self.app.producer.buffer.max_messages = s.producer_buffer_max + 4 * (s.batch_max_events + s.sweep_max_visits)
         holding = self.holding
         async for events in stream.take_events(s.batch_max_events, within=s.batch_within_s):
             started = time.perf_counter()
@@ -193,8 +195,18 @@ class Pipeline:
                         holding[(msg.topic, partition, msg.offset)] = event
                 _writes_for(group[-1])  # table writes go to this partition (see above)
                 self.processor.process(partition, records, out, sweep_limit=s.sweep_max_visits)
-            self.send(out)
+            await self.send(out)
             await self.release(stream, out)
+            # a slow input that caught up can release more than a batch of held
+            # events: apply them a batch at a time, draining the producer between
+            for partition, group in by_partition.items():
+                while partition in self.processor.books and self.processor.more(partition):
+                    await self.backpressure()
+                    more = Output()
+                    _writes_for(group[-1])
+                    self.processor.process(partition, (), more, sweep_limit=s.sweep_max_visits)
+                    await self.send(more)
+                    await self.release(stream, more)
             if n_events:
                 self.metrics.observe_processing(time.perf_counter() - started, n_events)
             await self.backpressure()
@@ -222,11 +234,19 @@ class Pipeline:
             if event is not None:
                 await stream.ack(event)
 
-    def send(self, out: Output) -> None:
-        for key, value in out.examples:
-            self.training.send_soon(key=key, value=value)
+    async def send(self, out: Output) -> None:
+        """Alerts and training examples to their topics; a long silence labels
+        many snapshots at once, so they go in chunks, the producer drained
+        between them (`backpressure`)."""
         for key, value in out.alerts:
             self.alerts_topic.send_soon(key=key, value=value)
+        chunk = self.settings.batch_max_events
+        examples = out.examples
+        for i in range(0, len(examples), chunk):
+            if i:
+                await self.backpressure()
+            for key, value in examples[i:i + chunk]:
+                self.training.send_soon(key=key, value=value)
 
     async def backpressure(self) -> None:
         """Take no more input while Faust's producer buffer holds more than a

@@ -72,7 +72,7 @@ class Settings:
     producer_linger_ms: int = field(default=5, metadata={"help": "batch changelog and output messages this long"})
     batch_max_events: int = field(default=500, metadata={"help": "the worker processes its input in batches of at most this many events ..."})
     batch_within_s: float = field(default=0.05, metadata={"help": "... or what arrived within this many seconds; a touched customer is scored and written once per batch"})
-    sweep_max_visits: int = field(default=2000, metadata={"help": "silent customers visited per partition per batch at most (the rest stay due): a restore or a clock jump never blocks the worker in one long sweep"})
+    sweep_max_visits: int = field(default=500, metadata={"help": "silent customers visited per partition per batch at most (the rest stay due): a restore or a clock jump never blocks the worker in one long sweep"})
     rebuild_chunk: int = field(default=5000, metadata={"help": "customers per step when a partition's ledger and visit index are rebuilt from the table (the worker yields between steps)"})
     producer_buffer_max: int = field(default=2000, metadata={"help": "the worker takes no more input while Faust's producer buffer holds more records than this (backpressure)"})
     standby_replicas: int = field(default=1, metadata={"help": "Faust standby copies of each table partition on other workers (faster failover; each costs a changelog reader per worker: 0 scaled 2 workers 1.77x vs 0.81x in bench/scaling.py on 2 cores)"})

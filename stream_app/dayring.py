@@ -44,16 +44,18 @@ class DayRing(msgspec.Struct, array_like=True, gc=False):
         counts = self.counts
         size = len(counts) >> 1
         end = self.end
-        if end < 0 or day - end >= size:
+        if end < 0 or day - end >= size:  # new, or every day it holds is over
             counts[:] = bytes(len(counts))
             self.end = day
         elif day <= end - size:
             return  # older than the ring: already pruned
-        view = memoryview(counts).cast("H")
-        if day > end:
+        elif day > end:  # clear the days skipped since the newest
+            view = memoryview(counts).cast("H")
             for d in range(end + 1, day + 1):
                 view[d % size] = 0
+            view.release()
             self.end = day
+        view = memoryview(counts).cast("H")
         i = day % size
         view[i] = min(MAX_COUNT, view[i] + n)
 
@@ -69,13 +71,10 @@ class DayRing(msgspec.Struct, array_like=True, gc=False):
         if end < 0:
             return []
         size = len(self.counts) >> 1
-        view = memoryview(self.counts).cast("H")
-        out = []
-        for d in range(end - size + 1, end + 1):
-            v = view[d % size]
-            if v:
-                out.append((d, v))
-        return out
+        start = end - size + 1
+        values = memoryview(self.counts).cast("H").tolist()
+        i = start % size
+        return [(start + k, v) for k, v in enumerate(values[i:] + values[:i]) if v]
 
     def days(self) -> tuple[int, ...]:
         """The days with a count, oldest first (what the activity ledger steps need)."""

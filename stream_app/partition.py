@@ -80,7 +80,7 @@ class PartitionBook:
         if t > self.received.get(topic, float("-inf")):
             self.received[topic] = t
 
-    def release(self, lateness_s: float, hold_max: int) -> Iterator[object]:
+    def release(self, lateness_s: float, hold_max: int, limit: int | None = None) -> Iterator[object]:
         """The held events that may be applied now, in event-time order across inputs.
 
         Kafka orders a partition's records within a topic, not across topics,
@@ -97,7 +97,8 @@ class PartitionBook:
         """
         held = self.held
         inf = float("inf")
-        while self.held_count:
+        n = 0
+        while self.held_count and (limit is None or n < limit):
             topic, head = None, inf
             for name, queue in held.items():
                 if queue and queue[0][0] < head:
@@ -110,7 +111,24 @@ class PartitionBook:
                 if head > bound + lateness_s:
                     return
             self.held_count -= 1
+            n += 1
             yield held[topic].popleft()[1]
+
+    def releasable(self, lateness_s: float, hold_max: int) -> bool:
+        """Whether `release` would apply an event now."""
+        return next(self._peek(lateness_s, hold_max), False)
+
+    def _peek(self, lateness_s: float, hold_max: int) -> Iterator[bool]:
+        if not self.held_count:
+            return
+        inf = float("inf")
+        head = min(q[0][0] for q in self.held.values() if q)
+        if self.held_count > hold_max:
+            yield True
+            return
+        bound = min((self.received.get(name, -inf) for name, q in self.held.items() if not q and name not in self.idle),
+                    default=inf)
+        yield head <= bound + lateness_s
 
     # -- the clock ---------------------------------------------------------------
     def observe(self, t: float, topic: str | None = None) -> None:

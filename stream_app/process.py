@@ -199,7 +199,8 @@ class Processor:
             book.receive(rec.topic, ev["_t"], (rec, ev))
             book.last_event_wall = time.monotonic()
         visits: dict[str, _Visit] = {}
-        for rec, ev in book.release(self.settings.allowed_lateness_s, self.settings.input_hold_max):
+        s = self.settings
+        for rec, ev in book.release(s.allowed_lateness_s, s.input_hold_max, s.batch_max_events):
             cid = ev["customer_id"]
             v = visits.get(cid)
             if v is None:
@@ -210,6 +211,11 @@ class Processor:
         self._finish(book, visits, out, sweep_limit)
         book.fold()
         return out
+
+    def more(self, partition: int) -> bool:
+        """Held events of the partition could be applied now (more than one
+        batch was released at once: call `process` again, no new records)."""
+        return self.books[partition].releasable(self.settings.allowed_lateness_s, self.settings.input_hold_max)
 
     def tick(self, partition: int, t: float, out: Output | None = None, sweep_limit: int | None = None) -> Output:
         """The worker's clock reached `t` for an idle partition: run its due visits."""
@@ -481,11 +487,11 @@ class Replay:
             self.flush()
 
     def flush(self) -> None:
-        out = self.processor.process(0, self.pending)
+        self._collect(self.processor.process(0, self.pending))
         self.pending = []
         if self.caught_up:
             self.book.idle.update(TOPICS)
-        self._collect(out)
+        self._drain()
 
     def finish(self) -> None:
         """Everything read: no input holds the clock back any more (what the worker's ticks do)."""
@@ -493,6 +499,11 @@ class Replay:
         self.book.idle.update(TOPICS)
         if self.book.clock is not None:
             self._collect(self.processor.tick(0, self.book.clock))
+        self._drain()
+
+    def _drain(self) -> None:
+        while self.processor.more(0):
+            self._collect(self.processor.process(0, ()))
 
     def values(self) -> dict:
         from .kpis import merge
