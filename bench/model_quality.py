@@ -10,9 +10,11 @@ pure steps, the way the worker would live:
 2. at the end of every event-time day: `state.advance` for every customer
    (cancellations taking effect, grace periods and inactivity running out,
    again feeding `on_churn`), then `labels.expire` (negatives whose 30-day
-   horizon passed) and learning, then one snapshot per active customer,
-   scored by the model *before* any of its labels exist (progressive
-   validation; the score is kept in the label book).
+   horizon passed) and learning, then one snapshot per active customer whose
+   observation day it is (every `--every` days, the worker's
+   `snapshot_every_days`; the end-of-day snapshot of `labels.py`), scored by
+   the model *before* any of its labels exist (progressive validation; the
+   score is kept in the label book). Alerts are judged on every day's score.
 
 Ground truth is the monitor's own churn transitions (`Effects.churn`), not the
 simulator's truth file. Each labelled snapshot is scored three ways: the
@@ -40,7 +42,8 @@ from stream_app.config import DAY  # noqa: E402
 from stream_app.contract import parse_ts  # noqa: E402
 from stream_app.features import features, monthly_value  # noqa: E402
 from stream_app.health import health_risk  # noqa: E402
-from stream_app.labels import LabelBook, expire, observe, on_churn  # noqa: E402
+from stream_app.config import Settings  # noqa: E402
+from stream_app.labels import LabelBook, Policy, expire, is_observation_day, observe, on_churn  # noqa: E402
 from stream_app.model import ChurnModel, Quality  # noqa: E402
 from stream_app.simulator import SimConfig, Simulation  # noqa: E402
 from stream_app.state import ACTIVE, Rules, advance, apply, day_of, new_state  # noqa: E402
@@ -97,12 +100,13 @@ def brier(y: np.ndarray, p: np.ndarray) -> float:
 
 
 class Replay:
-    def __init__(self, cfg: SimConfig, kind: str, horizon: float, lead: float, min_labels: int) -> None:
+    def __init__(self, cfg: SimConfig, kind: str, horizon: float, lead: float, min_labels: int, every: int = 1) -> None:
         self.cfg = cfg
         self.rules = Rules(grace_s=cfg.grace_days * DAY)
         self.model = ChurnModel(kind, min_labels=min_labels)
         self.quality = Quality()
         self.horizon, self.lead = horizon, lead
+        self.policy = Policy(horizon, lead, every)
         self.states: dict = {}
         self.books: dict[str, LabelBook] = {}
         self.rows: list[tuple] = []  # (y, p_model, p_health, days_inactive, snapshot_t, cancel_pending)
@@ -118,7 +122,7 @@ class Replay:
     def book(self, cid: str) -> LabelBook:
         b = self.books.get(cid)
         if b is None:
-            b = self.books[cid] = LabelBook(horizon_days=self.horizon, lead_days=self.lead)
+            b = self.books[cid] = LabelBook()
         return b
 
     def learn(self, examples) -> None:
@@ -137,7 +141,7 @@ class Replay:
         churn_t = st.spells[-1][1]
         self.churns[effects.churn.kind] += 1
         self.churn_times[st.customer_id].append(churn_t)
-        self.learn(on_churn(self.book(st.customer_id), churn_t))
+        self.learn(on_churn(self.book(st.customer_id), churn_t, self.policy))
 
     def end_of_day(self, day: int) -> None:
         now = (day + 1) * DAY - 1.0
@@ -148,8 +152,8 @@ class Replay:
             if eff.churn is not None:
                 self.churned(st, eff)
         for b in self.books.values():
-            if b.snapshots:
-                self.learn(expire(b, now))
+            if b.size:
+                self.learn(expire(b, now, self.policy))
         model = self.model
         score = model.score
         for cid, st in self.states.items():
@@ -157,8 +161,9 @@ class Replay:
                 continue
             f = features(st, now)
             p = score(f)
-            observe(self.book(cid), now, f, p)
-            self.snapshots += 1
+            if is_observation_day(cid, day, self.policy.every_days):
+                observe(self.book(cid), day, f, p, self.policy)
+                self.snapshots += 1
             self.alert(cid, st, f, p, now)
 
     def alert(self, cid, st, f, p, now) -> None:
@@ -261,12 +266,14 @@ def main(argv=None) -> int:
     ap.add_argument("--horizon", type=float, default=30.0, help="label horizon H in days")
     ap.add_argument("--lead", type=float, default=0.0, help="lead time in days (fight-churn)")
     ap.add_argument("--min-labels", type=int, default=500)
+    ap.add_argument("--every", type=int, default=Settings().snapshot_every_days,
+                    help="observe each customer every this many days (the worker's snapshot_every_days; 1 = daily)")
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)
 
     cfg = SimConfig(customers=a.customers, days=a.days, seed=a.seed)
     t0 = time.time()
-    r = Replay(cfg, a.model, a.horizon, a.lead, a.min_labels)
+    r = Replay(cfg, a.model, a.horizon, a.lead, a.min_labels, a.every)
     r.run(progress=not a.quiet)
     took = time.time() - t0
 
@@ -277,7 +284,7 @@ def main(argv=None) -> int:
     ready = r.ready_t if r.ready_t is not None else r.end_t
 
     print(f"model_quality: {cfg.customers} customers, {cfg.days} days, seed {cfg.seed}, "
-          f"model {a.model}, horizon {a.horizon:g} d, lead {a.lead:g} d")
+          f"model {a.model}, horizon {a.horizon:g} d, lead {a.lead:g} d, observed every {a.every} d")
     print(f"replay took {took:.0f} s; {len(r.states)} customers seen, {r.snapshots} snapshots, "
           f"churns {dict(r.churns)}")
     print(f"labels seen by the model: {r.model.labels_seen} ({r.model.positives} positive); "
