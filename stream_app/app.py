@@ -11,14 +11,15 @@ from pathlib import Path
 
 import faust
 
-from . import offsets
+from . import offsets, recovery
 from .config import Settings
 from .security import faust_credentials
 
 
 class App(faust.App):
-    """faust.App whose consumer commits with `offsets.Consumer` (see there why)
-    and knows the monitor's settings (`churn_settings`)."""
+    """faust.App whose consumer commits with `offsets.Consumer`, whose tables
+    recover with `recovery.Recovery` (see there why), and which knows the
+    monitor's settings (`churn_settings`)."""
 
     churn_settings: Settings | None = None
 
@@ -51,6 +52,7 @@ def build_app(settings: Settings, broker_url: str) -> faust.App:
         # one consumer instance reads all input topics; keep the worker's own
         # output (alerts, DLQ) flowing while tables recover
         stream_wait_empty=False,
+        TableManager=recovery.TableManager,
     )
     app.churn_settings = settings
     return app
