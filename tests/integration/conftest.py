@@ -24,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from aiokafka import AIOKafkaProducer
 
 from stream_app.broker import EMBEDDED_ENV, EmbeddedBroker, free_port
+from stream_app.children import die_with_parent
 from stream_app.topics import bootstrap_servers
 
 REPO = Path(__file__).resolve().parents[2]
@@ -99,13 +100,14 @@ class WorkerFactory:
             "CHURNMON_APP_ID": app_id,
             "CHURNMON_WEB_PORT": str(port),
             "CHURNMON_DATA_DIR": str(self.tmp / f"data-{app_id}-{port}"),
+            "CHURNMON_LOOKUP_TOKEN": f"test-token-{uuid.uuid4().hex}",  # as in production; `Worker.get` sends it
             **EMBEDDED_ENV,  # the embedded broker's end offsets lag a batch (stream_app/broker.py)
             "PYTHONPATH": str(REPO),
             **env,
         }
         proc = subprocess.Popen(
             [sys.executable, "-m", "stream_app", "worker", "--loglevel", "info"],
-            env=environment, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+            env=environment, stdout=open(log, "wb"), stderr=subprocess.STDOUT, **die_with_parent(),
         )
         w = Worker(port, app_id, proc, log, environment.get("CHURNMON_LOOKUP_TOKEN"))
         self.started.append(w)
@@ -161,7 +163,7 @@ def processed(metrics: dict[str, float]) -> float:
 def replay(broker: EmbeddedBroker, path: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "stream_app", "replay", str(path), "--broker", broker.url, *extra],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)}, **die_with_parent(),
     )
 
 
@@ -169,7 +171,7 @@ def simulate(path: Path, customers: int, days: int, seed: int) -> int:
     """Write a simulated history to `path`; returns its number of events."""
     subprocess.run(
         [sys.executable, "-m", "stream_app", "simulate", "--customers", str(customers), "--days", str(days), "--seed", str(seed), "--out", str(path)],
-        check=True, capture_output=True, env={"PYTHONPATH": str(REPO), "PATH": ""},
+        check=True, capture_output=True, env={"PYTHONPATH": str(REPO), "PATH": ""}, **die_with_parent(),
     )
     with open(path, "rb") as f:
         return sum(1 for _ in f)

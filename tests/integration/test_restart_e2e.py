@@ -20,7 +20,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from stream_app.broker import EmbeddedBroker, free_port
-from stream_app.model import ChurnModel
+from stream_app.snapshots import decode
 from stream_app.topics import MODELS, TRAINING, bootstrap_servers, end_of
 from tests.integration.conftest import (
     WorkerFactory, figures_differ, ledger_gauges, lookup, processed, replay, simulate, state_differences, summed, wait_for,
@@ -52,8 +52,8 @@ async def read_all(url: str, topic: str) -> list:
 
 def snapshots(url: str) -> list[tuple[int, int, int]]:
     """(version, training_offset, labels learnt) of every model snapshot published, in order."""
-    return [(int(dict(m.headers)["version"]), int(dict(m.headers)["training_offset"]), ChurnModel.restore(m.value).labels_seen)
-            for m in asyncio.run(read_all(url, MODELS))]
+    return [(s.model.version, s.training_offset, s.model.labels_seen)
+            for s in (decode(m.value) for m in asyncio.run(read_all(url, MODELS)))]
 
 
 def test_random_sigkills_lose_nothing_and_sigterm_is_clean(broker, workers, app_id, tmp_path):
