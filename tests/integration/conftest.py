@@ -91,7 +91,8 @@ class WorkerFactory:
     tmp: Path
     started: list[Worker] = field(default_factory=list)
 
-    def __call__(self, app_id: str, **env: str) -> Worker:
+    def __call__(self, app_id: str, *args: str, **env: str) -> Worker:
+        """A worker process (`args`: extra `churnmon worker` flags; `env`: CHURNMON_* overrides)."""
         port = free_port()
         log = self.tmp / f"worker-{app_id}-{port}.log"
         environment = {
@@ -106,7 +107,7 @@ class WorkerFactory:
             **env,
         }
         proc = subprocess.Popen(
-            [sys.executable, "-m", "stream_app", "worker", "--loglevel", "info"],
+            [sys.executable, "-m", "stream_app", "worker", "--loglevel", "info", *args],
             env=environment, stdout=open(log, "wb"), stderr=subprocess.STDOUT, **die_with_parent(),
         )
         w = Worker(port, app_id, proc, log, environment.get("CHURNMON_LOOKUP_TOKEN"))
