@@ -506,27 +506,27 @@ def decode_tick(
     *,
     now: float,
     limits: Limits = _DEFAULT_LIMITS,
-    highest_event_t: float | None,
-    lateness_s: float,
+    ceiling: float | None,
 ) -> float | None | Rejection:
     """A clock tick -> the time it may move its partition's clock to, None
-    (a tick that only asks for a sweep), or a Rejection to dead-letter.
+    (a tick that moves nothing and only asks for a sweep), or a Rejection
+    to dead-letter.
 
     A tick is ``{"t": <Unix seconds> | null}`` on ``<app_id>-clock``. The
-    worker's own ticks carry its clock, which comes from its input events;
-    anything else that reaches the topic is held to the same rule: ``t``
-    finite, not before 1970, at most ``max_future_s`` ahead of the wall
-    clock, and then capped at the highest event time the worker has seen
-    (``highest_event_t``, any partition) less the allowed lateness, so a
-    tick never moves a clock past what the input events allow.
+    worker's own ticks carry its clock, which follows its input events; a
+    tick from anywhere else is held to the same rule: ``t`` a finite number,
+    not before 1970, at most ``max_future_s`` ahead of the wall clock, and
+    then capped at ``ceiling``: the highest clock the input events allow
+    here (the receiving worker's clock; None when nothing allows a move,
+    e.g. a partition that has not read all its inputs yet). So a tick never
+    moves a clock past what the input events allow.
 
-    >>> d = dict(now=1e9, highest_event_t=5000.0, lateness_s=1000.0)
-    >>> decode_tick(b'{"t": 3000.5}', **d), decode_tick(b'{"t": 9e8}', **d), decode_tick(b'{"t": null}', **d)
-    (3000.5, 4000.0, None)
-    >>> [decode_tick(v, **d).reason for v in (b'[1]', b'{"t": 1e300}', b'{"t": "soon"}', b'{}')]
+    >>> decode_tick(b'{"t": 3000.5}', now=1e9, ceiling=4000.0), decode_tick(b'{"t": 9e8}', now=1e9, ceiling=4000.0)
+    (3000.5, 4000.0)
+    >>> decode_tick(b'{"t": null}', now=1e9, ceiling=4000.0) is None, decode_tick(b'{"t": 3000.5}', now=1e9, ceiling=None) is None
+    (True, True)
+    >>> [decode_tick(v, now=1e9, ceiling=4000.0).reason for v in (b'[1]', b'{"t": 1e300}', b'{"t": "soon"}', b'{}')]
     ['not_object', 'future_timestamp', 'wrong_type', 'missing_field']
-    >>> decode_tick(b'{"t": 3000.5}', now=1e9, highest_event_t=None, lateness_s=0.0) is None  # no events yet
-    True
     """
     try:
         tick = _json_object(value, limits.max_bytes)
@@ -543,9 +543,7 @@ def decode_tick(
             return Rejection("ancient_timestamp", f"data.t {t!r} is before the minimum {_when(limits.min_ts)}")
         if t > now + limits.max_future_s:
             return Rejection("future_timestamp", f"data.t {t!r} is more than {limits.max_future_s:g}s ahead of now ({_when(now)})")
-        if highest_event_t is None:
-            return None
-        return min(float(t), highest_event_t - lateness_s)
+        return None if ceiling is None else min(float(t), ceiling)
     except Exception as exc:  # a tick must not take the agent down
         return Rejection("bad_value", f"unexpected {type(exc).__name__} while decoding a tick: {_short(str(exc))}")
 

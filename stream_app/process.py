@@ -226,10 +226,15 @@ class Processor:
 
     def _tick(self, book: PartitionBook, rec: Record, out: Output) -> None:
         """Move the partition's clock as far as the tick and the events allow
-        (`contract.decode_tick`); a bad tick goes back for the dead-letter topic."""
-        newest = max((b.max_event_t for b in self.books.values() if b.max_event_t is not None), default=None)
-        t = decode_tick(rec.value, now=self.wall(), limits=self.limits, highest_event_t=newest,
-                        lateness_s=self.settings.allowed_lateness_s)
+        (`contract.decode_tick`); a bad tick goes back for the dead-letter topic.
+
+        The ceiling is the worker's clock (its partitions' clocks follow their
+        input events), and only for a partition that has read all its inputs:
+        the rule the agent's `send_ticks` follows, checked again on receipt, so
+        no tick moves a partition ahead of a backlog it has yet to read."""
+        clocks = [b.clock for b in self.books.values() if b.clock is not None]
+        ceiling = max(clocks) if clocks and len(book.idle) == len(book.inputs) else None
+        t = decode_tick(rec.value, now=self.wall(), limits=self.limits, ceiling=ceiling)
         if isinstance(t, Rejection):
             out.rejected.append((rec, t))
         elif t is not None:
