@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from stream_app.broker import EMBEDDED_ENV, EmbeddedBroker, free_port
 from stream_app.children import die_with_parent
-from stream_app.topics import bootstrap_servers
+from stream_app.topics import bootstrap_servers, end_of
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -233,3 +233,25 @@ async def _produce(url: str, messages: list[tuple[str, bytes, bytes]]) -> None:
             await p.send_and_wait(topic, key=key, value=value)
     finally:
         await p.stop()
+
+
+def read_all(url: str, topic: str) -> list:
+    """Every record of partition 0 of `topic` (churn.training, churn.models), in order."""
+    return asyncio.run(_read_all(url, topic))
+
+
+async def _read_all(url: str, topic: str) -> list:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(url), group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        out = []
+        while True:
+            batch = await consumer.getmany(tp, timeout_ms=2000)
+            out.extend(batch.get(tp, []))
+            if await consumer.position(tp) >= await end_of(consumer, tp):
+                return out
+    finally:
+        await consumer.stop()
