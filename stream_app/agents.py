@@ -36,7 +36,7 @@ from .partition import PartitionBook
 from .process import Output, Processor, Record
 from .scoring import RiskMemory
 from .state import CustomerState, day_of
-from .views import customer_view
+from .views import customer_view, raw_view
 
 log = logging.getLogger(__name__)
 
@@ -580,7 +580,7 @@ def register(app: faust.App, settings: Settings, broker_url: str, metrics: Metri
         if st is None:
             return web.json({"error": f"unknown customer {customer_id!r}"}, status=404)
         if request.query.get("raw"):  # the table value itself, for debugging a fingerprint mismatch
-            return web.bytes(st.to_bytes(), content_type="application/json")
+            return web.bytes(raw_view(st), content_type="application/json")
         view = customer_view(st, pipeline.worker_clock(), pipeline.rules)
         memory = pipeline.risk.get(customer_id)
         if st.is_customer:
