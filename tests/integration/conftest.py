@@ -203,6 +203,19 @@ def figures_differ(a: dict[str, float], b: dict[str, float]) -> dict[str, tuple]
     return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 
+def equal_figures(reference: Worker, other: Worker, timeout: float, what: str) -> dict[str, float]:
+    """Wait until `other`'s summed ledger gauges equal `reference`'s and return
+    them; fail naming every figure that differs if they never do."""
+    def converged():
+        a, b = summed(ledger_gauges(reference.metrics())), summed(ledger_gauges(other.metrics()))
+        return a == b and len(a) > 20 and a
+    try:
+        return wait_for(converged, timeout, what, other)
+    except AssertionError:
+        a, b = summed(ledger_gauges(reference.metrics())), summed(ledger_gauges(other.metrics()))
+        raise AssertionError(f"{what}: figures differ (reference, other): {figures_differ(a, b)}") from None
+
+
 def lookup(w: Worker, cid: str) -> dict:
     status, body = w.get(f"/customers/{cid}")
     assert status == 200, (cid, status, body[:200])

@@ -22,7 +22,7 @@ from stream_app.broker import EmbeddedBroker, free_port
 from stream_app.snapshots import decode
 from stream_app.topics import MODELS, TRAINING
 from tests.integration.conftest import (
-    WorkerFactory, figures_differ, ledger_gauges, lookup, processed, read_all, replay, simulate, state_differences, summed,
+    WorkerFactory, equal_figures, ledger_gauges, lookup, processed, read_all, replay, simulate, state_differences, summed,
     wait_for,
 )
 
@@ -68,14 +68,7 @@ def test_random_sigkills_lose_nothing_and_sigterm_is_clean(broker, workers, app_
 
         wait_for(lambda: processed(reference.metrics()) >= n_events, 300, "the reference worker to finish", reference)
 
-        def converged():
-            a, b = summed(ledger_gauges(reference.metrics())), summed(ledger_gauges(crashy.metrics()))
-            return a == b and len(a) > 20 and a
-        try:
-            final = wait_for(converged, 300, "the crashed worker to catch up", crashy)
-        except AssertionError:
-            a, b = summed(ledger_gauges(reference.metrics())), summed(ledger_gauges(crashy.metrics()))
-            raise AssertionError(f"figures differ after {KILLS} kills (reference, crashed): {figures_differ(a, b)}") from None
+        final = equal_figures(reference, crashy, 300, f"the crashed worker to catch up after {KILLS} kills")
         assert final['churn_window_customers_start{window="30d"}'] > 100
 
         # every customer: the same fingerprint of what the events decided

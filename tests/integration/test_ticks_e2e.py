@@ -16,9 +16,7 @@ from aiokafka import AIOKafkaProducer
 from stream_app.broker import EmbeddedBroker, free_port
 from stream_app.dead_letters import read
 from stream_app.topics import bootstrap_servers
-from tests.integration.conftest import (
-    WorkerFactory, figures_differ, ledger_gauges, lookup, processed, replay, simulate, summed, wait_for,
-)
+from tests.integration.conftest import WorkerFactory, equal_figures, lookup, processed, replay, simulate, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -88,14 +86,7 @@ def test_poisoned_ticks_leave_every_figure_equal_to_a_clean_run(broker, workers,
         wait_for(lambda: rejected_ticks(poisoned, clock_topic) == expected, 60, "every bad tick dead-lettered", poisoned)
         assert poisoned.proc.poll() is None
 
-        def converged():
-            a, b = summed(ledger_gauges(clean.metrics())), summed(ledger_gauges(poisoned.metrics()))
-            return a == b and len(a) > 20 and a
-        try:
-            final = wait_for(converged, 120, "the poisoned run's figures to equal the clean run's", poisoned)
-        except AssertionError:
-            a, b = summed(ledger_gauges(clean.metrics())), summed(ledger_gauges(poisoned.metrics()))
-            raise AssertionError(f"figures differ (clean, poisoned): {figures_differ(a, b)}") from None
+        final = equal_figures(clean, poisoned, 120, "the poisoned run's figures to equal the clean run's")
         assert final['churn_window_customers_start{window="30d"}'] > 20
         # the clock: the events' last day less the lateness, not the wall clock
         clocks = [w.metrics()["churn_event_time_clock_seconds"] for w in (clean, poisoned)]
