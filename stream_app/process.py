@@ -229,11 +229,13 @@ class Processor:
         (`contract.decode_tick`); a bad tick goes back for the dead-letter topic.
 
         The ceiling is the worker's clock (its partitions' clocks follow their
-        input events), and only for a partition that has read all its inputs:
-        the rule the agent's `send_ticks` follows, checked again on receipt, so
-        no tick moves a partition ahead of a backlog it has yet to read."""
+        input events), and only for a partition that has read all its inputs
+        (the rule the agent's `send_ticks` follows, checked again on receipt)
+        and holds none of them unapplied: no tick moves a partition ahead of
+        events it has yet to read or apply."""
         clocks = [b.clock for b in self.books.values() if b.clock is not None]
-        ceiling = max(clocks) if clocks and len(book.idle) == len(book.inputs) else None
+        settled = len(book.idle) == len(book.inputs) and not book.held_events()
+        ceiling = max(clocks) if clocks and settled else None
         t = decode_tick(rec.value, now=self.wall(), limits=self.limits, ceiling=ceiling)
         if isinstance(t, Rejection):
             out.rejected.append((rec, t))
