@@ -4,7 +4,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install clean
+SECRETS ?= secrets
+
+.PHONY: demo test install clean secrets
 
 $(BIN)/churnmon: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +21,18 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# Random secrets for docker-compose.yml (kept if present): the lookup's bearer
+# token and the model signing key. Readable inside the worker container;
+# the directory itself is private.
+secrets:
+	@mkdir -p $(SECRETS) && chmod 700 $(SECRETS)
+	@for name in lookup_token model_signing_key; do \
+	  if [ ! -s $(SECRETS)/$$name ]; then \
+	    $(PYTHON) -I -c 'import secrets; print(secrets.token_hex(32))' > $(SECRETS)/$$name && chmod 644 $(SECRETS)/$$name \
+	    && echo "wrote $(SECRETS)/$$name"; \
+	  fi; \
+	done
 
 clean:
 	rm -rf $(VENV) churnmon-data .pytest_cache

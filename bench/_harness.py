@@ -35,6 +35,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from stream_app.broker import EmbeddedBroker, free_port  # noqa: E402
+from stream_app.children import die_with_parent  # noqa: E402
 from stream_app.config import Settings  # noqa: E402
 from stream_app.contract import TOPICS  # noqa: E402
 
@@ -152,7 +153,7 @@ class Run:
         log = self.dir / f"{name}.log"
         with open(log, "wb") as out:
             popen = subprocess.Popen(argv, env={**os.environ, "PYTHONPATH": str(REPO), **env}, cwd=REPO,
-                                     stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                                     stdout=out, stderr=subprocess.STDOUT, **die_with_parent())
         proc = Proc(name, popen, log)
         self.procs.append(proc)
         return proc

@@ -106,6 +106,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa:
 from aiokafka.partitioner import murmur2  # noqa: E402
 
 from stream_app.broker import EMBEDDED_ENV, EmbeddedBroker, free_port  # noqa: E402
+from stream_app.children import die_with_parent  # noqa: E402
 from stream_app.config import Settings  # noqa: E402
 from stream_app.process import Replay  # noqa: E402
 from stream_app.scoring import RiskMemory  # noqa: E402
@@ -414,7 +415,7 @@ class WorkerRun:
         self.t0_wall = time.time()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "stream_app", "worker", "--loglevel", "info"],
-            env=env, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT, start_new_session=True, cwd=str(REPO),
+            env=env, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT, cwd=str(REPO), **die_with_parent(),
         )
         self.marks: dict[str, float] = {}
         self.oom_status: dict | None = None
@@ -429,7 +430,7 @@ class WorkerRun:
             self.profile_path = profile_dir / f"{label}.collapsed.txt"
             self.profiler = subprocess.Popen(
                 [spy, "record", "--pid", str(self.proc.pid), "--rate", "50", "--format", "raw", "--nonblocking",
-                 "-o", str(self.profile_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                 "-o", str(self.profile_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **die_with_parent(),
             )
 
     def elapsed(self) -> float:

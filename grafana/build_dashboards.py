@@ -17,7 +17,7 @@ naming any other metric, and checks the committed JSON equals this output.
 Four dashboards: Churn overview, Churn pipeline health, At-risk customers
 (churn_at_risk_*, churn_expected_mrr_loss, churn_alerts_emitted_total,
 churn_customers_scored_total) and Churn model quality (churn_model_*,
-churn_training_examples_total). docs/MONITORING.md says how to read them.
+churn_training_examples_total, refused snapshots). docs/MONITORING.md says how to read them.
 
 Adding a dashboard: write panel functions and a function returning
 `dashboard(...)` below, register it in DASHBOARDS, and run this script. The
@@ -980,6 +980,13 @@ def drift_events_in_range() -> Panel:
                 description="New drift events in the dashboard's time range (a trainer restart counts as a reset, not as events).")
 
 
+def snapshots_refused() -> Panel:
+    return timeseries("Model snapshots refused", [
+        target("sum by (reason) (increase(churn_model_snapshots_rejected_total[$__rate_interval]))", "{{reason}}"),
+    ], "none", decimals=0, w=24, bars=True,
+        description="Records on churn.models a worker refused (unsigned, badly signed, old pickle format, malformed) and skipped, keeping the model it had: a forgery, or workers with different signing keys. Every worker counts each one (each reads the topic), and again after a restart. Runbook: ChurnModelSnapshotRefused.")
+
+
 def model_quality() -> dict:
     return dashboard(
         "churn-model",
@@ -992,6 +999,7 @@ def model_quality() -> dict:
             ("Labels", [labels_per_minute(), churned_label_share()]),
             ("Model in use", [model_version_over_time(), model_age_over_time(), ready_over_time()]),
             ("Drift", [drift_over_time(), drift_events_in_range()]),
+            ("Snapshots", [snapshots_refused()]),
         ],
         [datasource_variable()],
         time_from="now-24h",

@@ -24,10 +24,11 @@ from faust.streams import _current_event
 from prometheus_client import generate_latest
 
 from . import dead_letters as dl
+from . import snapshots
 from . import topics
 from .config import Settings
-from .security import bearer_ok, kafka_client_kwargs
-from .contract import Rejection, format_ts
+from .security import kafka_client_kwargs, lookup_denied, signing_key
+from .contract import Rejection, decode_example, format_ts
 from .kpis import merge
 from .metrics import Metrics
 from .model import ChurnModel, Quality
@@ -35,7 +36,7 @@ from .partition import PartitionBook
 from .process import Output, Processor, Record
 from .scoring import RiskMemory
 from .state import CustomerState, day_of
-from .views import customer_view
+from .views import customer_view, raw_view
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,7 @@ class Pipeline:
         self.alerts_topic = app.topic(topics.ALERTS, key_serializer="raw", value_serializer="raw", partitions=n)
         self.training = app.topic(topics.TRAINING, key_serializer="raw", value_serializer="raw", partitions=1)
         self.models_topic = app.topic(topics.MODELS, key_serializer="raw", value_serializer="raw", partitions=1)
+        self.signing_key = signing_key(settings)  # signs published snapshots, verifies followed ones
         self.models_seen = asyncio.Event()  # set once the model feed has read churn.models to its end
         # the trainer (only on the worker that owns churn.training's one partition)
         self.trainer: ChurnModel | None = None
@@ -295,8 +297,11 @@ class Pipeline:
         """
         await self.models_seen.wait()
         if self.trainer is None:
-            self.trainer = ChurnModel.restore(self.latest_blob) if self.latest_blob else ChurnModel(self.settings.model_kind, min_labels=self.settings.min_labels)
-            self.learnt_to = self.latest_offset
+            latest = snapshots.decode(self.latest_blob, key=self.signing_key) if self.latest_blob else None
+            if isinstance(latest, snapshots.Snapshot):  # a copy of its own: the scorer's model must not learn
+                self.trainer, self.learnt_to = latest.model, latest.training_offset
+            else:
+                self.trainer = ChurnModel(self.settings.model_kind, min_labels=self.settings.min_labels)
         log.info("trainer: model version %s, learnt to offset %s of %s", self.trainer.version, self.learnt_to, topics.TRAINING)
         async for event in stream.events():
             offset = event.message.offset
@@ -304,10 +309,15 @@ class Pipeline:
                 continue
             if offset > self.learnt_to + 1:
                 await self.relearn(self.learnt_to + 1, offset)
-            await self.learn(offset, event.value)
+            await self.learn(Record(topics.TRAINING, 0, offset, event.key, event.value, event.message.headers or ()))
 
-    async def learn(self, offset: int, value: bytes) -> None:
-        ex = orjson.loads(value)
+    async def learn(self, rec: Record) -> None:
+        offset = rec.offset
+        ex = decode_example(rec.key, rec.value, now=time.time(), limits=self.processor.limits)
+        if isinstance(ex, Rejection):  # never reaches the learner; learnt_to moves past it all the same
+            self.learnt_to = offset
+            await self.dead_letter(rec, ex)
+            return
         if ex.get("score") is not None:
             self.quality.update(ex["label"], ex["score"], ex["labelled_t"])
         self.trainer.learn(ex["features"], ex["label"])
@@ -337,7 +347,7 @@ class Pipeline:
                 batch = await consumer.getmany(tp, timeout_ms=1000)
                 for msg in batch.get(tp, []):
                     if self.learnt_to < msg.offset < stop:
-                        await self.learn(msg.offset, msg.value)
+                        await self.learn(Record(topics.TRAINING, 0, msg.offset, msg.key, msg.value, msg.headers or ()))
                 if await consumer.position(tp) >= stop:
                     break
         finally:
@@ -349,7 +359,8 @@ class Pipeline:
         if self.trainer is None or not self.unpublished:
             return
         self.unpublished, self.first_unpublished = 0, 0.0
-        blob = self.trainer.publish(created_at=time.time())
+        self.trainer.publish(created_at=time.time())
+        blob = snapshots.encode(self.trainer, training_offset=self.learnt_to, key=self.signing_key)
         await self.models_topic.send(
             key=b"churn-model", value=blob,
             headers=[("version", str(self.trainer.version).encode()), ("training_offset", str(self.learnt_to).encode())],
@@ -361,11 +372,15 @@ class Pipeline:
             await self.publish()
 
     latest_blob: bytes | None = None
-    latest_offset: int = -1
 
     async def follow_models(self) -> None:
         """Every worker reads churn.models from the start (it is compacted) and
-        scores with the newest snapshot; a hot swap is one assignment."""
+        scores with the newest snapshot; a hot swap is one assignment.
+
+        Each record is decoded and checked (`snapshots.decode`: data, or a
+        signed pickle verified before it is loaded); its version is the one
+        inside the snapshot, not the record header. A refused record is
+        logged, counted and skipped: scoring goes on with the model it has."""
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         consumer = AIOKafkaConsumer(bootstrap_servers=topics.bootstrap_servers(self.broker_url), group_id=None, enable_auto_commit=False,
@@ -379,12 +394,15 @@ class Pipeline:
                 batch = await consumer.getmany(tp, timeout_ms=1000)
                 end = await topics.end_of(consumer, tp)
                 for msg in batch.get(tp, []):
-                    headers = dict(msg.headers or ())
-                    version = int(headers.get("version", b"0"))
-                    if version > self.model.version:
-                        self.processor.model = ChurnModel.restore(msg.value)
+                    got = snapshots.decode(msg.value, key=self.signing_key)
+                    if isinstance(got, Rejection):
+                        self.metrics.snapshots_rejected.labels(reason=got.reason).inc()
+                        log.warning("refused the model snapshot at %s@%s: %s (%s); scoring goes on with version %s",
+                                    topics.MODELS, msg.offset, got.reason, got.detail, self.model.version)
+                        continue
+                    if got.model.version > self.model.version:
+                        self.processor.model = got.model
                         self.latest_blob = msg.value
-                        self.latest_offset = int(headers.get("training_offset", b"-1"))
                         self.metrics.model_version.set(self.model.version)
                         self.metrics.model_created.set(self.model.created_at or 0.0)
                         self.metrics.model_ready.set(1.0 if self.model.ready else 0.0)
@@ -547,9 +565,10 @@ def register(app: faust.App, settings: Settings, broker_url: str, metrics: Metri
     def require_token(view):
         """Checked before the request is forwarded to the owning worker (which checks again)."""
         async def guarded(web, request, *args, **kwargs):
-            if not bearer_ok(settings.lookup_token, request.headers.get("Authorization")):
-                return web.json({"error": "this endpoint needs Authorization: Bearer <token> (CHURNMON_LOOKUP_TOKEN)"},
-                                status=401, headers={"WWW-Authenticate": "Bearer"})
+            denied = lookup_denied(settings.lookup_token, request.headers.get("Authorization"), raw=bool(request.query.get("raw")))
+            if denied is not None:
+                status, message = denied
+                return web.json({"error": message}, status=status, headers={"WWW-Authenticate": "Bearer"} if status == 401 else None)
             return await view(web, request, *args, **kwargs)
         return guarded
 
@@ -561,7 +580,7 @@ def register(app: faust.App, settings: Settings, broker_url: str, metrics: Metri
         if st is None:
             return web.json({"error": f"unknown customer {customer_id!r}"}, status=404)
         if request.query.get("raw"):  # the table value itself, for debugging a fingerprint mismatch
-            return web.bytes(st.to_bytes(), content_type="application/json")
+            return web.bytes(raw_view(st), content_type="application/json")
         view = customer_view(st, pipeline.worker_clock(), pipeline.rules)
         memory = pipeline.risk.get(customer_id)
         if st.is_customer:

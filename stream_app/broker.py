@@ -39,6 +39,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from .children import die_with_parent
 from .config import Settings
 
 
@@ -105,9 +106,8 @@ class EmbeddedBroker:
 
     def start(self, *, quiet: bool = True, timeout: float = 15.0) -> "EmbeddedBroker":
         out = subprocess.DEVNULL if quiet else None
-        self.process = subprocess.Popen(
-            self.command(), stdout=out, stderr=out, start_new_session=True
-        )
+        # its own process group, and killed by the kernel if its parent dies (children.py)
+        self.process = subprocess.Popen(self.command(), stdout=out, stderr=out, **die_with_parent())
         try:
             wait_for_port(self.host, self.port, timeout)
         except BrokerError:

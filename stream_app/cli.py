@@ -83,14 +83,17 @@ def worker(
     ssl_certfile: Optional[str] = typer.Option(None, "--kafka-ssl-certfile"),
     ssl_keyfile: Optional[str] = typer.Option(None, "--kafka-ssl-keyfile"),
     lookup_token_file: Optional[Path] = typer.Option(None, "--lookup-token-file", help="file holding the bearer token /customers/{id} requires"),
+    lookup_insecure: bool = typer.Option(False, "--lookup-insecure", help="serve /customers/{id} without a token on a non-loopback address (refused otherwise)"),
 ) -> None:
-    """Run one Faust worker: consume the input topics, serve /metrics."""
+    """Run one Faust worker: consume the input topics, serve /metrics.
+
+    The model signing key (CHURNMON_MODEL_SIGNING_KEY_FILE) has no flag: flags show in ps."""
     settings = _settings(
         broker=broker, web_port=web_port, web_host=web_host, partitions=partitions, data_dir=data_dir, app_id=app_id,
         web_bind=web_bind, store=store, kafka_security_protocol=security_protocol, kafka_sasl_mechanism=sasl_mechanism,
         kafka_sasl_username=sasl_username, kafka_sasl_password=_secret(sasl_password_file, "--kafka-sasl-password-file"),
         kafka_ssl_cafile=ssl_cafile, kafka_ssl_certfile=ssl_certfile, kafka_ssl_keyfile=ssl_keyfile,
-        lookup_token=_secret(lookup_token_file, "--lookup-token-file"),
+        lookup_token=_secret(lookup_token_file, "--lookup-token-file"), lookup_insecure=lookup_insecure or None,
     )
     run_worker(settings, loglevel)
 
@@ -114,8 +117,12 @@ def run_worker(settings: Settings, loglevel: str = "warn") -> None:
     from .agents import register
     from .app import build_app
     from .broker import EMBEDDED_SETTINGS, EmbeddedBroker, free_port
+    from .security import worker_problems
     from .topics import ensure_topics
 
+    problems = worker_problems(settings)
+    if problems:
+        raise UserError("; ".join(problems))
     embedded = None
     broker_url = settings.broker
     if broker_url is None:
@@ -282,15 +289,16 @@ cli.add_typer(dlq_cli, name="dlq")
 def _dead_letters(broker: Optional[str], reason: Optional[str], topic: Optional[str]):
     from .contract import REJECTION_REASONS, TOPICS
     from .dead_letters import read, select
-    from .topics import bootstrap_servers
+    from .topics import TRAINING, bootstrap_servers
 
     settings = _settings(broker=broker)
     if settings.broker is None:
         raise UserError("dlq needs --broker kafka://HOST:PORT (or CHURNMON_BROKER)")
     if reason is not None and reason not in REJECTION_REASONS:
         raise UserError(f"--reason must be one of {', '.join(sorted(REJECTION_REASONS))} (got {reason!r})")
-    if topic is not None and topic not in TOPICS:
-        raise UserError(f"--topic must be one of {', '.join(TOPICS)} (got {topic!r})")
+    read_topics = (*TOPICS, TRAINING)
+    if topic is not None and topic not in read_topics and not topic.endswith("-clock"):
+        raise UserError(f"--topic must be one of {', '.join(read_topics)} or a clock topic <app_id>-clock (got {topic!r})")
     letters = asyncio.run(read(bootstrap_servers(settings.broker), client_kwargs=kafka_client_kwargs(settings)))
     return settings, select(letters, reason=reason, topic=topic)
 
@@ -299,7 +307,7 @@ def _dead_letters(broker: Optional[str], reason: Optional[str], topic: Optional[
 def dlq_list(
     broker: Optional[str] = typer.Option(None, "--broker", help="kafka://HOST:PORT (env CHURNMON_BROKER)"),
     reason: Optional[str] = typer.Option(None, "--reason", help="only this rejection reason"),
-    topic: Optional[str] = typer.Option(None, "--topic", help="only records from this input topic"),
+    topic: Optional[str] = typer.Option(None, "--topic", help="only records from this topic (an input, churn.training or <app_id>-clock)"),
     limit: int = typer.Option(20, "--limit", min=0, help="records to print after the summary (0 = summary only)"),
 ) -> None:
     """Summarise churn.dlq by reason and source, then print the newest records."""
@@ -352,6 +360,7 @@ def demo(
 ) -> None:
     """Embedded broker + worker + simulator in one command, with a live terminal view."""
     from .broker import EMBEDDED_ENV, EmbeddedBroker, free_port
+    from .children import die_with_parent
     from .dashboard import run_view
     from .topics import ensure_topics
 
@@ -366,11 +375,12 @@ def demo(
     try:
         asyncio.run(ensure_topics(settings, b.url))
         py = sys.executable
-        children.append(subprocess.Popen([py, "-m", "stream_app", "worker", "--data-dir", f"./churnmon-data/demo-{os.getpid()}"], env=env, start_new_session=True))
+        # broker, worker and simulator die with the demo, however it dies (children.py)
+        children.append(subprocess.Popen([py, "-m", "stream_app", "worker", "--data-dir", f"./churnmon-data/demo-{os.getpid()}"], env=env, **die_with_parent()))
         children.append(
             subprocess.Popen(
                 [py, "-m", "stream_app", "simulate", "--customers", str(customers), "--days", str(days), "--seed", str(seed), "--rate", str(rate)],
-                env=env, start_new_session=True,
+                env=env, **die_with_parent(),
             )
         )
         typer.echo(f"demo: broker {b.url}, metrics http://127.0.0.1:{web_port}/metrics (Ctrl-C stops everything)", err=True)

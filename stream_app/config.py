@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 DAY = 86400.0
+MIN_KEY_BYTES = 16  # a model signing key shorter than this is refused
 
 
 def _env(name: str) -> str:
@@ -89,6 +90,10 @@ class Settings:
     kafka_ssl_keyfile: str | None = field(default=None, metadata={"help": "the client certificate's private key"})
     kafka_ssl_key_password: str | None = field(default=None, repr=False, metadata={"help": "password of the private key (secret)", "secret": True})
     lookup_token: str | None = field(default=None, repr=False, metadata={"help": "if set, /customers/{id} requires 'Authorization: Bearer <token>' (secret)", "secret": True})
+    lookup_token_file: str | None = field(default=None, metadata={"help": "file holding lookup_token, read at start (the compose stack's secret; --lookup-token-file)", "secret_file": "lookup_token"})
+    lookup_insecure: bool = field(default=False, metadata={"help": "serve /customers/{id} without a token on a non-loopback address (refused otherwise; --lookup-insecure)"})
+    model_signing_key: str | None = field(default=None, repr=False, metadata={"help": "HMAC-SHA256 key that signs model snapshots and verifies them on churn.models; required for model_kind arf; env or file only, never a flag (secret)", "secret": True})
+    model_signing_key_file: str | None = field(default=None, metadata={"help": "file holding model_signing_key, read at start", "secret_file": "model_signing_key"})
 
     @classmethod
     def load(cls, **overrides: Any) -> "Settings":
@@ -99,6 +104,7 @@ class Settings:
             if raw is not None and raw != "":
                 values[f.name] = _parse(f, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
+        _read_secret_files(values)
         return cls(**values).checked()
 
     def checked(self) -> "Settings":
@@ -124,6 +130,8 @@ class Settings:
             problems.append(f"standby_replicas must be >= 0 (got {self.standby_replicas})")
         if self.event_loop not in ("uvloop", "asyncio"):
             problems.append(f"event_loop must be uvloop or asyncio (got {self.event_loop!r})")
+        if self.model_signing_key is not None and len(self.model_signing_key.encode()) < MIN_KEY_BYTES:
+            problems.append(f"model_signing_key must be at least {MIN_KEY_BYTES} bytes (a random one: openssl rand -hex 32)")
         if self.store.split(":", 1)[0] not in ("memory", "rocksdb"):
             problems.append(f"store must be memory:// or rocksdb:// (got {self.store!r})")
         from .security import problems as security_problems
@@ -157,6 +165,23 @@ def _parse(f: dataclasses.Field, raw: str) -> Any:
     except ValueError as exc:
         raise ValueError(f"{_env(f.name)}={raw!r} is not a valid {kind}") from exc
     return raw
+
+
+def _read_secret_files(values: dict[str, Any]) -> None:
+    """Fill a secret from its `*_file` setting (a file, so it never shows in
+    a process list or a compose file) unless the secret itself was given."""
+    for f in fields(Settings):
+        target = f.metadata.get("secret_file")
+        path = values.get(f.name)
+        if target is None or path is None or values.get(target) is not None:
+            continue
+        try:
+            secret = open(path, encoding="utf-8").read().strip()
+        except OSError as exc:
+            raise ValueError(f"{_env(f.name)}={path}: cannot read it ({exc.strerror or exc})") from exc
+        if not secret:
+            raise ValueError(f"{_env(f.name)}={path}: the file is empty")
+        values[target] = secret
 
 
 def settings_table() -> list[tuple[str, str, str, str]]:

@@ -18,6 +18,7 @@ is still the schema's own. Tests check both agree.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -43,6 +44,9 @@ __all__ = [
     "format_ts",
     "validate_event",
     "topic_for_type",
+    "TRAINING_TOPIC",
+    "decode_example",
+    "decode_tick",
 ]
 
 TOPICS: tuple[str, ...] = ("churn.subscription", "churn.usage", "churn.support")
@@ -317,7 +321,7 @@ def _rejection(topic: str, exc: JsonSchemaValueException) -> Rejection:
         have = value.keys() if isinstance(value, dict) else ()
         missing = [f"{name}.{f}" for f in required if f not in have]
         etype = value.get("type") if isinstance(value, dict) else None
-        for_type = f" (required for {etype})" if isinstance(etype, str) and etype in TOPIC_TYPES[topic] else ""
+        for_type = f" (required for {etype})" if isinstance(etype, str) and etype in TOPIC_TYPES.get(topic, ()) else ""
         return Rejection("missing_field", f"missing required field {', '.join(missing) or name}{for_type}")
     if rule == "type":
         if name == "data":
@@ -417,20 +421,27 @@ def decode(
         return Rejection("bad_value", f"unexpected {type(exc).__name__} while decoding: {_short(str(exc))}")
 
 
+def _json_object(value: Any, max_bytes: int, what: str = "message") -> dict | Rejection:
+    """Bytes -> a JSON object, or the rejection every input gets for not being one."""
+    if value is None:
+        return Rejection("not_json", "message value is null (tombstone), expected a JSON object")
+    if len(value) > max_bytes:
+        return Rejection("too_large", f"message value is {len(value)} bytes, limit is {max_bytes}")
+    try:
+        obj = orjson.loads(value)
+    except (orjson.JSONDecodeError, TypeError) as exc:
+        return Rejection("not_json", f"message value is not valid UTF-8 JSON: {str(exc)[:120]}")
+    if obj.__class__ is not dict:
+        return Rejection("not_object", f"{what} must be a JSON object (got {type(obj).__name__})")
+    return obj
+
+
 def _decode(topic: str, key: Any, value: Any, now: float, limits: Limits) -> dict | Rejection:
     if topic not in _BY_TYPE:
         return Rejection("unknown_topic", f"topic {_short(topic)} is not one of {list(TOPICS)}")
-    if value is None:
-        return Rejection("not_json", "message value is null (tombstone), expected a JSON object")
-    size = len(value)
-    if size > limits.max_bytes:
-        return Rejection("too_large", f"message value is {size} bytes, limit is {limits.max_bytes}")
-    try:
-        event = orjson.loads(value)
-    except (orjson.JSONDecodeError, TypeError) as exc:
-        return Rejection("not_json", f"message value is not valid UTF-8 JSON: {str(exc)[:120]}")
-    if event.__class__ is not dict:
-        return Rejection("not_object", f"event must be a JSON object (got {type(event).__name__})")
+    event = _json_object(value, limits.max_bytes, "event")
+    if event.__class__ is Rejection:
+        return event
 
     rej = _schema_check(topic, event)
     if rej is not None:
@@ -476,3 +487,106 @@ def _decode(topic: str, key: Any, value: Any, now: float, limits: Limits) -> dic
     elif "_effective_t" in event:
         del event["_effective_t"]  # derived keys are ours; a producer must not forge them
     return event
+
+
+# ------------------------------------------------------------- the worker's other inputs
+
+TRAINING_TOPIC = "churn.training"
+_EXAMPLE_SCHEMA: dict[str, Any] = _load(TRAINING_TOPIC)
+_EXAMPLE = _compile(_compilable(_EXAMPLE_SCHEMA))
+EXAMPLE_FEATURES: tuple[str, ...] = tuple(_EXAMPLE_SCHEMA["properties"]["features"]["required"])
+
+
+def _seconds(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def decode_tick(
+    value: bytes | None,
+    *,
+    now: float,
+    limits: Limits = _DEFAULT_LIMITS,
+    ceiling: float | None,
+) -> float | None | Rejection:
+    """A clock tick -> the time it may move its partition's clock to, None
+    (a tick that moves nothing and only asks for a sweep), or a Rejection
+    to dead-letter.
+
+    A tick is ``{"t": <Unix seconds> | null}`` on ``<app_id>-clock``. The
+    worker's own ticks carry its clock, which follows its input events; a
+    tick from anywhere else is held to the same rule: ``t`` a finite number,
+    not before 1970, at most ``max_future_s`` ahead of the wall clock, and
+    then capped at ``ceiling``: the highest clock the input events allow
+    here (the receiving worker's clock; None when nothing allows a move,
+    e.g. a partition that has not read all its inputs yet). So a tick never
+    moves a clock past what the input events allow.
+
+    >>> decode_tick(b'{"t": 3000.5}', now=1e9, ceiling=4000.0), decode_tick(b'{"t": 9e8}', now=1e9, ceiling=4000.0)
+    (3000.5, 4000.0)
+    >>> decode_tick(b'{"t": null}', now=1e9, ceiling=4000.0) is None, decode_tick(b'{"t": 3000.5}', now=1e9, ceiling=None) is None
+    (True, True)
+    >>> [decode_tick(v, now=1e9, ceiling=4000.0).reason for v in (b'[1]', b'{"t": 1e300}', b'{"t": "soon"}', b'{}')]
+    ['not_object', 'future_timestamp', 'wrong_type', 'missing_field']
+    """
+    try:
+        tick = _json_object(value, limits.max_bytes)
+        if isinstance(tick, Rejection):
+            return tick
+        if "t" not in tick:
+            return Rejection("missing_field", "missing required field data.t")
+        t = tick["t"]
+        if t is None:
+            return None
+        if not _seconds(t):
+            return Rejection("wrong_type", f"data.t must be a number or null (got {type(t).__name__} {_short(t)})")
+        if t < limits.min_ts:
+            return Rejection("ancient_timestamp", f"data.t {t!r} is before the minimum {_when(limits.min_ts)}")
+        if t > now + limits.max_future_s:
+            return Rejection("future_timestamp", f"data.t {t!r} is more than {limits.max_future_s:g}s ahead of now ({_when(now)})")
+        return None if ceiling is None else min(float(t), ceiling)
+    except Exception as exc:  # a tick must not take the agent down
+        return Rejection("bad_value", f"unexpected {type(exc).__name__} while decoding a tick: {_short(str(exc))}")
+
+
+def decode_example(
+    key: bytes | None,
+    value: bytes | None,
+    *,
+    now: float,
+    limits: Limits = _DEFAULT_LIMITS,
+) -> dict | Rejection:
+    """A churn.training record -> an example the learner may take, or a Rejection.
+
+    Checked against ``schemas/churn.training.json``: a customer id, exactly the
+    fixed feature names, each a finite number within bounds, a label of 0 or
+    1, event times not ahead of the wall clock by more than ``max_future_s``.
+    The key, when present, must be the customer id. ``label`` comes back a
+    bool. Never raises.
+
+    >>> from stream_app.features import NEUTRAL
+    >>> ok = {"customer_id": "c1", "features": NEUTRAL, "label": 1, "snapshot_t": 0.0, "labelled_t": 86400.0, "score": None}
+    >>> decode_example(b"c1", orjson.dumps(ok), now=1e9)["label"]
+    True
+    >>> decode_example(None, orjson.dumps({**ok, "features": {**NEUTRAL, "shoe_size": 44.0}}), now=1e9).reason
+    'bad_value'
+    >>> decode_example(None, orjson.dumps({**ok, "label": 2}), now=1e9).reason
+    'bad_value'
+    """
+    try:
+        ex = _json_object(value, limits.max_bytes)
+        if isinstance(ex, Rejection):
+            return ex
+        try:
+            _EXAMPLE(ex)
+        except JsonSchemaValueException as exc:
+            return _rejection(TRAINING_TOPIC, exc)
+        cid = ex["customer_id"]
+        if key is not None and bytes(key) != cid.encode():
+            return Rejection("key_mismatch", f"message key {_short(bytes(key))} does not match data.customer_id {_short(cid)}")
+        for field in ("snapshot_t", "labelled_t"):
+            if ex[field] > now + limits.max_future_s:
+                return Rejection("future_timestamp", f"data.{field} {ex[field]!r} is more than {limits.max_future_s:g}s ahead of now ({_when(now)})")
+        ex["label"] = bool(ex["label"])
+        return ex
+    except Exception as exc:  # the learner must never see an exception from here
+        return Rejection("bad_value", f"unexpected {type(exc).__name__} while decoding an example: {_short(str(exc))}")

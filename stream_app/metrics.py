@@ -28,6 +28,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from .kpis import MOVEMENT_KINDS, Series, tenure_bucket
+from .snapshots import REJECTION_REASONS as SNAPSHOT_REJECTIONS
 from .state import Churn, Effects
 
 # `_created` series double the exposition and no dashboard uses them.
@@ -93,7 +94,7 @@ class Metrics:
         r = self.registry = registry or CollectorRegistry()
         self.plan = PlanLabels(plan_limit)
         self.events = Counter(*_doc("churn_events_processed_total", "counter", ["topic"], "Valid input events processed, by input topic."), ["topic"], registry=r)
-        self.rejected = Counter(*_doc("churn_events_rejected_total", "counter", ["topic", "reason"], "Input messages dead-lettered to churn.dlq, by topic and rejection reason."), ["topic", "reason"], registry=r)
+        self.rejected = Counter(*_doc("churn_events_rejected_total", "counter", ["topic", "reason"], "Messages dead-lettered to churn.dlq, by topic (the inputs, the clock topic, churn.training) and rejection reason."), ["topic", "reason"], registry=r)
         self.duplicates = Counter(*_doc("churn_events_duplicate_total", "counter", ["topic"], "Redelivered events (event_id already applied) that changed nothing."), ["topic"], registry=r)
         self.late = Counter(*_doc("churn_events_late_total", "counter", ["topic"], "Events older than the event-time clock (applied where safe)."), ["topic"], registry=r)
         self.latency = Histogram(
@@ -115,6 +116,12 @@ class Metrics:
         self.alerts = Counter(*_doc("churn_alerts_emitted_total", "counter", ["state", "play"], "At-risk alerts published to churn.alerts, by state (raised, escalated, resolved) and recommended play."), ["state", "play"], registry=r)
         self.scored = Counter(*_doc("churn_customers_scored_total", "counter", ["scored_by"], "Risk scores computed, by who produced them (model or rules)."), ["scored_by"], registry=r)
         self.examples = Counter(*_doc("churn_training_examples_total", "counter", ["label"], "Labelled examples sent to churn.training (label = churned, stayed)."), ["label"], registry=r)
+        self.snapshots_rejected = Counter(
+            *_doc("churn_model_snapshots_rejected_total", "counter", ["reason"], "Model snapshots on churn.models refused and skipped (unsigned, badly signed, unreadable, out of bounds); the worker keeps scoring with the model it has."),
+            ["reason"], registry=r,
+        )
+        for reason in sorted(SNAPSHOT_REJECTIONS):
+            self.snapshots_rejected.labels(reason=reason)
         self.model_labels = Counter(*_doc("churn_model_labels_total", "counter", [], "Labelled examples the trainer has learnt from (this process)."), registry=r)
         self.model_version = Gauge(*_doc("churn_model_version", "gauge", [], "Version of the model this worker scores with (0 = rules only so far)."), registry=r)
         self.model_created = Gauge(*_doc("churn_model_created_timestamp_seconds", "gauge", [], "When the model this worker scores with was published; age = time() - this."), registry=r)

@@ -15,15 +15,18 @@ than the choice of learner:
 the score the model gave *when the snapshot was taken* (stored in the label
 book), before the model learns from it.
 
-Snapshots are pickles of the whole pipeline plus metadata. Pickle executes
-code on load: restore only what this service wrote itself.
+A model travels between workers as data: its counters (`meta`) and, for
+the logistic model, its weights, the scaler's statistics and the order of
+its inputs (`linear_state`). `stream_app/snapshots.py` frames, signs and
+checks them; nothing here reads bytes.
 
 >>> m = ChurnModel(min_labels=2)
 >>> x = {"a": 1.0}
 >>> m.learn(x, True); m.learn({"a": 0.0}, False)
 >>> m.ready, m.labels_seen
 (True, 2)
->>> m2 = ChurnModel.restore(m.publish(created_at=0.0))
+>>> m.publish(created_at=0.0)
+>>> m2 = ChurnModel.from_meta(m.meta()); m2.load_linear_state(m.linear_state())
 >>> m2.version, m2.score(x) == m.score(x)
 (1, True)
 """
@@ -32,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import pickle
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -47,7 +49,6 @@ from .health import FACTORS, health_risk
 __all__ = ["ChurnModel", "Quality", "Assessment", "MODEL_KINDS", "make_pipeline", "with_health_factors"]
 
 MODEL_KINDS = ("logreg", "arf")
-SNAPSHOT_FORMAT = 1
 
 HF_PREFIX = "hf_"  # model inputs derived from the health-score factors
 HF_INPUTS: tuple[str, ...] = tuple(HF_PREFIX + name for name, _ in FACTORS)
@@ -294,40 +295,82 @@ class ChurnModel:
         risk, factors = health_risk(x)
         return Assessment(risk, "rules", factors, self.score(x))
 
-    # -- persistence --------------------------------------------------------------
-    def snapshot(self, created_at: float | None = None) -> bytes:
-        """The pipeline and its metadata as bytes (pickle; trusted storage only)."""
-        meta = {
-            "format": SNAPSHOT_FORMAT,
+    # -- persistence (stream_app/snapshots.py frames, signs and checks) -------------
+    def publish(self, created_at: float | None = None) -> None:
+        """A new model version for scorers: bump `version`, stamp `created_at`."""
+        self.version += 1
+        self.created_at = time.time() if created_at is None else created_at
+
+    def meta(self) -> dict[str, Any]:
+        """The model's identity and counters (everything but its learnt state)."""
+        return {
             "kind": self.kind,
             "seed": self.seed,
             "min_labels": self.min_labels,
             "version": self.version,
             "labels_seen": self.labels_seen,
             "positives": self.positives,
-            "created_at": time.time() if created_at is None else created_at,
+            "created_at": self.created_at,
         }
-        return pickle.dumps({"meta": meta, "pipeline": self.pipeline}, protocol=pickle.HIGHEST_PROTOCOL)
-
-    def publish(self, created_at: float | None = None) -> bytes:
-        """A new model version for scorers: bump `version`, return its snapshot."""
-        self.version += 1
-        self.created_at = time.time() if created_at is None else created_at
-        return self.snapshot(self.created_at)
 
     @classmethod
-    def restore(cls, blob: bytes) -> "ChurnModel":
-        d = pickle.loads(blob)
-        meta = d["meta"]
-        if meta.get("format") != SNAPSHOT_FORMAT:
-            raise ValueError(f"unknown model snapshot format {meta.get('format')!r}")
+    def from_meta(cls, meta: Mapping[str, Any]) -> "ChurnModel":
+        """A model with `meta`'s identity and counters and a fresh pipeline."""
         m = cls(meta["kind"], min_labels=meta["min_labels"], seed=meta["seed"])
-        m.pipeline = d["pipeline"]
         m.version = meta["version"]
         m.labels_seen = meta["labels_seen"]
         m.positives = meta["positives"]
         m.created_at = meta["created_at"]
         return m
+
+    def _linear_parts(self):
+        """(StandardScaler, LogisticRegression) of a `logreg` pipeline (see `make_pipeline`)."""
+        if self.kind != "logreg":
+            raise ValueError(f"a {self.kind} model has no linear state")
+        steps = list(self.pipeline.steps.values())
+        union, lr = steps[1], steps[-1]
+        scaled = next(t for t in union.transformers.values() if isinstance(t, compose.Pipeline))
+        scaler = next(t for t in scaled.steps.values() if isinstance(t, preprocessing.StandardScaler))
+        return scaler, lr
+
+    def linear_state(self) -> dict[str, Any]:
+        """The logistic model as plain data: its inputs in order with their
+        weights, the intercept, the optimizer's step count, and the scaler's
+        per-feature count, mean and variance. Orders are kept (weights and
+        statistics are ordered maps), so a model rebuilt from this scores and
+        goes on learning bit for bit like the original.
+        """
+        scaler, lr = self._linear_parts()
+        features = list(scaler.counts)
+        return {
+            "inputs": list(lr._weights.keys()),
+            "weights": [float(w) for w in lr._weights.values()],
+            "intercept": float(lr.intercept),
+            "optimizer_steps": int(lr.optimizer.n_iterations),
+            "scaler": {
+                "features": features,
+                "counts": [int(scaler.counts[f]) for f in features],
+                "means": [float(scaler.means[f]) for f in features],
+                "vars": [float(scaler.vars[f]) for f in features],
+            },
+        }
+
+    def load_linear_state(self, state: Mapping[str, Any]) -> None:
+        """Set the pipeline's learnt state from `linear_state` output (checked by the caller)."""
+        scaler, lr = self._linear_parts()
+        lr._weights.clear()
+        for name, w in zip(state["inputs"], state["weights"]):
+            lr._weights[name] = float(w)
+        lr.intercept = float(state["intercept"])
+        lr.optimizer.n_iterations = int(state["optimizer_steps"])
+        sc = state["scaler"]
+        scaler.counts.clear()
+        scaler.means.clear()
+        scaler.vars.clear()
+        for f, n, mean, var in zip(sc["features"], sc["counts"], sc["means"], sc["vars"]):
+            scaler.counts[f] = int(n)
+            scaler.means[f] = float(mean)
+            scaler.vars[f] = float(var)
 
 
 # ---------------------------------------------------------------------------

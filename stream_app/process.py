@@ -44,7 +44,7 @@ import orjson
 
 from .alerts import AlertConfig, decide, sweep_trigger
 from .config import DAY, Settings
-from .contract import TOPICS, Limits, Rejection, decode
+from .contract import TOPICS, Limits, Rejection, decode, decode_tick
 from .features import features, monthly_value
 from .labels import (
     Example, Policy, as_stored, expire, next_observation_day, observe, oldest_expiry, on_churn, snapshot_time,
@@ -190,7 +190,7 @@ class Processor:
         now_wall = self.wall()
         for rec in records:
             if rec.topic == self.clock_topic:
-                self._tick(book, rec.value)
+                self._tick(book, rec, out)
                 continue
             ev = decode(rec.topic, rec.key, rec.value, now=now_wall, limits=self.limits)
             if isinstance(ev, Rejection):
@@ -224,14 +224,23 @@ class Processor:
         book.raise_to(t)
         return self.process(partition, (), out, sweep_limit)
 
-    def _tick(self, book: PartitionBook, payload: bytes | None) -> None:
-        try:
-            t = orjson.loads(payload or b"null")
-        except orjson.JSONDecodeError:
-            return
-        t = t.get("t") if isinstance(t, dict) else None
-        if isinstance(t, (int, float)) and not isinstance(t, bool):
-            book.raise_to(float(t))
+    def _tick(self, book: PartitionBook, rec: Record, out: Output) -> None:
+        """Move the partition's clock as far as the tick and the events allow
+        (`contract.decode_tick`); a bad tick goes back for the dead-letter topic.
+
+        The ceiling is the worker's clock (its partitions' clocks follow their
+        input events), and only for a partition that has read all its inputs
+        (the rule the agent's `send_ticks` follows, checked again on receipt)
+        and holds none of them unapplied: no tick moves a partition ahead of
+        events it has yet to read or apply."""
+        clocks = [b.clock for b in self.books.values() if b.clock is not None]
+        settled = len(book.idle) == len(book.inputs) and not book.held_events()
+        ceiling = max(clocks) if clocks and settled else None
+        t = decode_tick(rec.value, now=self.wall(), limits=self.limits, ceiling=ceiling)
+        if isinstance(t, Rejection):
+            out.rejected.append((rec, t))
+        elif t is not None:
+            book.raise_to(t)
 
     # -- per customer -------------------------------------------------------------------
     def _open(self, book: PartitionBook, cid: str, partition: int) -> _Visit:

@@ -87,3 +87,14 @@ def fingerprint(s: CustomerState, clock: float, rules: Rules) -> str:
     d["seen"] = None if canon.seen is None else canon.seen.hex()
     canonical = orjson.dumps(d, option=orjson.OPT_SORT_KEYS)
     return hashlib.blake2b(canonical, digest_size=12).hexdigest()
+
+
+def raw_view(s: CustomerState) -> bytes:
+    """The table value itself as JSON, field by field (the changelog holds a
+    positional msgpack array), for debugging a fingerprint mismatch.
+
+    >>> import orjson
+    >>> orjson.loads(raw_view(CustomerState("c1")))["customer_id"]
+    'c1'
+    """
+    return msgspec.json.encode(msgspec.structs.asdict(s))

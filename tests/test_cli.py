@@ -38,6 +38,14 @@ def churnmon(*args: str, env: dict | None = None) -> subprocess.CompletedProcess
         (["worker", "--lookup-token-file", "/nonexistent"], {}, "--lookup-token-file /nonexistent: cannot read it"),
         (["dlq", "list", "--broker", "kafka://127.0.0.1:1", "--reason", "gremlins"], {}, "--reason must be one of"),
         (["dlq", "republish"], {"CHURNMON_BROKER": ""}, "dlq needs --broker"),
+        (["dlq", "list", "--broker", "kafka://127.0.0.1:1", "--topic", "churn.nope"], {}, "--topic must be one of"),
+        # trust boundaries: an open lookup on a reachable address, an unsigned pickled model kind, unreadable secrets
+        (["worker", "--web-bind", "0.0.0.0"], {}, "without a token"),
+        (["worker"], {"CHURNMON_WEB_HOST": "hostname"}, "--lookup-insecure"),
+        (["worker"], {"CHURNMON_MODEL_KIND": "arf"}, "publishes signed snapshots: set CHURNMON_MODEL_SIGNING_KEY_FILE"),
+        (["worker"], {"CHURNMON_LOOKUP_TOKEN_FILE": "/nonexistent"}, "CHURNMON_LOOKUP_TOKEN_FILE=/nonexistent: cannot read it"),
+        (["worker"], {"CHURNMON_MODEL_SIGNING_KEY": "short"}, "model_signing_key must be at least 16 bytes"),
+        (["worker"], {"CHURNMON_LOOKUP_INSECURE": "maybe"}, "CHURNMON_LOOKUP_INSECURE='maybe' is not a valid bool"),
     ],
 )
 def test_bad_input_gets_one_line_and_status_2(args, env, says):

@@ -85,6 +85,13 @@ def test_schema_embedded_examples_are_valid(topic: str) -> None:
         assert isinstance(_dec(topic, ex), dict), ex
 
 
+def test_a_purchase_of_nothing_is_a_purchase() -> None:
+    """A free item or a fully discounted order (the CDNOW sample has eight)."""
+    out = _dec("churn.usage", dict(_example("purchase"), amount=0))
+    assert isinstance(out, dict) and out["amount"] == 0
+    assert isinstance(_dec("churn.usage", dict(_example("purchase"), amount=0.0)), dict)
+
+
 def test_examples_on_the_wrong_topic_are_unknown_type() -> None:
     for ev in EXAMPLES:
         for topic in TOPICS:
@@ -139,7 +146,7 @@ REJECTIONS = [
     ("bad_value", _SUB, None, _with(mrr=2e7), None, ["data.mrr"]),
     ("bad_value", _SUB, None, _with(plan=""), None, ["data.plan"]),
     ("bad_value", _SUB, None, _with(type="subscription_cancelled", reason="bored"), None, ["data.reason", "bored"]),
-    ("bad_value", "churn.usage", None, orjson.dumps(dict(_example("purchase"), amount=0)), None, ["data.amount"]),
+    ("bad_value", "churn.usage", None, orjson.dumps(dict(_example("purchase"), amount=-0.01)), None, ["data.amount"]),  # refunds: not in the contract yet
     ("bad_value", "churn.support", None, orjson.dumps(dict(_example("csat"), score=6)), None, ["data.score"]),
     ("bad_value", "churn.support", None, orjson.dumps(dict(_example("nps"), score=-1)), None, ["data.score"]),
     ("wrong_type", "churn.support", None, orjson.dumps(dict(_example("nps"), score=7.5)), None, ["data.score"]),
@@ -274,7 +281,7 @@ def test_each_types_required_fields_are_enforced(topic: str) -> None:
 
 def test_schema_dir_override_drives_the_code(tmp_path: Path) -> None:
     """Adding a type to a schema file (and nothing else) makes the code accept it."""
-    for topic in TOPICS:
+    for topic in TOPICS + ("churn.training",):
         s = _schema(topic)
         if topic == "churn.usage":
             s["properties"]["type"]["enum"].append("seat_added")
@@ -404,3 +411,126 @@ def test_rfc3339_shaped_strings_never_escape_as_other_errors(s) -> None:
         assert out.reason == "ancient_timestamp", out
     else:
         assert isinstance(out, dict) and out["_t"] == t, out
+
+
+# ------------------------------------------------- the worker's other inputs: ticks, examples
+
+from stream_app.contract import EXAMPLE_FEATURES, decode_example, decode_tick  # noqa: E402
+from stream_app.features import FEATURES, NEUTRAL  # noqa: E402
+from stream_app.labels import Example  # noqa: E402
+from stream_app.scoring import example_message  # noqa: E402
+
+_TICK = dict(now=NOW, ceiling=NOW - 86400.0)
+_EX = {"customer_id": "c-1", "features": dict(NEUTRAL), "label": True, "snapshot_t": NOW - 90 * 86400.0,
+       "labelled_t": NOW - 60 * 86400.0, "score": 0.25}
+
+
+def test_training_schema_names_exactly_the_feature_set() -> None:
+    assert EXAMPLE_FEATURES == FEATURES
+    assert set(_schema("churn.training")["properties"]["features"]["properties"]) == set(FEATURES)
+    for ex in _schema("churn.training")["examples"]:
+        assert isinstance(decode_example(None, orjson.dumps(ex), now=NOW), dict)
+
+
+def test_the_workers_own_examples_are_valid() -> None:
+    for label, score in ((True, 0.7), (False, None)):
+        ex = Example(dict(NEUTRAL, mrr=99.0, tenure_days=12.0), label, NOW - 40 * 86400.0, NOW - 10 * 86400.0, score)
+        out = decode_example(b"cus_1", example_message("cus_1", ex), now=NOW)
+        assert isinstance(out, dict) and out["label"] is label and out["features"]["mrr"] == 99.0
+
+
+def _ex(**changes) -> bytes:
+    ex = {**_EX, **changes}
+    return orjson.dumps({k: v for k, v in ex.items() if v is not ...})
+
+
+def _feats(**changes) -> dict:
+    f = {**NEUTRAL, **changes}
+    return {k: v for k, v in f.items() if v is not ...}
+
+
+@pytest.mark.parametrize("code, key, value", [
+    ("not_json", None, b"{oops"),
+    ("not_json", None, None),
+    ("not_object", None, b"[1, 2]"),
+    ("too_large", None, b"{" + b" " * 70000 + b"}"),
+    ("missing_field", None, _ex(label=...)),
+    ("missing_field", None, _ex(features=_feats(mrr=...))),
+    ("bad_value", None, _ex(features=_feats(shoe_size=44.0))),  # an unknown key would grow the model
+    ("bad_value", None, _ex(features=_feats(mrr=1e300))),
+    ("bad_value", None, _ex(features=_feats(usage_trend_log=-1e9))),
+    ("wrong_type", None, _ex(features=_feats(mrr="99"))),
+    ("wrong_type", None, _ex(features=_feats(csat=True))),
+    ("bad_value", None, _ex(label=2)),
+    ("bad_value", None, _ex(label="1")),
+    ("bad_value", None, _ex(customer_id="")),
+    ("bad_value", None, _ex(score=1.5)),
+    ("key_mismatch", b"c-2", _ex()),
+    ("future_timestamp", None, _ex(labelled_t=NOW + 2 * 86400.0)),
+    ("bad_value", None, _ex(snapshot_t=-1.0)),
+])
+def test_bad_examples_are_rejected_with_a_reason(code, key, value) -> None:
+    out = decode_example(key, value, now=NOW)
+    assert isinstance(out, Rejection) and out.reason == code, out
+
+
+def test_labels_are_booleans_after_decoding() -> None:
+    assert [decode_example(None, _ex(label=v), now=NOW)["label"] for v in (0, 1, False, True)] == [False, True, False, True]
+
+
+@pytest.mark.parametrize("value, code", [
+    (b"[1]", "not_object"), (b'"t"', "not_object"), (b"nope", "not_json"), (None, "not_json"), (b"{}", "missing_field"),
+    (b'{"t": "2025-01-01T00:00:00Z"}', "wrong_type"), (b'{"t": true}', "wrong_type"), (b'{"t": [1]}', "wrong_type"),
+    (b'{"t": 1e300}', "future_timestamp"), (b'{"t": -5}', "ancient_timestamp"),
+])
+def test_bad_ticks_are_rejected_with_a_reason(value, code) -> None:
+    out = decode_tick(value, **_TICK)
+    assert isinstance(out, Rejection) and out.reason == code, out
+
+
+def test_a_tick_never_moves_a_clock_past_the_events() -> None:
+    ceiling = _TICK["ceiling"]
+    assert decode_tick(orjson.dumps({"t": NOW}), **_TICK) == ceiling  # within max_future_s, yet capped
+    assert decode_tick(orjson.dumps({"t": ceiling - 5}), **_TICK) == ceiling - 5
+    assert decode_tick(b'{"t": null}', **_TICK) is None
+    assert decode_tick(orjson.dumps({"t": NOW}), now=NOW, ceiling=None) is None  # nothing allows a move
+
+
+@settings(max_examples=300)
+@given(value=st.none() | st.binary(max_size=200) | json_values.map(lambda v: json.dumps({"t": v}).encode()),
+       ceiling=st.none() | st.floats(0, 4e9))
+def test_ticks_never_raise_and_never_pass_the_ceiling(value, ceiling) -> None:
+    out = decode_tick(value, now=NOW, ceiling=ceiling)
+    if isinstance(out, Rejection):
+        assert out.reason in REJECTION_REASONS and "\n" not in out.detail
+    elif out is not None:
+        assert ceiling is not None and math.isfinite(out) and out <= ceiling
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(value=st.none() | st.binary(max_size=300), key=st.none() | st.binary(max_size=6))
+def test_examples_never_raise_on_arbitrary_bytes(value, key) -> None:
+    out = decode_example(key, value, now=NOW)
+    assert isinstance(out, Rejection) and out.reason in REJECTION_REASONS
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(field=st.sampled_from(sorted(_EX)), feature=st.sampled_from(FEATURES + ("extra",)), new=json_values,
+       in_features=st.booleans(), remove=st.booleans())
+def test_near_valid_examples(field, feature, new, in_features, remove) -> None:
+    ex = {**_EX, "features": dict(NEUTRAL)}
+    target, name = (ex["features"], feature) if in_features else (ex, field)
+    if remove:
+        target.pop(name, None)
+    else:
+        target[name] = new
+    try:
+        raw = json.dumps(ex).encode()
+    except (UnicodeEncodeError, ValueError):
+        assume(False)
+    out = decode_example(None, raw, now=NOW)
+    if isinstance(out, Rejection):
+        assert out.reason in REJECTION_REASONS and "\n" not in out.detail
+    else:
+        assert set(out["features"]) == set(FEATURES) and isinstance(out["label"], bool)
+        assert all(math.isfinite(v) and -1000 <= v <= 1e12 for v in out["features"].values())

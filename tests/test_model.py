@@ -1,4 +1,4 @@
-"""ChurnModel and Quality: pure scoring, persistence, fallback, explanations, live metrics."""
+"""ChurnModel and Quality: pure scoring, fallback, explanations, live metrics (persistence: test_snapshots.py)."""
 
 from __future__ import annotations
 
@@ -77,26 +77,6 @@ def test_score_is_a_probability_and_learning_separates():
     assert wins / 200 > 0.8
 
 
-# ----------------------------------------------------------------------- persistence
-
-
-def test_snapshot_restore_round_trip_identical_scores_and_version():
-    m = trained()
-    blob = m.publish(created_at=123.0)
-    assert m.version == 1
-    r = ChurnModel.restore(blob)
-    assert (r.version, r.labels_seen, r.positives, r.kind, r.created_at) == (1, m.labels_seen, m.positives, "logreg", 123.0)
-    rnd = random.Random(5)
-    for _ in range(50):
-        x = sample(rnd, rnd.random() < 0.5)
-        assert r.score(x) == m.score(x)
-    # restored models keep learning, and publishing again moves the version on
-    r.learn(sample(rnd, True), True)
-    assert r.labels_seen == m.labels_seen + 1
-    r.publish(created_at=124.0)
-    assert r.version == 2
-
-
 def test_score_matches_the_river_pipeline():
     """`score` sums the logit itself (exactly); it must still be river's model."""
     m = trained()
@@ -104,15 +84,6 @@ def test_score_matches_the_river_pipeline():
     for _ in range(50):
         x = sample(rnd, rnd.random() < 0.5)
         assert m.score(x) == pytest.approx(m.pipeline.predict_proba_one(x)[True], rel=1e-12, abs=1e-15)
-
-
-def test_snapshot_does_not_bump_version_and_rejects_unknown_format():
-    m = ChurnModel()
-    m.snapshot(created_at=0.0)
-    assert m.version == 0
-    bad = pickle.dumps({"meta": {"format": 999}, "pipeline": None})
-    with pytest.raises(ValueError):
-        ChurnModel.restore(bad)
 
 
 # --------------------------------------------------------------------- readiness and fallback
@@ -180,8 +151,6 @@ def test_forest_learns_scores_and_explains_by_perturbation():
     contrib = dict(m.contributions(x))
     assert set(contrib) == set(FEATURES)
     assert contrib["mrr"] == pytest.approx(p - m.score({**x, "mrr": NEUTRAL["mrr"]}))
-    r = ChurnModel.restore(m.publish(created_at=0.0))
-    assert r.score(x) == p
 
 
 # ----------------------------------------------------------------------------- quality

@@ -254,3 +254,41 @@ def test_holding_is_bounded():
     h = Harness(input_hold_max=5)
     out = h.p.process(0, [h.record("session", T0 + d * 3600) for d in range(12)])
     assert len(out.applied) == 7 and h.book.held_events() == 5
+
+
+# -- clock ticks: a trust boundary (contract.decode_tick) -------------------------------------
+
+
+def _tick(value: bytes, offset: int = 0) -> Record:
+    return Record("churnmon-clock", 0, offset, None, value)
+
+
+def test_bad_ticks_come_back_for_the_dead_letter_topic_and_move_nothing():
+    h = Harness()
+    h.p.clock_topic = "churnmon-clock"
+    h.run(h.record("subscription_started", T0, plan="pro", mrr=99.0))
+    clock = h.book.clock
+    bad = [b"[1, 2]", b'{"t": 1e300}', b'{"t": "2030-01-01T00:00:00Z"}', b"{}", b"tick"]
+    out = h.p.process(0, [_tick(v, i) for i, v in enumerate(bad)])
+    assert [r.reason for _, r in out.rejected] == ["not_object", "future_timestamp", "wrong_type", "missing_field", "not_json"]
+    assert h.book.clock == clock
+
+
+def test_a_tick_moves_a_clock_no_further_than_the_events_allow():
+    h = Harness()
+    h.p.clock_topic = "churnmon-clock"
+    h.run(h.record("subscription_started", T0, plan="pro", mrr=99.0))
+    clock = h.book.clock
+    # the wall clock (within max_future_s of it, so well-formed): capped at the worker's clock
+    out = h.p.process(0, [_tick(orjson.dumps({"t": 3.9e9}))])
+    assert not out.rejected and h.book.clock == clock
+    # a partition with an input still to read is not moved at all
+    h.book.idle.discard(TOPICS[0])
+    h.p.books[1] = h.p.new_book(1)
+    h.p.books[1].raise_to(T0 + 30 * DAY)
+    h.p.process(0, [_tick(orjson.dumps({"t": T0 + 30 * DAY}))])
+    assert h.book.clock == clock
+    # once every input is read, a legitimate tick moves it to the worker's clock
+    h.book.idle.update(TOPICS)
+    h.p.process(0, [_tick(orjson.dumps({"t": T0 + 30 * DAY}))])
+    assert h.book.clock == T0 + 30 * DAY

@@ -9,7 +9,7 @@ import pytest
 
 from stream_app.app import build_app
 from stream_app.config import Settings, settings_table
-from stream_app.security import bearer_ok, faust_credentials, kafka_client_kwargs, redacted
+from stream_app.security import bearer_ok, faust_credentials, kafka_client_kwargs, lookup_denied, redacted, signing_key, worker_problems
 
 SECRET = "hunter2-do-not-print"
 
@@ -80,3 +80,48 @@ def test_bearer_token():
     assert bearer_ok(None, None) and bearer_ok("", "whatever")
     assert bearer_ok("t0k", "Bearer t0k")
     assert not bearer_ok("t0k", None) and not bearer_ok("t0k", "Bearer t0") and not bearer_ok("t0k", "t0k") and not bearer_ok("t0k", "Basic t0k")
+
+
+def test_raw_table_values_need_a_token_always():
+    assert lookup_denied(None, None) is None  # loopback default: open
+    assert lookup_denied(None, None, raw=True)[0] == 403
+    assert lookup_denied(None, "Bearer anything", raw=True)[0] == 403
+    assert lookup_denied("t0k", "Bearer t0k", raw=True) is None
+    assert lookup_denied("t0k", "Bearer nope", raw=True)[0] == 401
+
+
+@pytest.mark.parametrize("changes, refused", [
+    ({}, False),
+    ({"web_bind": "0.0.0.0"}, True),
+    ({"web_host": "10.1.2.3"}, True),
+    ({"web_host": "hostname"}, True),
+    ({"web_bind": "::1"}, False),
+    ({"web_bind": "0.0.0.0", "lookup_token": "t0k"}, False),
+    ({"web_bind": "0.0.0.0", "lookup_insecure": True}, False),
+])
+def test_a_reachable_lookup_needs_a_token_or_an_explicit_insecure(changes, refused):
+    problems = worker_problems(Settings(**changes))
+    assert bool(problems) == refused, problems
+    assert all("t0k" not in p for p in problems)
+
+
+def test_pickled_model_kinds_need_the_signing_key():
+    assert worker_problems(Settings(model_kind="arf"))
+    assert not worker_problems(Settings(model_kind="arf", model_signing_key="k" * 32))
+    assert signing_key(Settings()) is None and signing_key(Settings(model_signing_key="k" * 32)) == b"k" * 32
+
+
+def test_secrets_come_from_files_and_stay_hidden(tmp_path, monkeypatch):
+    (tmp_path / "token").write_text(SECRET + "\n")
+    (tmp_path / "key").write_text("k" * 40)
+    monkeypatch.setenv("CHURNMON_LOOKUP_TOKEN_FILE", str(tmp_path / "token"))
+    monkeypatch.setenv("CHURNMON_MODEL_SIGNING_KEY_FILE", str(tmp_path / "key"))
+    s = Settings.load()
+    assert s.lookup_token == SECRET and s.model_signing_key == "k" * 40
+    assert SECRET not in repr(s) and "k" * 40 not in repr(s)
+    (tmp_path / "empty").write_text("\n")
+    monkeypatch.setenv("CHURNMON_MODEL_SIGNING_KEY_FILE", str(tmp_path / "empty"))
+    with pytest.raises(ValueError, match="the file is empty"):
+        Settings.load()
+    with pytest.raises(ValueError, match="at least 16 bytes"):
+        Settings.load(model_signing_key="short")

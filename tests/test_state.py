@@ -105,6 +105,17 @@ def test_purchase_only_customers_lapse_after_the_inactivity_period():
     assert s.status == ACTIVE and s.spell_start_t == parse_ts("2025-06-01T00:00:00Z")
 
 
+def test_a_purchase_of_nothing_counts_as_a_purchase_and_as_activity():
+    s, eff = run(e("purchase", "2025-01-01T00:00:00Z", amount=30))
+    s, eff = advance(s, parse_ts("2025-03-01T00:00:00Z"), RULES)
+    s, eff = run(e("purchase", "2025-03-01T00:00:00Z", amount=0), state=s)
+    assert s.status == ACTIVE and s.purchases == 2 and s.purchase_amount == 30.0
+    assert s.last_activity_t == s.last_purchase_t == parse_ts("2025-03-01T00:00:00Z")
+    # it keeps the customer alive: 90 days from the free purchase, not from the paid one
+    s, eff = advance(s, parse_ts("2025-05-15T00:00:00Z"), RULES)
+    assert s.status == ACTIVE and eff.churn is None
+
+
 def test_contractual_customers_do_not_lapse_for_inactivity():
     s, _ = run(e("subscription_started", "2025-01-01T00:00:00Z", plan="pro", mrr=99))
     s, eff = advance(s, parse_ts("2026-01-01T00:00:00Z"), RULES)

@@ -21,10 +21,11 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from stream_app.broker import EMBEDDED_ENV, EmbeddedBroker, free_port
-from stream_app.topics import bootstrap_servers
+from stream_app.children import die_with_parent
+from stream_app.topics import bootstrap_servers, end_of
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -90,7 +91,8 @@ class WorkerFactory:
     tmp: Path
     started: list[Worker] = field(default_factory=list)
 
-    def __call__(self, app_id: str, **env: str) -> Worker:
+    def __call__(self, app_id: str, *args: str, **env: str) -> Worker:
+        """A worker process (`args`: extra `churnmon worker` flags; `env`: CHURNMON_* overrides)."""
         port = free_port()
         log = self.tmp / f"worker-{app_id}-{port}.log"
         environment = {
@@ -99,13 +101,14 @@ class WorkerFactory:
             "CHURNMON_APP_ID": app_id,
             "CHURNMON_WEB_PORT": str(port),
             "CHURNMON_DATA_DIR": str(self.tmp / f"data-{app_id}-{port}"),
+            "CHURNMON_LOOKUP_TOKEN": f"test-token-{uuid.uuid4().hex}",  # as in production; `Worker.get` sends it
             **EMBEDDED_ENV,  # the embedded broker's end offsets lag a batch (stream_app/broker.py)
             "PYTHONPATH": str(REPO),
             **env,
         }
         proc = subprocess.Popen(
-            [sys.executable, "-m", "stream_app", "worker", "--loglevel", "info"],
-            env=environment, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+            [sys.executable, "-m", "stream_app", "worker", "--loglevel", "info", *args],
+            env=environment, stdout=open(log, "wb"), stderr=subprocess.STDOUT, **die_with_parent(),
         )
         w = Worker(port, app_id, proc, log, environment.get("CHURNMON_LOOKUP_TOKEN"))
         self.started.append(w)
@@ -161,7 +164,7 @@ def processed(metrics: dict[str, float]) -> float:
 def replay(broker: EmbeddedBroker, path: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "stream_app", "replay", str(path), "--broker", broker.url, *extra],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)}, **die_with_parent(),
     )
 
 
@@ -169,7 +172,7 @@ def simulate(path: Path, customers: int, days: int, seed: int) -> int:
     """Write a simulated history to `path`; returns its number of events."""
     subprocess.run(
         [sys.executable, "-m", "stream_app", "simulate", "--customers", str(customers), "--days", str(days), "--seed", str(seed), "--out", str(path)],
-        check=True, capture_output=True, env={"PYTHONPATH": str(REPO), "PATH": ""},
+        check=True, capture_output=True, env={"PYTHONPATH": str(REPO), "PATH": ""}, **die_with_parent(),
     )
     with open(path, "rb") as f:
         return sum(1 for _ in f)
@@ -198,6 +201,19 @@ def summed(*metrics: dict[str, float]) -> dict[str, float]:
 
 def figures_differ(a: dict[str, float], b: dict[str, float]) -> dict[str, tuple]:
     return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
+def equal_figures(reference: Worker, other: Worker, timeout: float, what: str) -> dict[str, float]:
+    """Wait until `other`'s summed ledger gauges equal `reference`'s and return
+    them; fail naming every figure that differs if they never do."""
+    def converged():
+        a, b = summed(ledger_gauges(reference.metrics())), summed(ledger_gauges(other.metrics()))
+        return a == b and len(a) > 20 and a
+    try:
+        return wait_for(converged, timeout, what, other)
+    except AssertionError:
+        a, b = summed(ledger_gauges(reference.metrics())), summed(ledger_gauges(other.metrics()))
+        raise AssertionError(f"{what}: figures differ (reference, other): {figures_differ(a, b)}") from None
 
 
 def lookup(w: Worker, cid: str) -> dict:
@@ -230,3 +246,25 @@ async def _produce(url: str, messages: list[tuple[str, bytes, bytes]]) -> None:
             await p.send_and_wait(topic, key=key, value=value)
     finally:
         await p.stop()
+
+
+def read_all(url: str, topic: str) -> list:
+    """Every record of partition 0 of `topic` (churn.training, churn.models), in order."""
+    return asyncio.run(_read_all(url, topic))
+
+
+async def _read_all(url: str, topic: str) -> list:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(url), group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        out = []
+        while True:
+            batch = await consumer.getmany(tp, timeout_ms=2000)
+            out.extend(batch.get(tp, []))
+            if await consumer.position(tp) >= await end_of(consumer, tp):
+                return out
+    finally:
+        await consumer.stop()

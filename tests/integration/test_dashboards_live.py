@@ -39,6 +39,7 @@ import pytest
 import yaml
 
 from stream_app.broker import free_port
+from stream_app.children import die_with_parent
 from stream_app.contract import format_ts, parse_ts, topic_for_type
 from tests.integration.conftest import REPO, processed, send, wait_for
 from tests.monitoring.tools import RULE_FILES, ensure_tools, start, stop, wait_http
@@ -197,7 +198,7 @@ def test_every_dashboard_panel_returns_data(broker, workers, app_id, tmp_path):
         prom_started = time.time()
 
         replayer = subprocess.Popen([sys.executable, "-m", "stream_app", "replay", str(sim), "--broker", broker.url, "--rate", str(REPLAY_RATE)],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, **die_with_parent())
         # the model passes MIN_LABELS part-way through the replay; then all of it is processed
         wait_for(lambda: w.metrics().get("churn_model_ready") == 1.0, 150, "the model to become ready", w, every=1)
         wait_for(lambda: processed(w.metrics()) >= len(events), 200, f"all {len(events)} events processed", w, every=1)

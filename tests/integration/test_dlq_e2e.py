@@ -14,6 +14,7 @@ import sys
 import orjson
 import pytest
 
+from stream_app.children import die_with_parent
 from stream_app.dead_letters import read
 from stream_app.topics import bootstrap_servers
 from tests.integration.conftest import REPO, lookup, send, wait_for
@@ -28,7 +29,7 @@ SMALL = {"event_id": "ok-1", "customer_id": "cus-ok", "type": "subscription_star
 
 def churnmon(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "stream_app", *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, **die_with_parent())
 
 
 def counter(w, prefix: str) -> float:

@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+from stream_app.children import die_with_parent
 from tests.integration.conftest import REPO, replay, wait_for
 
 pytestmark = pytest.mark.integration
@@ -34,7 +35,7 @@ def test_trainer_and_worker_restart_keep_the_model_and_pending_labels(broker, wo
     path = tmp_path / "sim.jsonl"
     subprocess.run(
         [sys.executable, "-m", "stream_app", "simulate", "--customers", "250", "--days", "120", "--seed", "11", "--out", str(path)],
-        check=True, capture_output=True, env={"PYTHONPATH": str(REPO), "PATH": ""},
+        check=True, capture_output=True, env={"PYTHONPATH": str(REPO), "PATH": ""}, **die_with_parent(),
     )
     assert replay(broker, path).returncode == 0
 

@@ -17,13 +17,13 @@ import random
 import signal
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from stream_app.broker import EmbeddedBroker, free_port
-from stream_app.model import ChurnModel
-from stream_app.topics import MODELS, TRAINING, bootstrap_servers, end_of
+from stream_app.snapshots import decode
+from stream_app.topics import MODELS, TRAINING
 from tests.integration.conftest import (
-    WorkerFactory, figures_differ, ledger_gauges, lookup, processed, replay, simulate, state_differences, summed, wait_for,
+    WorkerFactory, equal_figures, ledger_gauges, lookup, processed, read_all, replay, simulate, state_differences, summed,
+    wait_for,
 )
 
 pytestmark = pytest.mark.integration
@@ -33,27 +33,10 @@ KILLS = 4
 TRAINING_ENV = {"CHURNMON_MIN_LABELS": "200", "CHURNMON_PUBLISH_EVERY": "100"}
 
 
-async def read_all(url: str, topic: str) -> list:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(url), group_id=None, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        tp = TopicPartition(topic, 0)
-        consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
-        out = []
-        while True:
-            batch = await consumer.getmany(tp, timeout_ms=2000)
-            out.extend(batch.get(tp, []))
-            if await consumer.position(tp) >= await end_of(consumer, tp):
-                return out
-    finally:
-        await consumer.stop()
-
-
 def snapshots(url: str) -> list[tuple[int, int, int]]:
     """(version, training_offset, labels learnt) of every model snapshot published, in order."""
-    return [(int(dict(m.headers)["version"]), int(dict(m.headers)["training_offset"]), ChurnModel.restore(m.value).labels_seen)
-            for m in asyncio.run(read_all(url, MODELS))]
+    return [(s.model.version, s.training_offset, s.model.labels_seen)
+            for s in (decode(m.value) for m in read_all(url, MODELS))]
 
 
 def test_random_sigkills_lose_nothing_and_sigterm_is_clean(broker, workers, app_id, tmp_path):
@@ -85,14 +68,7 @@ def test_random_sigkills_lose_nothing_and_sigterm_is_clean(broker, workers, app_
 
         wait_for(lambda: processed(reference.metrics()) >= n_events, 300, "the reference worker to finish", reference)
 
-        def converged():
-            a, b = summed(ledger_gauges(reference.metrics())), summed(ledger_gauges(crashy.metrics()))
-            return a == b and len(a) > 20 and a
-        try:
-            final = wait_for(converged, 300, "the crashed worker to catch up", crashy)
-        except AssertionError:
-            a, b = summed(ledger_gauges(reference.metrics())), summed(ledger_gauges(crashy.metrics()))
-            raise AssertionError(f"figures differ after {KILLS} kills (reference, crashed): {figures_differ(a, b)}") from None
+        final = equal_figures(reference, crashy, 300, f"the crashed worker to catch up after {KILLS} kills")
         assert final['churn_window_customers_start{window="30d"}'] > 100
 
         # every customer: the same fingerprint of what the events decided
@@ -106,7 +82,7 @@ def test_random_sigkills_lose_nothing_and_sigterm_is_clean(broker, workers, app_
         # every example that was published to churn.training
         def trained_to_the_end():
             snaps = snapshots(broker.url)
-            n_train = len(asyncio.run(read_all(broker.url, TRAINING)))
+            n_train = len(read_all(broker.url, TRAINING))
             return snaps and snaps[-1][1] == n_train - 1 and (snaps, n_train)
         snaps, n_train = wait_for(trained_to_the_end, 120, "the trainer to learn every example", crashy)
         versions = [v for v, _, _ in snaps]
@@ -118,7 +94,7 @@ def test_random_sigkills_lose_nothing_and_sigterm_is_clean(broker, workers, app_
         assert max(versions_before_kill) <= versions[-1]
         assert wait_for(lambda: crashy.metrics().get("churn_model_version") == versions[-1], 30, "the scorer to hot-swap the newest", crashy)
         def examples(url):
-            msgs = asyncio.run(read_all(url, TRAINING))
+            msgs = read_all(url, TRAINING)
             return len(msgs), len({(e["customer_id"], e["snapshot_t"]) for e in map(lambda m: json.loads(m.value), msgs)})
         (crash_n, crash_distinct), (ref_n, ref_distinct) = examples(broker.url), examples(ref_broker.url)
         print(f"crash test: {n_events} events, {KILLS} SIGKILLs at {points}; examples on churn.training: crashed run "

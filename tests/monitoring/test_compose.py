@@ -95,6 +95,31 @@ def test_workers_scale(compose):
              partitions=int(env["CHURNMON_PARTITIONS"]), data_dir=env["CHURNMON_DATA_DIR"]).checked()
 
 
+def test_workers_read_the_lookup_token_and_signing_key_from_secret_files(compose, tmp_path):
+    from stream_app.security import worker_problems
+
+    worker = compose["services"]["worker"]
+    env = worker["environment"]
+    mounted = {name: f"/run/secrets/{name}" for name in worker["secrets"]}
+    assert env["CHURNMON_LOOKUP_TOKEN_FILE"] in mounted.values()
+    assert env["CHURNMON_MODEL_SIGNING_KEY_FILE"] in mounted.values()
+    inline = {k for k in env if ("TOKEN" in k or "KEY" in k) and not k.endswith("_FILE")}
+    assert not inline, f"secrets go in files, not in the compose environment: {inline}"
+    for name in worker["secrets"]:
+        source = interpolate(compose["secrets"][name]["file"])
+        assert source.startswith("./secrets/"), source
+    # `make secrets` writes them; with them the worker starts on 0.0.0.0, without them it refuses
+    secrets_dir = tmp_path / "secrets"
+    done = subprocess.run(["make", "-s", "secrets", f"SECRETS={secrets_dir}"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    files = {f.name: f.read_text().strip() for f in secrets_dir.iterdir()}
+    assert set(files) == {"lookup_token", "model_signing_key"} and all(re.fullmatch(r"[0-9a-f]{64}", v) for v in files.values())
+    base = Settings(web_bind=env["CHURNMON_WEB_BIND"], web_host=env["CHURNMON_WEB_HOST"])
+    assert worker_problems(base.replace(lookup_token=files["lookup_token"], model_signing_key=files["model_signing_key"])) == []
+    assert worker_problems(base)
+    assert "secrets/" in (REPO / ".gitignore").read_text()
+
+
 def test_simulator_is_an_optional_profile(compose):
     sim = compose["services"]["simulator"]
     assert sim["profiles"] == ["sim"]

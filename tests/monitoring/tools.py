@@ -235,7 +235,9 @@ def alertmanager_config_for_test(receiver: WebhookReceiver, *, wait: str = "1s")
 
 
 def start(cmd: list[str], log: Path, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True, **kwargs)
+    from stream_app.children import die_with_parent
+
+    return subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT, **die_with_parent(), **kwargs)
 
 
 def stop(proc: subprocess.Popen | None, timeout: float = 15) -> None:
