@@ -1,11 +1,15 @@
 """Commit bookkeeping (stream_app.offsets): each acked offset counts once, and
 nothing is committed past an event that is still being processed."""
 
+import asyncio
+from types import SimpleNamespace
+
+from faust.transport.producer import ProducerBuffer
 from hypothesis import given, strategies as st
 
 from stream_app.app import build_app
 from stream_app.config import Settings
-from stream_app.offsets import Consumer, advance
+from stream_app.offsets import CommitSafeBuffer, Consumer, advance
 
 
 def test_offsets_acked_twice_do_not_stop_the_commit():
@@ -37,3 +41,45 @@ def test_commit_is_one_past_the_unbroken_run(start, acked_rel):
 def test_the_worker_commits_with_the_mended_consumer():
     app = build_app(Settings(), "kafka://127.0.0.1:1")
     assert app.transport.Consumer is Consumer
+
+
+def test_the_worker_produces_through_the_commit_safe_buffer():
+    app = build_app(Settings(), "kafka://127.0.0.1:1")
+    assert isinstance(app.producer.buffer, CommitSafeBuffer)
+
+
+class _SlowSend:
+    """A send that takes longer than Faust's 0.1 s flush patience (a busy
+    machine, aiokafka's accumulator full)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.sent = seconds, []
+
+    async def __call__(self, fut) -> None:
+        await asyncio.sleep(self.seconds)
+        self.sent.append(fut)
+
+
+async def _flush_with(buffer_cls, n: int) -> tuple[int, int]:
+    buffer = buffer_cls()
+    buffer.app = SimpleNamespace(conf=SimpleNamespace(producer_threaded=False))
+    send = buffer._send_pending = _SlowSend(0.25)
+    await buffer.start()
+    try:
+        for i in range(n):
+            buffer.put(i)
+        await buffer.flush()
+        return len(send.sent), n
+    finally:
+        while len(send.sent) < n:  # let the sender finish before stopping
+            await asyncio.sleep(0.05)
+        await buffer.stop()
+
+
+def test_a_commit_waits_for_every_queued_table_write():
+    # Faust's buffer gives up after 0.1 s without a send: its commit would
+    # overtake changelog writes (what a SIGKILL then lost)
+    sent, queued = asyncio.run(_flush_with(ProducerBuffer, 3))
+    assert sent < queued
+    sent, queued = asyncio.run(_flush_with(CommitSafeBuffer, 3))
+    assert sent == queued
