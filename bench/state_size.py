@@ -56,8 +56,8 @@ process start, Faust's "Recovery complete"/"Worker ready" log lines
 spread over the range plus the last ones written to each partition), the
 worker's own `Pipeline.rebuild` having run (the partition books: KPI ledger
 and sweep index, one scan of the whole table, logged "rebuilt books"), and the
-worker going idle (the sweep that follows: the rebuild makes every live
-customer due for its daily score). RSS (VmRSS, VmHWM = peak) is read at
+worker going idle (the first sweep: the visits that fell due before the
+partition clock, run `sweep_max_visits` a batch). RSS (VmRSS, VmHWM = peak) is read at
 "Worker ready" (the restored table) and once idle. The books' active-customer
 gauge is checked against the status mix written (every customer restored).
 Done with CHURNMON_STORE=memory:// and rocksdb:// (plus the data dir's size);

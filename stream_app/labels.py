@@ -10,9 +10,9 @@ customer inside the stream instead of over a replayed dataset.
 What is observed, and when (fight-churn's observation dates):
 
 - a live customer is observed on its **observation days**, one every
-  `every_days` (default 7), on a phase of its own (a hash of its id), so a
-  partition's observations are spread over the week instead of all falling
-  on one day. Every live customer is observed on its days, active or silent:
+  `every_days` (`Settings.snapshot_every_days`, default 10), on a phase of
+  its own (a hash of its id), so a partition's observations are spread over
+  the period instead of all falling on one day. Every live customer is observed on its days, active or silent:
   the training set is a sample of customer-days, not of events, so a quiet
   customer counts as much as a busy one;
 - the snapshot of day d is the customer **at the end of day d**: features at
@@ -29,9 +29,10 @@ What is observed, and when (fight-churn's observation dates):
   since learnt more.
 
 Why not one a day: a daily snapshot changes the book, and so writes the `risk`
-table, once per customer per active day; weekly observations cut the writes
-(and the book, at most `capacity` snapshots) by the same factor, and
-consecutive days of one customer are nearly the same example anyway.
+table, once per customer per active day; an observation every 10 days cuts
+the writes (and the book: three snapshots wait per 30-day horizon) by that
+factor, and consecutive days of one customer are nearly the same example
+anyway. bench/model_quality.py compares `--every 10` with `--every 1`.
 
 Snapshots are float32 vectors in `features.FEATURES` order, packed in bytes:
 a full book of a 30-day horizon is under 1 KB, and it is decoded without
@@ -87,7 +88,7 @@ class Policy:
 
     horizon_days: float = DEFAULT_HORIZON_DAYS
     lead_days: float = 0.0
-    every_days: int = 7
+    every_days: int = 10
 
     @property
     def capacity(self) -> int:

@@ -8,15 +8,15 @@ A customer with no event costs nothing until something can change for them:
   snapshots closed and labelled (`labels.py`), when it has gone silent:
   - a subscription customer at the end of each of its observation days
     (`labels.next_observation_day`) that passes without an event, so silence
-    raises its risk and its alert within an observation period (a week by
+    raises its risk and its alert within an observation period (10 days by
     default) and its label book moves on; once its risk is at or above
     `watch_above` (the alert's resolve threshold: an alert is open or near)
     every day, so an alert escalates or resolves as promptly as it was raised;
   - a purchase-only customer once, when the lapse rule comes within the
     label horizon (`inactivity - horizon` days after its last activity):
     before that, by the monitor's own definition, it cannot churn within
-    the horizon, and re-scoring it every week of a quiet spell would cost a
-    score per week per customer for a business whose customers buy a few
+    the horizon, and re-scoring it every observation period of a quiet spell would cost a
+    score per period per customer for a business whose customers buy a few
     times a year. Its label book is closed at its next event, that
     check-in, or its lapse.
 
