@@ -12,6 +12,17 @@ applied to the table, the change hook), but takes every record already in the
 queue in one go, waits with a timeout only when the queue is empty, and
 checks for the end of the restore once per drained run instead of once per
 record. What the table holds when recovery ends is the same.
+
+Even so, Faust's way to the queue costs ~95 µs a record on this machine (a
+message object, the conductor's lock, `wait_first`'s two tasks, an event and
+a queue per record), where a plain aiokafka consumer reads the same
+changelog at ~180,000 records/s. So a memory-store partition that is to be
+read from its start (a cold start: nothing of it in memory) is first read
+by a consumer of our own, applied to the store as Faust would apply it (in
+offset order; a tombstone deletes), up to the high-water mark Faust has
+just taken (`bulk_load`); Faust then reads only what was written since.
+Standby partitions and RocksDB stores (which keep their own offsets) go
+Faust's way.
 """
 
 from __future__ import annotations
@@ -20,9 +31,11 @@ import asyncio
 import logging
 from time import monotonic
 
+from faust.serializers import codecs
+from faust.stores import memory as faust_memory
 from faust.tables import manager as faust_manager
-from mode import Service
 from faust.tables import recovery as faust_recovery
+from mode import Service
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +43,80 @@ DRAIN = 2000  # records taken from the queue before the end of the restore is ch
 
 
 class Recovery(faust_recovery.Recovery):
+    async def _build_offsets(self, consumer, tps, destination, title: str) -> None:
+        await super()._build_offsets(consumer, tps, destination, title)
+        if title == "active":
+            await self.bulk_load(tps, destination)
+
+    async def bulk_load(self, tps, offsets) -> None:
+        """Read the memory-store changelog partitions that recovery would
+        read from their start with a consumer of our own, apply them to the
+        store, and move `offsets` (Faust's start of reading) to where we
+        stopped. Bounded by half Faust's request timeout, which wraps this
+        step; what is left then goes Faust's way."""
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        from .security import kafka_client_kwargs
+        from .topics import bootstrap_servers
+
+        highwaters = self.active_highwaters
+        todo = {}
+        for tp in tps:
+            table = self.tp_to_table.get(tp)
+            start, last = offsets.get(tp), highwaters.get(tp)
+            if (table is None or not isinstance(table.data, faust_memory.Store) or last is None or last < 0
+                    or start is None or start >= last):
+                continue
+            todo[tp] = (table, start, last)
+        if not todo:
+            return
+        settings = self.app.churn_settings
+        generation = self.app.consumer_generation_id
+        budget = monotonic() + float(self.app.conf.broker_request_timeout) / 2
+        bootstrap = ",".join(bootstrap_servers(str(url)) for url in self.app.conf.broker)
+        reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                  **(kafka_client_kwargs(settings) if settings is not None else {}))
+        await reader.start()
+        started, n = monotonic(), 0
+        try:
+            parts = {TopicPartition(tp.topic, tp.partition): tp for tp in todo}
+            reader.assign(list(parts))
+            for kp, tp in parts.items():
+                reader.seek(kp, todo[tp][1] + 1)
+            done = {tp: todo[tp][1] for tp in todo}  # the last offset applied
+            waiting = set(parts)
+            while waiting and monotonic() < budget and not self.should_stop:
+                batch = await reader.getmany(*waiting, timeout_ms=500, max_records=20_000)
+                for kp, records in batch.items():
+                    tp = parts[kp]
+                    table, _, last = todo[tp]
+                    store = table.data
+                    data, key_partition = store.data, store._key_partition
+                    loads = codecs.get_codec(table.changelog_topic.value_serializer).loads
+                    for rec in records:
+                        if rec.offset > last:
+                            break
+                        key = table._to_key(rec.key.decode())
+                        if rec.value is None:
+                            data.pop(key, None)
+                            key_partition.pop(key, None)
+                        else:
+                            data[key] = table._to_value(loads(rec.value))
+                            key_partition[key] = tp.partition
+                        done[tp] = rec.offset
+                        n += 1
+                for kp in list(waiting):
+                    if done[parts[kp]] >= todo[parts[kp]][2] or await reader.position(kp) > todo[parts[kp]][2]:
+                        waiting.discard(kp)
+        finally:
+            await reader.stop()
+        if self.app.consumer_generation_id != generation:
+            return  # a rebalance meanwhile: what was read stays in the store, Faust reads it all again
+        for tp, last_applied in done.items():
+            offsets[tp] = last_applied
+        log.info("recovery: read %s changelog records of %s partitions directly in %.1f s%s", n, len(todo),
+                 monotonic() - started, "" if not waiting else f"; {len(waiting)} left to Faust's recovery (time budget)")
+
     @Service.task
     async def _slurp_changelogs(self) -> None:
         queue = self.tables.changelog_queue
