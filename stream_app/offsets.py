@@ -35,6 +35,7 @@ that commit was computed before the last events were acked.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable
 
 from faust.transport import producer as faust_producer
@@ -42,6 +43,8 @@ from mode import Service
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from faust.utils.functional import consecutive_numbers
+
+log = logging.getLogger(__name__)
 
 
 def advance(acked: Iterable[int], committed: int | None) -> tuple[int | None, list[int]]:
@@ -112,6 +115,8 @@ class Consumer(faust_aiokafka.Consumer):
 class CommitSafeBuffer(faust_producer.ProducerBuffer):
     """Faust's producer buffer, with a flush that a commit can rely on."""
 
+    STALL_S = 60.0  # no progress for this long: give up waiting, loudly
+
     def __post_init__(self) -> None:
         super().__post_init__()
         self.queued = 0  # messages put, ever
@@ -135,6 +140,7 @@ class CommitSafeBuffer(faust_producer.ProducerBuffer):
         """Return once every message queued before the call is in aiokafka's
         hands (messages queued meanwhile belong to events not acked yet)."""
         target = self.queued
+        handed, since = self.handed, asyncio.get_running_loop().time()
         while self.handed < target:
             if self.should_stop:  # the sender task is gone: Faust's own way out
                 await super().flush()
@@ -143,7 +149,14 @@ class CommitSafeBuffer(faust_producer.ProducerBuffer):
             try:
                 await asyncio.wait_for(self.message_sent.wait(), timeout=1.0)
             except asyncio.TimeoutError:
-                continue
+                pass
+            now = asyncio.get_running_loop().time()
+            if self.handed != handed:
+                handed, since = self.handed, now
+            elif now - since > self.STALL_S:  # a sender stuck this long is a broken producer, not a busy one
+                log.error("producer buffer: no message handed to aiokafka for %.0f s (%d waiting); "
+                          "committing without them", now - since, target - self.handed)
+                return
 
 
 class Producer(faust_aiokafka.Producer):
