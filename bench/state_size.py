@@ -193,6 +193,7 @@ def build_templates(customers: int, days: int, seed: int) -> tuple[list[Template
     fold.finish()
     templates = [Template(st, fold.risk.get(cid)) for cid, st in sorted(fold.customers.items())]
     in_memory = decoded_bytes([t.value(f"cus_{i:07d}", 0) for i, t in enumerate(templates)], CustomerState.from_bytes)
+    each = sorted(decoded_bytes([t.value(f"cus_{i:07d}", 0)], CustomerState.from_bytes) for i, t in enumerate(templates))
     risk_in_memory = decoded_bytes([t.risk for t in templates if t.risk is not None], RiskMemory.from_bytes)
     sizes = sorted(t.size for t in templates)
     risk_sizes = sorted(len(t.risk) for t in templates if t.risk is not None)
@@ -204,6 +205,7 @@ def build_templates(customers: int, days: int, seed: int) -> tuple[list[Template
         "state_bytes_median": sizes[len(sizes) // 2],
         "state_bytes_max": sizes[-1],
         "state_memory_bytes_mean": round(in_memory),
+        "state_memory_bytes_median": round(each[len(each) // 2]),
         "risk_memory_bytes_mean": round(risk_in_memory),
         "risk_bytes_mean": round(sum(risk_sizes) / len(risk_sizes)) if risk_sizes else 0,
         "risk_bytes_max": risk_sizes[-1] if risk_sizes else 0,

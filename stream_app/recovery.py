@@ -152,22 +152,17 @@ class Recovery(faust_recovery.Recovery):
                 tp = message.tp
                 offset = message.offset
                 if tp in active_tps:
-                    table = tp_to_table[tp]
-                    offsets = active_offsets
-                    bufsize = buffer_sizes.get(tp)
-                    if bufsize is None:
-                        bufsize = buffer_sizes[tp] = table.recovery_buffer_size
-                    self._active_events_received_at[tp] = now
+                    offsets, received, size_of = active_offsets, self._active_events_received_at, "recovery_buffer_size"
                 elif tp in standby_tps:
-                    table = tp_to_table[tp]
-                    offsets = standby_offsets
-                    bufsize = buffer_sizes.get(tp)
-                    if bufsize is None:
-                        bufsize = buffer_sizes[tp] = table.standby_buffer_size
-                        self._standby_events_received_at[tp] = now
+                    offsets, received, size_of = standby_offsets, self._standby_events_received_at, "standby_buffer_size"
                 else:  # Faust warns and (by a bug) applies it to the previous table; skip it
                     log.warning("recovery: record of a partition neither active nor standby: %s@%s", tp, offset)
                     continue
+                table = tp_to_table[tp]
+                bufsize = buffer_sizes.get(tp)
+                if bufsize is None:
+                    bufsize = buffer_sizes[tp] = getattr(table, size_of)
+                received[tp] = now
                 seen = offsets.get(tp)
                 if seen is None or offset > seen:
                     offsets[tp] = offset
