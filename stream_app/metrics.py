@@ -98,7 +98,7 @@ class Metrics:
         self.duplicates = Counter(*_doc("churn_events_duplicate_total", "counter", ["topic"], "Redelivered events (event_id already applied) that changed nothing."), ["topic"], registry=r)
         self.late = Counter(*_doc("churn_events_late_total", "counter", ["topic"], "Events older than the event-time clock (applied where safe)."), ["topic"], registry=r)
         self.latency = Histogram(
-            *_doc("churn_event_processing_seconds", "histogram", [], "Wall time to process one input event (decode to state and metrics)."),
+            *_doc("churn_event_processing_seconds", "histogram", [], "Wall time per input event: each batch's processing time (decode, state, scores, table writes, metrics) divided by its events, observed once per event."),
             buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
             registry=r,
         )
