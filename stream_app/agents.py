@@ -13,6 +13,7 @@ the model feed, the clock ticks and the web views.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 import weakref
@@ -227,11 +228,7 @@ class Pipeline:
         rebalance redelivers it.
         """
         holding = self.holding
-        for rec in out.applied:
-            event = holding.pop((rec.topic, rec.partition, rec.offset), None)
-            if event is not None:
-                await stream.ack(event)
-        for rec, _ in out.rejected:
+        for rec in itertools.chain(out.applied, (rec for rec, _ in out.rejected)):
             event = holding.pop((rec.topic, rec.partition, rec.offset), None)
             if event is not None:
                 await stream.ack(event)

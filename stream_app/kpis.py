@@ -67,12 +67,19 @@ def contributions(s: CustomerState, windows: Iterable[int]) -> Iterator[Step]:
     gauges: moves with the score) and activity (one set of steps per day with
     usage: a new active day adds its own steps, nothing else moves).
     """
-    yield from account_steps(s, windows)
-    yield from presence_steps(presence_key(s))
-    yield from risk_steps(risk_key(s))
+    yield from daily_free_steps(s, windows)
     days = s.usage_days()
     yield from day_steps(days)
     yield from mau_steps(days)
+
+
+def daily_free_steps(s: CustomerState, windows: Iterable[int]) -> Iterator[Step]:
+    """The account, presence and risk groups of `contributions`: all but the
+    per-active-day steps, which a rebuild adds as day counts
+    (`Ledger.add_days`, `partition.PartitionBook.load`)."""
+    yield from account_steps(s, windows)
+    yield from presence_steps(presence_key(s))
+    yield from risk_steps(risk_key(s))
 
 
 def account_key(s: CustomerState) -> tuple:

@@ -23,7 +23,8 @@ from typing import NamedTuple
 from .config import DAY
 from .dayring import DayRing
 from .kpis import (
-    Ledger, account_key, account_steps, mau_runs, mau_steps, presence_key, presence_steps, risk_key, risk_steps,
+    Ledger, account_key, account_steps, daily_free_steps, mau_runs, mau_steps, presence_key, presence_steps, risk_key,
+    risk_steps,
 )
 from .state import CustomerState, day_of
 
@@ -95,40 +96,34 @@ class PartitionBook:
         applied anyway (a bound on memory; skew beyond it is applied as read,
         which the state's transitions tolerate).
         """
-        held = self.held
-        inf = float("inf")
         n = 0
-        while self.held_count and (limit is None or n < limit):
-            topic, head = None, inf
-            for name, queue in held.items():
-                if queue and queue[0][0] < head:
-                    topic, head = name, queue[0][0]
-            if self.held_count <= hold_max:
-                bound = inf
-                for name, queue in held.items():
-                    if not queue and name not in self.idle:
-                        bound = min(bound, self.received.get(name, -inf))
-                if head > bound + lateness_s:
-                    return
+        while limit is None or n < limit:
+            topic = self._next(lateness_s, hold_max)
+            if topic is None:
+                return
             self.held_count -= 1
             n += 1
-            yield held[topic].popleft()[1]
+            yield self.held[topic].popleft()[1]
 
     def releasable(self, lateness_s: float, hold_max: int) -> bool:
         """Whether `release` would apply an event now."""
-        return next(self._peek(lateness_s, hold_max), False)
+        return self._next(lateness_s, hold_max) is not None
 
-    def _peek(self, lateness_s: float, hold_max: int) -> Iterator[bool]:
+    def _next(self, lateness_s: float, hold_max: int) -> str | None:
+        """The input whose oldest held event is applied next, or None (see `release`)."""
         if not self.held_count:
-            return
+            return None
         inf = float("inf")
-        head = min(q[0][0] for q in self.held.values() if q)
-        if self.held_count > hold_max:
-            yield True
-            return
-        bound = min((self.received.get(name, -inf) for name, q in self.held.items() if not q and name not in self.idle),
-                    default=inf)
-        yield head <= bound + lateness_s
+        topic, head, bound = None, inf, inf
+        for name, queue in self.held.items():
+            if queue:
+                if queue[0][0] < head:
+                    topic, head = name, queue[0][0]
+            elif name not in self.idle:
+                bound = min(bound, self.received.get(name, -inf))
+        if self.held_count > hold_max or head <= bound + lateness_s:
+            return topic
+        return None
 
     # -- the clock ---------------------------------------------------------------
     def observe(self, t: float, topic: str | None = None) -> None:
@@ -185,9 +180,7 @@ class PartitionBook:
         (`Ledger.add_days`) rather than as steps: a million customers with
         90 active days each are rebuilt in seconds, not minutes."""
         ledger = self.ledger
-        ledger.add(account_steps(s, self.windows))
-        ledger.add(presence_steps(presence_key(s)))
-        ledger.add(risk_steps(risk_key(s)))
+        ledger.add(daily_free_steps(s, self.windows))
         days = s.usage_days()
         if days:
             ledger.add_days(days)
