@@ -70,6 +70,7 @@ class Settings:
     session_timeout_s: float = field(default=10.0, metadata={"help": "consumer session timeout"})
     heartbeat_interval_s: float = field(default=1.0, metadata={"help": "consumer heartbeat interval"})
     event_loop: str = field(default="uvloop", metadata={"help": "uvloop (faster Faust machinery per event) or asyncio"})
+    fetch_max_wait_ms: int = field(default=10, metadata={"help": "longest a fetch waits for new input; bounds event-to-alert latency on brokers that answer a fetch only when the wait runs out (the embedded one), costs one empty fetch per broker this often when idle (Faust's fixed value: 1500)"})
     producer_linger_ms: int = field(default=5, metadata={"help": "batch changelog and output messages this long"})
     batch_max_events: int = field(default=500, metadata={"help": "the worker processes its input in batches of at most this many events ..."})
     batch_within_s: float = field(default=0.05, metadata={"help": "... or what arrived within this many seconds; a touched customer is scored and written once per batch"})
@@ -126,6 +127,8 @@ class Settings:
             problems.append(f"model_kind must be logreg or arf (got {self.model_kind!r})")
         if not (0 <= self.alert_lower <= self.alert_upper <= 1):
             problems.append(f"need 0 <= alert_lower <= alert_upper <= 1 (got {self.alert_lower}, {self.alert_upper})")
+        if not (1 <= self.fetch_max_wait_ms <= 60000):
+            problems.append(f"fetch_max_wait_ms must be 1..60000 (got {self.fetch_max_wait_ms}; 0 would spin on an idle topic)")
         if self.standby_replicas < 0:
             problems.append(f"standby_replicas must be >= 0 (got {self.standby_replicas})")
         if self.event_loop not in ("uvloop", "asyncio"):
@@ -193,3 +196,8 @@ def settings_table() -> list[tuple[str, str, str, str]]:
             default = ",".join(map(str, default))
         rows.append((f.name, _env(f.name), str(default), f.metadata.get("help", "")))
     return rows
+
+
+def settings_markdown() -> str:
+    """The README's settings table rows, exactly (tests/test_docs.py checks them)."""
+    return "\n".join(f"| `{name}` | `{env}` | `{default}` | {meaning} |" for name, env, default, meaning in settings_table())

@@ -71,8 +71,32 @@ def advance(acked: Iterable[int], committed: int | None) -> tuple[int | None, li
     return run[-1] + 1, pending[len(run):]
 
 
+class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """Faust's aiokafka consumer thread with the fetch wait as a setting.
+
+    Faust hard-codes `fetch_max_wait_ms=1500` for the worker's consumer. On
+    Kafka a fetch returns as soon as `fetch_min_bytes` (1) arrives, so the
+    wait only bounds idle fetches; a broker that answers a fetch only when
+    the wait runs out (the embedded broker does) adds up to the whole wait
+    to every event's latency. `Settings.fetch_max_wait_ms` sets it: each
+    idle partition leader is then asked again that often (cheap requests,
+    answered empty).
+    """
+
+    def _create_worker_consumer(self, transport):
+        consumer = super()._create_worker_consumer(transport)
+        settings = getattr(self.app, "churn_settings", None)
+        if settings is not None:
+            # read once, by AIOKafkaConsumer.start(), to build its Fetcher
+            consumer._fetch_max_wait_ms = settings.fetch_max_wait_ms
+        return consumer
+
+
 class Consumer(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer, committing with `advance`."""
+
+    def _new_consumer_thread(self) -> ConsumerThread:
+        return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     def _new_offset(self, tp: TP) -> int | None:
         acked = self._acked[tp]

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from stream_app.config import settings_table
+from stream_app.config import settings_markdown, settings_table
 from stream_app.metrics import REFERENCE, Metrics
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
@@ -17,6 +17,13 @@ def test_every_metric_is_documented():
 def test_every_setting_is_documented():
     missing = [env for _, env, _, _ in settings_table() if f"`{env}`" not in README]
     assert not missing
+
+
+def test_the_settings_table_shows_the_code_defaults():
+    """A default changed in config.py and not in the README fails here; the
+    rows are regenerated with `python -c 'from stream_app.config import
+    settings_markdown; print(settings_markdown())'`."""
+    assert settings_markdown() in README
 
 
 def test_readme_opens_with_the_two_commands():
