@@ -315,15 +315,17 @@ def produce(broker_url: str, events: list[dict], partitions: int, rate: float = 
     return asyncio.run(produce_events(Settings(broker=broker_url, partitions=partitions), events, rate=rate))
 
 
-def events_on_a_broker(run: "Run", n: int, seed: int, partitions: int):
-    """Simulate `n` events, start a broker in `run` and produce them to it, once."""
-    say(f"generating {n:,} events ...")
-    events = simulated_events(n, seed=seed)
+def events_on_a_broker(run: "Run", n: int, seed: int, partitions: int, hold_back: int = 0):
+    """Simulate `n` events, start a broker in `run` and produce them to it,
+    once. Returns `(broker, held)`: the population's next `hold_back` events,
+    simulated too but not produced (for a later phase of the bench)."""
+    say(f"generating {n + hold_back:,} events ...")
+    events = simulated_events(n + hold_back, seed=seed)
     broker = run.broker()
     started = time.monotonic()
-    produce(broker.url, events, partitions)
-    say(f"produced them to {broker.url} in {time.monotonic() - started:.1f} s")
-    return broker
+    produce(broker.url, events[:n], partitions)
+    say(f"produced {n:,} to {broker.url} in {time.monotonic() - started:.1f} s")
+    return broker, events[n:]
 
 
 def create_topics(broker_url: str, topics: dict[str, int], compacted: bool = False) -> None:

@@ -32,7 +32,20 @@ on another worker (`table_standby_replicas`, default 1, which the project
 does not change), so with 2+ workers each one also replays the changelog
 writes of the others.
 
-Prints events/s and speed-up vs 1 worker; writes bench/results/scaling.json.
+Failover (--failover-events, default 1000; 0 skips it): after the counts,
+two workers of a fresh app id process every event, wait until their offsets
+are committed, and one of them is killed with SIGKILL (a crash: it cannot
+leave the group, so the coordinator notices only when its session times out,
+`session_timeout_s`). Then --failover-events more events of the same
+population, held back until now, are produced across every partition.
+Measured from the kill: when the survivor owns every partition (/healthz),
+and when it has processed all the new events (its counter rose by that
+many), which includes restoring the dead worker's table partitions from
+their changelogs (the part a standby replica shortens) and any redelivery.
+Run it with `--worker-env CHURNMON_STANDBY_REPLICAS=0` and `=1` to compare.
+
+Prints events/s and speed-up vs 1 worker, and the failover times; writes
+bench/results/scaling.json.
 """
 
 from __future__ import annotations
@@ -55,6 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=42, help="simulator seed")
     p.add_argument("--timeout", type=float, default=600.0, help="give up on one worker count after this many seconds")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs) after the run")
+    p.add_argument("--failover-events", type=int, default=1000,
+                   help="events held back and produced after one of two workers is killed (default 1000; 0: no failover step)")
     h.add_worker_env_option(p)
     args = p.parse_args(argv)
     args.counts = [int(x) for x in args.workers.split(",") if x.strip()]
@@ -82,7 +97,54 @@ def run_group(run: h.Run, broker_url: str, k: int, args: argparse.Namespace) -> 
             w.stop()
 
 
-def report(args: argparse.Namespace, rows: list[dict]) -> dict:
+def failover(run: h.Run, broker_url: str, held: list[dict], args: argparse.Namespace) -> dict:
+    """Two workers process everything; one is killed; how long until the
+    survivor has taken over and processed events of every partition?"""
+    import signal
+    import time
+
+    from stream_app.config import Settings
+
+    group = h.app_id("bench-failover")
+    h.ensure_worker_topics(broker_url, group, args.partitions)
+    env = h.worker_env(args.worker_env)
+    workers = [run.worker(broker_url, group, args.partitions, env) for _ in range(2)]
+    for w in workers:
+        w.wait_serving(timeout=120)
+    h.measure_group(workers, args.events, args.partitions, every=0.2, timeout=args.timeout)
+    # let both commit what they processed, so the survivor's count rises by
+    # the new events only (Faust commits every 2.8 s by default)
+    time.sleep(4.0)
+    survivor, victim = workers
+    before = survivor.processed()
+    victim_partitions = sorted(victim.assigned())
+    killed = time.monotonic()
+    os.killpg(victim.popen.pid, signal.SIGKILL)
+    h.produce(broker_url, held, args.partitions)
+    produced = time.monotonic() - killed
+    owned_at = done_at = None
+    deadline = killed + args.timeout
+    while time.monotonic() < deadline and done_at is None:
+        survivor.check()
+        now = time.monotonic()
+        try:
+            if owned_at is None and len(survivor.assigned()) == args.partitions:
+                owned_at = now - killed
+            if survivor.processed() - before >= len(held):
+                done_at = now - killed
+        except OSError:
+            pass
+        time.sleep(0.1)
+    survivor.stop()
+    if done_at is None:
+        raise RuntimeError(f"the survivor did not process the {len(held)} new events within {args.timeout:.0f} s:\n{survivor.log_tail()}")
+    return {"killed_partitions": victim_partitions, "new_events": len(held), "produce_seconds": produced,
+            "owns_all_seconds": owned_at, "processed_new_seconds": done_at,
+            "session_timeout_s": float(env.get("CHURNMON_SESSION_TIMEOUT_S", Settings().session_timeout_s)),
+            "log_problems": {w.name: w.problems() for w in workers if w.problems()}}
+
+
+def report(args: argparse.Namespace, rows: list[dict], over: dict | None) -> dict:
     base = next((r["rate"] for r in rows if r["workers"] == 1), None)
     for r in rows:
         r["speedup"] = r["rate"] / base if base else None
@@ -95,25 +157,38 @@ def report(args: argparse.Namespace, rows: list[dict]) -> dict:
     print(f"\nOn {os.cpu_count()} cores the speed-up cannot pass {os.cpu_count()}: each worker is one Python process "
           f"(one core at most) and the broker and this script share the same cores, so expect it to flatten at "
           f"{os.cpu_count()} workers and not to grow beyond.")
-    for r in rows:
+    if over:
+        print(f"\nfailover: one of two workers killed (SIGKILL) owning partitions {over['killed_partitions']}; "
+              f"{over['new_events']:,} new events produced after the kill (in {over['produce_seconds']:.1f} s)")
+        print(h.table(["from the kill to", "seconds"], [
+            ["the survivor owns every partition", over["owns_all_seconds"]],
+            ["the survivor has processed the new events", over["processed_new_seconds"]],
+        ]))
+        print(f"(a crashed worker is noticed when its session times out: session_timeout_s = {over['session_timeout_s']:g} s "
+              f"here; a worker that stops cleanly leaves the group at once)")
+    for r in rows + ([over] if over else []):
         for name, lines in r["log_problems"].items():
             for line in lines:
                 print(f"note: {name} log: {line}")
     return {"events": args.events, "partitions": args.partitions,
-            "worker_env": {**h.embedded_broker_env(), **h.worker_env(args.worker_env)}, "runs": rows}
+            "worker_env": {**h.embedded_broker_env(), **h.worker_env(args.worker_env)}, "runs": rows, "failover": over}
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     h.warn_if_busy()
     with h.Run(keep=args.keep) as run:
-        broker = h.events_on_a_broker(run, args.events, args.seed, args.partitions)
+        broker, held = h.events_on_a_broker(run, args.events, args.seed, args.partitions, hold_back=args.failover_events)
         rows = []
         for k in args.counts:
             h.say(f"{k} worker(s) ...")
             rows.append(run_group(run, broker.url, k, args))
             h.say(f"{k} worker(s): {rows[-1]['rate']:,.0f} events/s")
-        path = h.write_results("scaling", report(args, rows))
+        over = None
+        if args.failover_events:
+            h.say("failover: two workers, one killed ...")
+            over = failover(run, broker.url, held, args)
+        path = h.write_results("scaling", report(args, rows, over))
         print(f"\nwrote {path.relative_to(h.REPO)}")
 
 

@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     h.warn_if_busy()
     with h.Run(keep=args.keep) as run:
-        broker = h.events_on_a_broker(run, args.events, args.seed, args.partitions)
+        broker, _ = h.events_on_a_broker(run, args.events, args.seed, args.partitions)
         results: dict[str, dict] = {}
         h.say("(a) raw aiokafka ...")
         results["raw"] = raw_floor(broker.url, args.events, args.timeout)

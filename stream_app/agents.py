@@ -182,7 +182,6 @@ class Pipeline:
             by_partition: dict[int, list[faust.EventT]] = {}
             for event in events:
                 by_partition.setdefault(event.message.partition, []).append(event)
-            out = Output()
             n_events = 0
             for partition, group in by_partition.items():
                 await self.ensure_book(partition)
@@ -196,25 +195,29 @@ class Pipeline:
                         # held until applied (see `release`): not committable before
                         msg.incref()
                         holding[(msg.topic, partition, msg.offset)] = event
-                _writes_for(group[-1])  # table writes go to this partition (see above)
-                self.processor.process(partition, records, out, sweep_limit=s.sweep_max_visits)
-            await self.send(out)
-            await self.release(stream, out)
+                await self.apply(stream, partition, records, group[-1])
             # a slow input that caught up can release more than a batch of held
             # events: apply them a batch at a time, draining the producer between
             for partition, group in by_partition.items():
                 while partition in self.processor.books and self.processor.more(partition):
                     await self.backpressure()
-                    more = Output()
-                    _writes_for(group[-1])
-                    self.processor.process(partition, (), more, sweep_limit=s.sweep_max_visits)
-                    await self.send(more)
-                    await self.release(stream, more)
+                    await self.apply(stream, partition, (), group[-1])
             if n_events:
                 self.metrics.observe_processing(time.perf_counter() - started, n_events)
             await self.backpressure()
-            for rec, rejection in out.rejected:
-                await self.dead_letter(rec, rejection)
+
+    async def apply(self, stream: faust.StreamT, partition: int, records, anchor: faust.EventT) -> None:
+        """One processor step on one partition, and what follows from it:
+        alerts and examples sent, applied events acked, rejected ones
+        dead-lettered. Table writes need an event of the partition they
+        belong to (`_writes_for`): *anchor*, one of this batch's."""
+        out = Output()
+        _writes_for(anchor)
+        self.processor.process(partition, records, out, sweep_limit=self.settings.sweep_max_visits)
+        await self.send(out)
+        await self.release(stream, out)
+        for rec, rejection in out.rejected:
+            await self.dead_letter(rec, rejection)
 
     async def release(self, stream: faust.StreamT, out: Output) -> None:
         """Ack the events the processor applied (and those it rejected).

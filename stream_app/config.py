@@ -73,7 +73,7 @@ class Settings:
     fetch_max_wait_ms: int = field(default=10, metadata={"help": "longest a fetch waits for new input; bounds event-to-alert latency on brokers that answer a fetch only when the wait runs out (the embedded one), costs one empty fetch per broker this often when idle (Faust's fixed value: 1500)"})
     producer_linger_ms: int = field(default=5, metadata={"help": "batch changelog and output messages this long"})
     batch_max_events: int = field(default=500, metadata={"help": "the worker processes its input in batches of at most this many events ..."})
-    batch_within_s: float = field(default=0.05, metadata={"help": "... or what arrived within this many seconds; a touched customer is scored and written once per batch"})
+    batch_within_s: float = field(default=0.01, metadata={"help": "... or what arrived within this many seconds; a touched customer is scored and written once per batch"})
     sweep_max_visits: int = field(default=500, metadata={"help": "silent customers visited per partition per batch at most (the rest stay due): a restore or a clock jump never blocks the worker in one long sweep"})
     rebuild_chunk: int = field(default=5000, metadata={"help": "customers per step when a partition's ledger and visit index are rebuilt from the table (the worker yields between steps)"})
     producer_buffer_max: int = field(default=2000, metadata={"help": "the worker takes no more input while Faust's producer buffer holds more records than this (backpressure)"})
