@@ -142,7 +142,8 @@ class Pipeline:
         self.source = app.topic(*topics.INPUT_TOPICS, self.clock_name, key_serializer="raw", value_serializer="raw", partitions=n)
         self.dlq = app.topic(topics.DLQ, key_serializer="raw", value_serializer="raw", partitions=n)
         self.clock_topic = app.topic(self.clock_name, key_serializer="raw", value_serializer="raw", partitions=n, internal=True)
-        self.processor = Processor(settings, self.customers, self.risk, metrics=self.metrics, clock_topic=self.clock_name)
+        self.processor = Processor(settings, self.customers, self.risk, metrics=self.metrics, clock_topic=self.clock_name,
+                                   caught_up=self.read_to_end)
         self.rules = self.processor.rules
         self.metrics.watch_ledgers(self.ledger_values)
 
@@ -465,7 +466,7 @@ class Pipeline:
         return merge(b.ledger.values(day_of(clock)) for b in books), clock, len(owned), min(newest) if newest else None
 
     # -- the clock timer ---------------------------------------------------------
-    async def caught_up(self, topic: str, partition: int) -> bool:
+    def read_to_end(self, topic: str, partition: int) -> bool:
         """This input topic-partition has been *processed* up to its high-water mark.
 
         Not the consumer's fetch position: records prefetched into the buffer
@@ -509,7 +510,7 @@ class Pipeline:
             if book is None:
                 continue
             for topic in book.inputs:
-                if topic not in book.idle and await self.caught_up(topic, p):
+                if topic not in book.idle and self.read_to_end(topic, p):
                     book.idle.add(topic)
                     changed.add(p)
         clock = self.worker_clock()

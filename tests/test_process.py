@@ -250,6 +250,24 @@ def test_events_are_applied_in_event_time_order_across_topics():
     assert len(out.applied) == 19 and h.book.held_events() == 0
 
 
+def test_an_input_read_to_its_end_holds_nothing_back_without_waiting_for_a_tick():
+    """Live, the support topic is usually read to its end with its newest
+    event long past: a session waits for it only until the processor asks
+    whether it is caught up, not until the worker's next tick."""
+    h = Harness(allowed_lateness_s=3600.0)
+    h.run(started(h), h.record("ticket_opened", T0 + 3600, ticket_id="t1", priority="low", category="billing"))
+    read_to_end = set()
+    h.p.caught_up = lambda topic, partition: topic in read_to_end
+    h.book.idle.clear()  # a fresh event on each topic made them busy again
+    session = h.record("session", T0 + 5 * DAY, duration_s=60.0)
+    out = h.p.process(0, [session])
+    assert out.applied == [] and h.book.held_events() == 1  # support and subscription not known to be read
+    read_to_end.update({"churn.support", "churn.subscription"})
+    out = h.p.process(0, [])
+    assert out.applied == [session] and h.book.held_events() == 0
+    assert {"churn.support", "churn.subscription"} <= h.book.idle
+
+
 def test_holding_is_bounded():
     h = Harness(input_hold_max=5)
     out = h.p.process(0, [h.record("session", T0 + d * 3600) for d in range(12)])
