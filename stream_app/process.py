@@ -214,6 +214,10 @@ class Processor:
             book.observe(ev["_t"], rec.topic)
             self._fold(book, v, ev, rec.topic, rec.offset, book.clock, out)
             out.applied.append(rec)
+        if sweep_limit is not None and not visits:
+            # no event applied (a tick of an idle partition): nothing waits
+            # behind this sweep on the partition, so it may do more
+            sweep_limit = max(sweep_limit, s.sweep_idle_visits)
         self._finish(book, visits, out, sweep_limit)
         book.fold()
         return out

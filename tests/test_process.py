@@ -208,13 +208,23 @@ def test_after_a_restore_only_the_customers_due_are_visited():
 
 
 def test_sweep_limit_leaves_the_rest_due():
-    h = Harness(allowed_lateness_s=0.0, snapshot_every_days=1)
+    h = Harness(allowed_lateness_s=0.0, snapshot_every_days=1, sweep_idle_visits=10)
     h.run(*[started(h, f"c{i}") for i in range(30)])
     h.book.idle.update(TOPICS)
-    out = h.p.tick(0, T0 + 2.5 * DAY, sweep_limit=10)
+    out = h.p.tick(0, T0 + 2.5 * DAY, sweep_limit=3)  # a tick applies no event: the idle budget
     assert out.visits == 10
     out = h.p.tick(0, T0 + 2.5 * DAY, sweep_limit=100)
     assert out.visits == 20
+
+
+def test_a_batch_with_events_sweeps_at_the_small_budget():
+    """Silent customers' visits never hold a batch's own events (and their
+    alerts) back for long: few per batch while events arrive."""
+    h = Harness(allowed_lateness_s=0.0, snapshot_every_days=1, sweep_idle_visits=100)
+    h.run(*[started(h, f"c{i}") for i in range(30)])
+    h.book.idle.update(TOPICS)
+    out = h.p.process(0, [h.record("session", T0 + 2.5 * DAY, "c0", duration_s=60.0)], sweep_limit=4)
+    assert out.visits == 4 and len(out.applied) == 1
 
 
 def test_end_of_day_snapshots_feed_labels_after_a_churn():
