@@ -3,45 +3,22 @@
 One agent reads the three input topics as raw bytes and, per event, decodes
 the JSON value (the same per-event work as the raw aiokafka floor) and counts:
 
-- mode `bare`:  count in a local variable;
+- mode `bare`:  count only;
 - mode `table`: also `counts[key] = counts.get(key, 0) + 1` in a Faust Table
   (in-memory store, changelog of the same partition count), the naive way to
   keep per-customer state.
 
-It times from the first event processed to the N-th (time.perf_counter),
+It times from the first event processed to the N-th (`_counter.Tally`),
 writes {"count", "seconds", "rate", ...} as JSON to BENCH_RESULT and stops
-itself. Configured by environment variables (see `Config.from_env`).
+itself. Configured by environment variables (see `_counter.Config.from_env`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import time
-from dataclasses import dataclass
 
-
-@dataclass(frozen=True)
-class Config:
-    broker: str
-    app_id: str
-    mode: str
-    events: int
-    partitions: int
-    result: str
-    datadir: str
-    uvloop: bool
-    topics: tuple[str, ...] = ("churn.subscription", "churn.usage", "churn.support")
-
-    @classmethod
-    def from_env(cls) -> "Config":
-        e = os.environ
-        return cls(
-            broker=e["BENCH_BROKER"], app_id=e["BENCH_APP_ID"], mode=e["BENCH_MODE"], events=int(e["BENCH_EVENTS"]),
-            partitions=int(e["BENCH_PARTITIONS"]), result=e["BENCH_RESULT"], datadir=e["BENCH_DATADIR"],
-            uvloop=e.get("BENCH_UVLOOP") == "1",
-        )
+from _counter import Config, Tally, write_result
 
 
 def changelog(app_id: str) -> str:
@@ -62,29 +39,17 @@ def build(cfg: Config):
     source = app.topic(*cfg.topics, key_serializer="raw", value_serializer="raw")
     counts = app.Table("counts", partitions=cfg.partitions) if cfg.mode == "table" else None
     loads = orjson.loads
-    timing = {"first": 0.0}
-
-    def finish(n: int) -> None:
-        seconds = time.perf_counter() - timing["first"]
-        out = {"count": n, "seconds": seconds, "rate": (n - 1) / seconds, "mode": cfg.mode, "uvloop": cfg.uvloop}
-        tmp = cfg.result + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump(out, fh)
-        os.replace(tmp, cfg.result)
-        os.kill(os.getpid(), signal.SIGTERM)  # a clean Faust shutdown
+    tally = Tally(cfg.events)
 
     @app.agent(source)
     async def count(stream):
-        n = 0
         async for key, value in stream.items():
             loads(value)
             if counts is not None:
                 counts[key] = counts.get(key, 0) + 1
-            n += 1
-            if n == 1:
-                timing["first"] = time.perf_counter()
-            if n == cfg.events:
-                finish(n)
+            if tally.add():
+                write_result(cfg, {**tally.result(), "mode": cfg.mode, "uvloop": cfg.uvloop})
+                os.kill(os.getpid(), signal.SIGTERM)  # a clean Faust shutdown
 
     return app
 

@@ -7,7 +7,8 @@ throughput[_uvloop].json, scaling.json, latency_rates.json or else
 latency.json) and draws one figure of four panels:
 
 1. events/s of one process: raw aiokafka, bare Faust agent, naive Table
-   agent, the project's worker (bench/throughput.py; log scale);
+   agent, the project's worker and, where it ran them, the quixstreams
+   peers (bench/throughput.py; log scale);
 2. events/s vs worker processes, with linear scaling for reference
    (bench/scaling.py);
 3. processed vs offered events/s, with the one-worker throughput of (1)

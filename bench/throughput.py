@@ -1,4 +1,4 @@
-"""Where does the worker's per-event time go? Four consumers, one set of events.
+"""Where does the worker's per-event time go? Six consumers, one set of events.
 
     python bench/throughput.py [--events 50000] [--partitions 8] [--uvloop] [--keep]
 
@@ -15,34 +15,65 @@ consumers, slowest last:
                `table[key] = table.get(key, 0) + 1` (in-memory store + changelog);
   (d) worker   `python -m stream_app worker`, the project's worker.
 
-All four read the same events from one embedded broker: simulated events
+And to know what the framework costs against what a user would pick instead
+of Faust, two peers written with quixstreams (bench/_quix_counter.py says
+which library defaults they keep and which they change, and why):
+
+  (e) quix-count  an Application reading the three topics as one dataframe,
+                  decoding the JSON (the library's deserializer, orjson) and
+                  counting: the peer of (b);
+  (f) quix-state  the same plus a per-customer update of the library's
+                  RocksDB state, `state.set("count", state.get("count", 0) + 1)`,
+                  with its changelog topic: the peer of (c).
+
+(e) and (f) need the optional extra `bench` (`pip install -e '.[bench]'`).
+Without quixstreams the script still measures (a) to (d), says how to
+install it and leaves (e) and (f) out of the table, the ratios and the
+results file (which lists them under "skipped"): the project's own figures
+should not wait for a peer's dependencies.
+
+All six read the same events from one embedded broker: simulated events
 (`stream_app.simulator`, what `python -m stream_app simulate` writes,
 truncated to --events), produced once to the three input topics with
---partitions partitions each, as `replay` does. Each consumer has its own
-consumer group, so each reads everything from the start, one after the other
-(never two at once on this machine).
+--partitions partitions each, as `replay` does; the message key is the
+customer id. Each consumer has its own consumer group, so each reads
+everything from the start, one after the other (never two at once on this
+machine), and each but (a) in a child process of its own.
 
 How time is measured: from the start of processing to the last event, so
 process start-up, group join and partition assignment are not counted.
 (a) times itself from the moment the group assigns it its partitions (its
 first fetch would otherwise happen off the clock: all the events fit in its
-fetch buffers) to the N-th event decoded. (b) and (c) time themselves from
-the 1st event to the N-th (time.perf_counter; rate = (N - 1) / elapsed). (d) is scraped: `churn_events_processed_total` on
+fetch buffers) to the N-th event decoded. (b), (c), (e) and (f) time
+themselves from the 1st event to the N-th (bench/_counter.py; rate =
+(N - 1) / elapsed). (d) is scraped: `churn_events_processed_total` on
 /metrics every 0.2 s; the window opens at the first scrape that sees the
 worker owning its partitions and something processed, and closes at the first
 scrape that sees N (rate = events in the window / its length; error <= 0.2 s).
 
---uvloop runs (b) and (c) on uvloop (`pip install uvloop`; it is not a
-project dependency: add `uvloop>=0.19` to an optional extra to use it).
+What the window leaves out: (e) and (f) stop with a checkpoint commit, and
+(f) writes its state to RocksDB and its changelog only at checkpoints (every
+5 s by default), so in a run shorter than that its state writes all happen
+in that last commit, after the clock stopped. Its length is printed and
+kept (`stop_seconds`), to be read next to (f)'s window. And quixstreams'
+consumer_poll_timeout is 0.01 s here, not the library's 1.0 s
+(--quix-poll-timeout): with 1.0 the last events of the backlog wait out the
+timeout, seconds that measure the end of the input, not the events
+(bench/_quix_counter.py has the figures).
 
-Prints a table of events/s and the ratios worker/bare, worker/table and
-bare/raw; writes bench/results/throughput.json.
+--uvloop runs (b) and (c) on uvloop (a project dependency off Windows,
+pyproject.toml).
+
+Prints a table of events/s and the ratios worker/bare, worker/table,
+bare/raw, worker/quix-count and worker/quix-state; writes
+bench/results/throughput.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import sys
 import time
@@ -60,6 +91,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--partitions", type=int, default=8, help="partitions of each input topic (default 8)")
     p.add_argument("--seed", type=int, default=42, help="simulator seed")
     p.add_argument("--uvloop", action="store_true", help="run the Faust agents (b, c) on uvloop")
+    p.add_argument("--quix-poll-timeout", type=float, default=0.01, metavar="SECONDS",
+                   help="consumer_poll_timeout of the quixstreams apps (e, f): default 0.01; the library's own is 1.0 "
+                        "(see the module docstring)")
     p.add_argument("--timeout", type=float, default=600.0, help="give up on one consumer after this many seconds")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs) after the run")
     h.add_worker_env_option(p)
@@ -111,31 +145,55 @@ def raw_floor(broker_url: str, n: int, timeout: float) -> dict:
     return asyncio.run(asyncio.wait_for(_raw(broker_url, h.app_id("bench-raw"), n), timeout))
 
 
-# --------------------------------------------------------------------------- (b), (c) Faust agents
+# --------------------------------------------------------------------------- (b), (c), (e), (f) counting apps
 
 
-def faust_agent(run: h.Run, broker_url: str, mode: str, n: int, partitions: int, uvloop: bool, timeout: float) -> dict:
-    """Run bench/_faust_counter.py in a child process until it has counted n events."""
-    group = h.app_id(f"bench-{mode}")
-    if mode == "table":
-        h.create_topics(broker_url, {changelog(group): partitions}, compacted=True)
+def counter_app(run: h.Run, script: str, group: str, broker_url: str, mode: str, n: int, partitions: int, timeout: float,
+                extra_env: dict[str, str] | None = None) -> dict:
+    """Run a counting app (bench/_counter.py says what they share) in a child
+    process until it has written its result."""
     result = run.dir / f"{group}.json"
     env = {
         "BENCH_BROKER": broker_url, "BENCH_APP_ID": group, "BENCH_MODE": mode, "BENCH_EVENTS": str(n),
         "BENCH_PARTITIONS": str(partitions), "BENCH_RESULT": str(result), "BENCH_DATADIR": str(run.dir / f"data-{group}"),
-        "BENCH_UVLOOP": "1" if uvloop else "0",
+        **(extra_env or {}),
     }
-    proc = run.spawn(group, [sys.executable, str(Path(__file__).with_name("_faust_counter.py"))], env)
+    proc = run.spawn(group, [sys.executable, str(Path(__file__).with_name(script))], env)
     deadline = time.monotonic() + timeout
     try:
         while not result.exists():
             proc.check()
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{mode} agent did not count {n} events in {timeout:.0f} s:\n{proc.log_tail()}")
+                raise RuntimeError(f"{group} did not count {n} events in {timeout:.0f} s:\n{proc.log_tail()}")
             time.sleep(0.2)
         return {**json.loads(result.read_text()), "log_problems": proc.problems()}
     finally:
         proc.stop()
+
+
+def faust_agent(run: h.Run, broker_url: str, mode: str, n: int, partitions: int, uvloop: bool, timeout: float) -> dict:
+    """bench/_faust_counter.py in mode `bare` or `table`."""
+    group = h.app_id(f"bench-{mode}")
+    if mode == "table":
+        h.create_topics(broker_url, {changelog(group): partitions}, compacted=True)
+    return counter_app(run, "_faust_counter.py", group, broker_url, mode, n, partitions, timeout,
+                       {"BENCH_UVLOOP": "1" if uvloop else "0"})
+
+
+QUIX_MISSING = "quixstreams is not installed: rows (e) and (f) skipped (pip install -e '.[bench]' installs it)"
+
+
+def quix_available() -> bool:
+    return importlib.util.find_spec("quixstreams") is not None
+
+
+def quix_app(run: h.Run, broker_url: str, mode: str, n: int, partitions: int, poll_timeout: float, timeout: float) -> dict:
+    """bench/_quix_counter.py in mode `count` or `state`. In mode `state` the
+    library creates its changelog topic itself, with an explicit partition
+    count (its input topics')."""
+    group = h.app_id(f"bench-quix-{mode}")
+    return counter_app(run, "_quix_counter.py", group, broker_url, mode, n, partitions, timeout,
+                       {"BENCH_POLL_TIMEOUT": str(poll_timeout)})
 
 
 # --------------------------------------------------------------------------- (d) the project's worker
@@ -158,18 +216,23 @@ def project_worker(run: h.Run, broker_url: str, n: int, partitions: int, timeout
 # --------------------------------------------------------------------------- report
 
 
-def report(args: argparse.Namespace, results: dict[str, dict]) -> dict:
+def report(args: argparse.Namespace, results: dict[str, dict], skipped: dict[str, str]) -> dict:
     rate = {k: v["rate"] for k, v in results.items()}
-    ratios = {
-        "worker / bare agent": rate["worker"] / rate["bare"],
-        "worker / naive table agent": rate["worker"] / rate["table"],
-        "bare agent / raw aiokafka": rate["bare"] / rate["raw"],
+    pairs = {
+        "worker / bare agent": ("worker", "bare"),
+        "worker / naive table agent": ("worker", "table"),
+        "bare agent / raw aiokafka": ("bare", "raw"),
+        "worker / quixstreams count": ("worker", "quix-count"),
+        "worker / quixstreams + state": ("worker", "quix-state"),
     }
+    ratios = {name: rate[a] / rate[b] for name, (a, b) in pairs.items() if a in rate and b in rate}
     labels = {
         "raw": "(a) raw aiokafka getmany + orjson",
         "bare": "(b) Faust agent, count only" + (" [uvloop]" if args.uvloop else ""),
         "table": "(c) Faust agent + naive Table" + (" [uvloop]" if args.uvloop else ""),
         "worker": "(d) project worker",
+        "quix-count": "(e) quixstreams, count only",
+        "quix-state": "(f) quixstreams + RocksDB state",
     }
     rows = [[labels[k], int(v["count"]), v["seconds"], v["rate"], 1e6 / v["rate"]] for k, v in results.items()]
     print(f"\n{args.events:,} simulated events, {len(h.INPUT_TOPICS)} topics x {args.partitions} partitions, "
@@ -179,13 +242,21 @@ def report(args: argparse.Namespace, results: dict[str, dict]) -> dict:
     print(f"\n(d) by its own account (churn_event_processing_seconds) the worker spends {own:,.0f} us per event in its "
           f"processing step (decode, state, score, metrics); the other {total - own:,.0f} us of wall time per event go to "
           f"Faust (stream, tables and their changelogs), Kafka I/O, timers, /metrics and waiting for the CPU\n")
+    stops = [f"{labels[k][:3]} {results[k]['stop_seconds']:.2f} s" for k in ("quix-count", "quix-state") if k in results]
+    if stops:
+        print(f"quixstreams stopped after its last event, off the clock, in {' and '.join(stops)}: the final checkpoint "
+              f"commit ((f): the state's RocksDB writes and changelog records, one per key changed since the previous "
+              f"checkpoint) and the consumer's close\n")
+    for reason in sorted(set(skipped.values())):
+        print(f"{reason}\n")
     print(h.table(["ratio", "x", "= 1 /"], [[k, v, 1 / v] for k, v in ratios.items()]))
     for k, v in results.items():
         for line in v.get("log_problems") or []:
             print(f"note: {k} log: {line}")
     return {"events": args.events, "partitions": args.partitions, "uvloop": args.uvloop,
+            "quix_poll_timeout": args.quix_poll_timeout,
             "worker_env": {**h.embedded_broker_env(), **h.worker_env(args.worker_env)},
-            "results": {k: {**v, "label": labels[k]} for k, v in results.items()}, "ratios": ratios}
+            "results": {k: {**v, "label": labels[k]} for k, v in results.items()}, "ratios": ratios, "skipped": skipped}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -201,7 +272,16 @@ def main(argv: list[str] | None = None) -> None:
             results[mode] = faust_agent(run, broker.url, mode, args.events, args.partitions, args.uvloop, args.timeout)
         h.say("(d) project worker ...")
         results["worker"] = project_worker(run, broker.url, args.events, args.partitions, args.timeout, h.worker_env(args.worker_env))
-        path = h.write_results("throughput" + ("_uvloop" if args.uvloop else ""), report(args, results))
+        skipped: dict[str, str] = {}
+        if quix_available():
+            for letter, mode in (("e", "count"), ("f", "state")):
+                h.say(f"({letter}) quixstreams, {mode} ...")
+                results[f"quix-{mode}"] = quix_app(run, broker.url, mode, args.events, args.partitions, args.quix_poll_timeout,
+                                                   args.timeout)
+        else:
+            skipped = {"quix-count": QUIX_MISSING, "quix-state": QUIX_MISSING}
+            h.say(QUIX_MISSING)
+        path = h.write_results("throughput" + ("_uvloop" if args.uvloop else ""), report(args, results, skipped))
         print(f"\nwrote {path.relative_to(h.REPO)}")
 
 
