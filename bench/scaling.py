@@ -27,10 +27,10 @@ Expect: Python runs one core per process and the broker needs CPU too, so on a
 this script's scrapes and other load share the same two cores); 3 workers
 cannot beat 2 there. On a machine with more cores it should keep rising
 until the broker or the partition count (8) limits it. One more cost grows
-with the worker count: Faust keeps a standby copy of every table partition
-on another worker (`table_standby_replicas`, default 1, which the project
-does not change), so with 2+ workers each one also replays the changelog
-writes of the others.
+with the worker count if standby replicas are on (`standby_replicas`,
+default 0 since 2026-11-30; Faust's own default is 1): each worker then also
+replays the changelog writes of the others, record by record through Faust's
+recovery path.
 
 Failover (--failover-events, default 1000; 0 skips it): after the counts,
 two workers of a fresh app id process every event, wait until their offsets
@@ -140,7 +140,7 @@ def failover(run: h.Run, broker_url: str, held: list[dict], args: argparse.Names
         raise RuntimeError(f"the survivor did not process the {len(held)} new events within {args.timeout:.0f} s:\n{survivor.log_tail()}")
     return {"killed_partitions": victim_partitions, "new_events": len(held), "produce_seconds": produced,
             "owns_all_seconds": owned_at, "processed_new_seconds": done_at,
-            "session_timeout_s": float(env.get("CHURNMON_SESSION_TIMEOUT_S", Settings().session_timeout_s)),
+            "session_timeout_s": float({**h.embedded_broker_env(), **env}.get("CHURNMON_SESSION_TIMEOUT_S", Settings().session_timeout_s)),
             "log_problems": {w.name: w.problems() for w in workers if w.problems()}}
 
 
