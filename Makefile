@@ -19,12 +19,8 @@ install: $(BIN)/churnmon
 demo: install
 	$(BIN)/churnmon demo
 
-# The integration tests mostly wait on real processes (a worker's join, Prometheus'
-# `for:`), so three run at once on two cores (pytest-xdist)
-TEST_JOBS ?= 3
-
 test: install
-	$(BIN)/python -m pytest -n $(TEST_JOBS)
+	$(BIN)/python -m pytest
 
 # Random secrets for docker-compose.yml (kept if present): the lookup's bearer
 # token and the model signing key. Readable inside the worker container;

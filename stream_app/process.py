@@ -214,9 +214,9 @@ class Processor:
             book.observe(ev["_t"], rec.topic)
             self._fold(book, v, ev, rec.topic, rec.offset, book.clock, out)
             out.applied.append(rec)
-        if sweep_limit is not None and not visits:
-            # no event applied (a tick of an idle partition): nothing waits
-            # behind this sweep on the partition, so it may do more
+        if sweep_limit is not None and not visits and not book.held_count and all(r.topic == self.clock_topic for r in records):
+            # an idle partition's tick (no event read, applied or held):
+            # nothing waits behind this sweep, so it may do more
             sweep_limit = max(sweep_limit, s.sweep_idle_visits)
         self._finish(book, visits, out, sweep_limit)
         book.fold()

@@ -10,10 +10,11 @@ template variables substituted as Grafana would, goes to Prometheus'
 /api/v1/query; the test fails listing every panel query that returns no
 sample (or only NaN). Variable queries (label_values) must find values too.
 
-The replay is paced (REPLAY_RATE events per wall second, a fifth of what one
-worker takes from a backlog on two cores) so the trainer, which shares the
-worker's event loop, keeps up and the model becomes ready part-way: later
-events are scored by the model, as in production. A
+The replay is paced (REPLAY_RATE events per wall second) so the trainer,
+which shares the worker's event loop, keeps up and the model becomes ready
+part-way: later events are scored by the model, as in production. (At 1,500
+events/s, well within what the worker processes, the trainer fell behind
+and the model was not ready after 150 s: issue 12 moves it off the loop.) A
 few odd inputs follow the population -- a message that is not JSON, a
 redelivered event and a late one -- so the dead-letter, duplicate and late
 panels have something to show rather than an exemption.
@@ -51,15 +52,15 @@ DASHBOARD_DIR = REPO / "grafana" / "dashboards"
 # ~45 000 events over 150 days of event time: enough labels (~19 000) for the
 # model to pass CHURNMON_MIN_LABELS within the first third of the replay.
 CUSTOMERS, DAYS, SEED = 200, 150, 7
-REPLAY_RATE = 1500  # events per wall second
+REPLAY_RATE = 450  # events per wall second
 MIN_LABELS = 300
-# At 1500 events a second a day of event time passes in ~0.2 s, and the default
-# hour of allowed lateness is ~8 ms of wall time: a replayed event that reaches
+# At 450 events a second a day of event time passes in ~0.6 s, and the default
+# hour of allowed lateness is ~30 ms of wall time: a replayed event that reaches
 # its partition that much after the partition's clock moved on (the clock is
 # raised to the worker's when the partition's inputs look caught up) counts as
-# late, hundreds to thousands per run. Thirty days of lateness (~6 s) keep the
+# late, hundreds to thousands per run. A week of lateness (~5 s) keeps the
 # figures those of the population rather than of the machine's timing.
-ALLOWED_LATENESS_S = 30 * 86400
+ALLOWED_LATENESS_S = 7 * 86400
 
 # Grafana's built-in variables, as a dashboard showing the last 10 minutes
 # with 1 s scrapes would set them.
