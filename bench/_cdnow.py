@@ -65,3 +65,35 @@ def events(weeks: int = 39) -> list[dict]:
                     "ts": ts.strftime("%Y-%m-%dT%H:%M:%SZ"), "amount": amount})
     out.sort(key=lambda e: e["ts"])
     return out
+
+
+# The BG/NBD view of the sample. Days are day indexes from 1997-01-01 (day 0).
+CALIBRATION_END = 272  # 1997-09-30, the last day of the paper's 39 calibration weeks
+
+
+def orders() -> list[tuple[int, str]]:
+    """(day, customer id) of every order, in time order; several orders of
+    one customer on one day stay several (the stream sees them all)."""
+    return sorted(((day - START).days, cid) for cid, day, _amount in transactions())
+
+
+def purchase_days() -> dict[str, list[int]]:
+    """Each customer's distinct purchase days, ascending: several orders on
+    one day are one purchase, as in Fader, Hardie & Lee's data."""
+    days: dict[str, set[int]] = {}
+    for day, cid in orders():
+        days.setdefault(cid, set()).add(day)
+    return {cid: sorted(d) for cid, d in days.items()}
+
+
+def calibration(days: dict[str, list[int]], end: int = CALIBRATION_END) -> list[tuple[int, float, float]]:
+    """(x, t_x, T) in weeks per customer at the end of day `end`, the paper's
+    data preparation (lifetimes' `summary_data_from_transaction_data` with
+    weeks gives the same): x = purchase days after the first, t_x = weeks
+    from the first purchase to the last, T = weeks from the first purchase to
+    `end`. Rounded to two decimals this is lifetimes' cdnow_customers_summary.csv."""
+    out = []
+    for ds in days.values():
+        seen = [d for d in ds if d <= end]
+        out.append((len(seen) - 1, (seen[-1] - seen[0]) / 7.0, (end - seen[0]) / 7.0))
+    return out
