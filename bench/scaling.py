@@ -78,14 +78,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def run_group(run: h.Run, broker_url: str, k: int, args: argparse.Namespace) -> dict:
-    """k workers of one fresh app id, started together, measured to the last event."""
-    group = h.app_id(f"bench-scale{k}")
+def start_group(run: h.Run, broker_url: str, k: int, prefix: str, args: argparse.Namespace) -> list[h.Worker]:
+    """k workers of one fresh app id (its own consumer group and changelogs), started together."""
+    group = h.app_id(prefix)
     h.ensure_worker_topics(broker_url, group, args.partitions)
     workers = [run.worker(broker_url, group, args.partitions, h.worker_env(args.worker_env)) for _ in range(k)]
+    for w in workers:
+        w.wait_serving(timeout=120)
+    return workers
+
+
+def run_group(run: h.Run, broker_url: str, k: int, args: argparse.Namespace) -> dict:
+    """k workers started together, measured to the last event."""
+    workers = start_group(run, broker_url, k, f"bench-scale{k}", args)
     try:
-        for w in workers:
-            w.wait_serving(timeout=120)
         window = h.measure_group(workers, args.events, args.partitions, every=0.2, timeout=args.timeout)
         return {
             "workers": k, "rate": window.rate, "seconds": window.seconds, "counted": window.count_end - window.count_start,
@@ -105,12 +111,8 @@ def failover(run: h.Run, broker_url: str, held: list[dict], args: argparse.Names
 
     from stream_app.config import Settings
 
-    group = h.app_id("bench-failover")
-    h.ensure_worker_topics(broker_url, group, args.partitions)
     env = h.worker_env(args.worker_env)
-    workers = [run.worker(broker_url, group, args.partitions, env) for _ in range(2)]
-    for w in workers:
-        w.wait_serving(timeout=120)
+    workers = start_group(run, broker_url, 2, "bench-failover", args)
     h.measure_group(workers, args.events, args.partitions, every=0.2, timeout=args.timeout)
     # let both commit what they processed, so the survivor's count rises by
     # the new events only (Faust commits every 2.8 s by default)

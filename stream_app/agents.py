@@ -514,12 +514,8 @@ class Pipeline:
         changed: set[int] = set()
         for p in owned:
             book = self.books.get(p)
-            if book is None:
-                continue
-            for topic in book.inputs:
-                if topic not in book.idle and self.read_to_end(topic, p):
-                    book.idle.add(topic)
-                    changed.add(p)
+            if book is not None and self.processor.mark_caught_up(p):
+                changed.add(p)
         clock = self.worker_clock()
         for p in owned:
             book = self.books.get(p)

@@ -192,18 +192,20 @@ class Processor:
         out = out if out is not None else Output()
         book = self.books[partition]
         now_wall = self.wall()
+        inputs_read = False
         for rec in records:
             if rec.topic == self.clock_topic:
                 self._tick(book, rec, out)
                 continue
+            inputs_read = True
             ev = decode(rec.topic, rec.key, rec.value, now=now_wall, limits=self.limits)
             if isinstance(ev, Rejection):
                 out.rejected.append((rec, ev))
                 continue
             book.receive(rec.topic, ev["_t"], (rec, ev))
             book.last_event_wall = time.monotonic()
-        if book.held_count and self.caught_up is not None:
-            self._mark_caught_up(book, partition)
+        if book.held_count:
+            self.mark_caught_up(partition)
         visits: dict[str, _Visit] = {}
         s = self.settings
         for rec, ev in book.release(s.allowed_lateness_s, s.input_hold_max, s.batch_max_events):
@@ -214,7 +216,7 @@ class Processor:
             book.observe(ev["_t"], rec.topic)
             self._fold(book, v, ev, rec.topic, rec.offset, book.clock, out)
             out.applied.append(rec)
-        if sweep_limit is not None and not visits and not book.held_count and all(r.topic == self.clock_topic for r in records):
+        if sweep_limit is not None and not (visits or book.held_count or inputs_read):
             # an idle partition's tick (no event read, applied or held):
             # nothing waits behind this sweep, so it may do more
             sweep_limit = max(sweep_limit, s.sweep_idle_visits)
@@ -222,17 +224,24 @@ class Processor:
         book.fold()
         return out
 
-    def _mark_caught_up(self, book: PartitionBook, partition: int) -> None:
-        """Inputs with nothing held that are read to their end hold nothing back.
+    def mark_caught_up(self, partition: int) -> bool:
+        """Inputs read to their end hold nothing back (`PartitionBook.idle`);
+        whether one was newly found so. The agent's timer calls this for
+        every partition; `process` too, before it holds events back.
 
         Live, a sparse input (support tickets) is usually read to its end
-        and its newest event is hours old: without this, events of the busy
-        inputs would wait for the agent's timer (`clock_tick_s`) to find it
-        caught up, adding up to a second to an alert."""
-        idle, held, caught_up = book.idle, book.held, self.caught_up
+        and its newest event is hours old: found only by the timer
+        (`clock_tick_s`), it held the busy inputs' events up to a second."""
+        if self.caught_up is None:
+            return False
+        book = self.books[partition]
+        idle, caught_up = book.idle, self.caught_up
+        found = False
         for topic in book.inputs:
-            if topic not in idle and not held[topic] and caught_up(topic, partition):
+            if topic not in idle and caught_up(topic, partition):
                 idle.add(topic)
+                found = True
+        return found
 
     def more(self, partition: int) -> bool:
         """Held events of the partition could be applied now (more than one
