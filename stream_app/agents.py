@@ -27,6 +27,7 @@ from prometheus_client import generate_latest
 from . import dead_letters as dl
 from . import snapshots
 from . import topics
+from .batches import backlog_by_highwater, take_batches
 from .config import Settings
 from .security import kafka_client_kwargs, lookup_denied, signing_key
 from .contract import Rejection, decode_example, format_ts
@@ -99,7 +100,7 @@ def _writes_for(event: faust.EventT) -> None:
     Faust sets per event while a stream iterates. A batch is processed after
     that, so it is set here, in this task's context only. Not through
     `Stream._set_current_event`: that also rewrites the stream's own
-    `current_event`, which `take_events` reads for the next event it buffers
+    `current_event`, which `take_batches` reads for the next event it buffers
     (it then buffered one event twice and dropped the next).
     """
     _current_event.set(weakref.ref(event))
@@ -178,7 +179,8 @@ class Pipeline:
         # Faust's check sits above that and warns only if the bound breaks
         self.app.producer.buffer.max_messages = s.producer_buffer_max + 4 * (s.batch_max_events + max(s.sweep_max_visits, s.sweep_idle_visits))
         holding = self.holding
-        async for events in stream.take_events(s.batch_max_events, within=s.batch_within_s):
+        backlog = backlog_by_highwater(self._highwater)
+        async for events in take_batches(stream, s.batch_max_events, s.batch_within_s, s.batch_catchup_s, backlog):
             started = time.perf_counter()
             by_partition: dict[int, list[faust.EventT]] = {}
             for event in events:

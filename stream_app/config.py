@@ -72,8 +72,9 @@ class Settings:
     event_loop: str = field(default="uvloop", metadata={"help": "uvloop (faster Faust machinery per event) or asyncio"})
     fetch_max_wait_ms: int = field(default=10, metadata={"help": "longest a fetch waits for new input; bounds event-to-alert latency on brokers that answer a fetch only when the wait runs out (the embedded one), costs one empty fetch per broker this often when idle (Faust's fixed value: 1500)"})
     producer_linger_ms: int = field(default=5, metadata={"help": "batch changelog and output messages this long"})
-    batch_max_events: int = field(default=500, metadata={"help": "the worker processes its input in batches of at most this many events ..."})
+    batch_max_events: int = field(default=2000, metadata={"help": "the worker processes its input in batches of at most this many events ..."})
     batch_within_s: float = field(default=0.01, metadata={"help": "... or what arrived within this many seconds; a touched customer is scored and written once per batch"})
+    batch_catchup_s: float = field(default=0.1, metadata={"help": "... but a batch keeps filling up to this many seconds while the broker already holds enough records beyond it to fill it: full batches through a backlog, small ones live (stream_app/batches.py)"})
     sweep_max_visits: int = field(default=50, metadata={"help": "silent customers visited per partition per batch at most while events arrive (the rest stay due): a day's sweep never holds a batch's alerts back (500: alert p99 342 ms at 1,500 events/s; 50: 238 ms, bench/latency.py)"})
     sweep_idle_visits: int = field(default=500, metadata={"help": "... and per partition per tick while it has no events to apply: a restore or a clock jump never blocks the worker in one long sweep"})
     rebuild_chunk: int = field(default=5000, metadata={"help": "customers per step when a partition's ledger and visit index are rebuilt from the table (the worker yields between steps)"})
@@ -131,6 +132,8 @@ class Settings:
         for name in ("sweep_max_visits", "sweep_idle_visits", "batch_max_events"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1 (got {getattr(self, name)})")
+        if not (0 < self.batch_within_s <= self.batch_catchup_s):
+            problems.append(f"need 0 < batch_within_s <= batch_catchup_s (got {self.batch_within_s}, {self.batch_catchup_s})")
         if not (1 <= self.fetch_max_wait_ms <= 60000):
             problems.append(f"fetch_max_wait_ms must be 1..60000 (got {self.fetch_max_wait_ms}; 0 would spin on an idle topic)")
         if self.standby_replicas < 0:
