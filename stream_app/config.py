@@ -74,7 +74,7 @@ class Settings:
     producer_linger_ms: int = field(default=5, metadata={"help": "batch changelog and output messages this long"})
     batch_max_events: int = field(default=2000, metadata={"help": "the worker processes its input in batches of at most this many events ..."})
     batch_within_s: float = field(default=0.01, metadata={"help": "... or what arrived within this many seconds; a touched customer is scored and written once per batch"})
-    batch_catchup_s: float = field(default=0.1, metadata={"help": "... but a batch keeps filling up to this many seconds while the broker already holds enough records beyond it to fill it: full batches through a backlog, small ones live (stream_app/batches.py)"})
+    batch_catchup_s: float = field(default=0.25, metadata={"help": "... but a batch keeps filling up to this many seconds while the broker already holds enough records beyond it to fill it: full batches through a backlog, small ones live (stream_app/batches.py)"})
     sweep_max_visits: int = field(default=50, metadata={"help": "silent customers visited per partition per batch at most while events arrive (the rest stay due): a day's sweep never holds a batch's alerts back (500: alert p99 342 ms at 1,500 events/s; 50: 238 ms, bench/latency.py)"})
     sweep_idle_visits: int = field(default=500, metadata={"help": "... and per partition per tick while it has no events to apply: a restore or a clock jump never blocks the worker in one long sweep"})
     rebuild_chunk: int = field(default=5000, metadata={"help": "customers per step when a partition's ledger and visit index are rebuilt from the table (the worker yields between steps)"})
