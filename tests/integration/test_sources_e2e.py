@@ -13,6 +13,7 @@ import pytest
 from stream_app.dead_letters import read
 from stream_app.topics import bootstrap_servers
 from tests.data import stripe_story
+from tests.data import support_usage_stories as story
 from tests.integration.conftest import lookup, send, wait_for
 
 pytestmark = pytest.mark.integration
@@ -57,3 +58,30 @@ def test_stripe_events_give_the_hand_computed_figures(broker, workers, app_id):
     gone = lookup(w, "cus_involuntary")
     assert (gone["status"], gone["churn_reason"]) == ("cancelled", "payment")
     assert lookup(w, "cus_stays")["cancelled_not_yet_churned"] is False
+
+
+def test_segment_calls_give_the_hand_computed_usage(broker, workers, app_id):
+    w = workers(app_id)
+    topic = "churn.source.segment"
+    key = lambda call: (call.get("context", {}).get("groupId") or call.get("userId") or "none").encode()  # noqa: E731
+    send(broker.url, [(topic, key(c), orjson.dumps(c)) for c in story.SEGMENT + [story.SEGMENT_REDELIVERED] + story.SEGMENT_BAD])
+    settle(w, story.SEGMENT_EXPECTED, "the Segment story's figures")
+    letters = dead_letters(broker.url, len(story.SEGMENT_BAD), w)
+    assert sorted(d.reason for d in letters) == ["unmappable", "unmappable", "unsupported_event"]
+    assert {d.source_topic for d in letters} == {topic}
+    acme = lookup(w, "acme")
+    assert (acme["features"], acme["usage_30d"]) == (["export", "Dashboard Filtered"], 4)
+    assert lookup(w, "globex")["purchases"] == 1
+
+
+def test_zendesk_webhooks_give_the_hand_computed_tickets(broker, workers, app_id):
+    w = workers(app_id)
+    topic = "churn.source.zendesk"
+    hooks = story.ZENDESK + [story.ZENDESK_REDELIVERED] + story.ZENDESK_BAD
+    send(broker.url, [(topic, (h["detail"]["organization_id"] or "none").encode(), orjson.dumps(h)) for h in hooks])
+    settle(w, story.ZENDESK_EXPECTED, "the Zendesk story's figures")
+    letters = dead_letters(broker.url, len(story.ZENDESK_BAD), w)
+    assert sorted((d.reason, d.source_topic) for d in letters) == [("unmappable", topic), ("unsupported_event", topic)]
+    for org, want in story.ZENDESK_CUSTOMERS.items():
+        got = wait_for(lambda: (c := lookup(w, org)) and {k: c[k] for k in want} == want and c, 30, f"organisation {org}", w)
+        assert {k: got[k] for k in want} == want
