@@ -36,9 +36,6 @@ class Mapped:
     ignored: str | None = None  # why nothing was emitted, when nothing was
 
 
-Adapter = Callable[[Any, Any], "Mapped | Rejection"]
-
-
 @dataclass(frozen=True)
 class Source:
     """One source system: its topic, its adapter, and how it is described."""
