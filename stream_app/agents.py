@@ -26,11 +26,12 @@ from prometheus_client import generate_latest
 
 from . import dead_letters as dl
 from . import snapshots
+from . import sources
 from . import topics
 from .batches import backlog_by_highwater, take_batches
 from .config import Settings
 from .security import kafka_client_kwargs, lookup_denied, signing_key
-from .contract import Rejection, decode_example, format_ts
+from .contract import Rejection, decode_example, format_ts, topic_for_type
 from .kpis import merge
 from .metrics import Metrics
 from .model import ChurnModel, Quality
@@ -142,6 +143,8 @@ class Pipeline:
         self.clock_name = topics.clock_topic(settings)
         self.source = app.topic(*topics.INPUT_TOPICS, self.clock_name, key_serializer="raw", value_serializer="raw", partitions=n)
         self.dlq = app.topic(topics.DLQ, key_serializer="raw", value_serializer="raw", partitions=n)
+        # the adapters produce here, one topic object per input topic (keyed by customer, like producer.py)
+        self.inputs = {t: app.topic(t, key_serializer="raw", value_serializer="raw", partitions=n) for t in topics.INPUT_TOPICS}
         self.clock_topic = app.topic(self.clock_name, key_serializer="raw", value_serializer="raw", partitions=n, internal=True)
         self.processor = Processor(settings, self.customers, self.risk, metrics=self.metrics, clock_topic=self.clock_name,
                                    caught_up=self.read_to_end)
@@ -293,6 +296,32 @@ class Pipeline:
         self.metrics.rejected.labels(topic=rec.topic, reason=rejection.reason).inc()
         # the reason and where, never the detail: it may quote customer data
         log.warning("dead-lettered %s[%s]@%s: %s", rec.topic, rec.partition, rec.offset, rejection.reason)
+
+    # -- the source adapters ----------------------------------------------------------
+    async def adapt(self, source: sources.Source, stream: faust.StreamT) -> None:
+        """One source topic: each record mapped (`sources.run`, pure) to
+        contract events, produced to the input topics keyed by customer; what
+        cannot be mapped is dead-lettered with the source topic. The record
+        is acked after its events are sent, and Faust flushes the producer
+        before it commits: at-least-once, and a record read twice produces
+        the same event ids, which the worker drops as duplicates."""
+        config = source.config(self.settings)
+        counted = self.metrics.source_records
+        for outcome in sources.OUTCOMES:
+            counted.labels(source=source.name, outcome=outcome)
+        async for event in stream.events():
+            msg = event.message
+            result = sources.run(source, event.value, config, self.settings.max_event_bytes)
+            if isinstance(result, Rejection):
+                rec = Record(msg.topic, msg.partition, msg.offset, event.key, event.value, msg.headers or ())
+                await self.dead_letter(rec, result)
+                counted.labels(source=source.name, outcome="dead_lettered").inc()
+                continue
+            for ev in result.events:
+                await self.inputs[topic_for_type(ev["type"])].send(key=ev["customer_id"].encode(), value=orjson.dumps(ev))
+            counted.labels(source=source.name, outcome="mapped" if result.events else "ignored").inc()
+            if not result.events:
+                log.debug("%s[%s]@%s ignored: %s", msg.topic, msg.partition, msg.offset, result.ignored)
 
     # -- the trainer and the model feed ---------------------------------------------
     async def train(self, stream: faust.StreamT) -> None:
@@ -533,6 +562,16 @@ class Pipeline:
             await self.clock_topic.send(value=orjson.dumps({"t": clock if everything_read else None}), partition=p)
 
 
+def _adapter(app: faust.App, pipeline: Pipeline, source: sources.Source) -> None:
+    """The agent of one source topic (a function per source: the agent's name and topic are its own)."""
+    topic = app.topic(source.topic, key_serializer="raw", value_serializer="raw", partitions=pipeline.settings.partitions)
+
+    async def adapt(stream):
+        await pipeline.adapt(source, stream)
+
+    app.agent(topic, name=f"churn-source-{source.name}")(adapt)
+
+
 def register(app: faust.App, settings: Settings, broker_url: str, metrics: Metrics | None = None) -> Pipeline:
     """Attach the pipeline's agents, timer, tasks and web views to `app`."""
     pipeline = Pipeline(app, settings, metrics)
@@ -549,6 +588,9 @@ def register(app: faust.App, settings: Settings, broker_url: str, metrics: Metri
     @app.agent(pipeline.source, name="churn-process")
     async def process(stream):
         await pipeline.process(stream)
+
+    for source in sources.SOURCES.values():
+        _adapter(app, pipeline, source)
 
     @app.timer(settings.clock_tick_s)
     async def ticks():

@@ -190,10 +190,12 @@ def simulate(
     broker: Optional[str] = typer.Option(None, "--broker", help="kafka://HOST:PORT (env CHURNMON_BROKER)"),
     rate: float = typer.Option(0.0, "--rate", min=0.0, help="events per wall second when producing (0 = as fast as possible)"),
     speed: float = typer.Option(0.0, "--speed", min=0.0, help="event-time seconds per wall second, e.g. 86400 = a day per second (instead of --rate)"),
+    fmt: str = typer.Option("contract", "--format", help="contract (events for the input topics), or stripe, segment, zendesk: that system's share of the population as it publishes it, for its churn.source.* topic"),
 ) -> None:
     """Produce a realistic, seeded customer population's events (to Kafka or a file)."""
     from .contract import parse_ts
     from .simulator import SCENARIOS, Simulation, scenario as make_scenario, write_jsonl
+    from .source_formats import FORMATS
 
     try:
         parse_ts(start)
@@ -201,7 +203,11 @@ def simulate(
         raise UserError(f"--start {start!r} is not an RFC 3339 timestamp: {exc}") from exc
     if scenario not in SCENARIOS:
         raise UserError(f"--scenario {scenario!r}: one of {', '.join(SCENARIOS)}")
+    if fmt != "contract" and fmt not in FORMATS:
+        raise UserError(f"--format {fmt!r}: one of contract, {', '.join(FORMATS)}")
     cfg = make_scenario(scenario, customers=customers, days=days, seed=seed, start=start)
+    if fmt != "contract":
+        return _simulate_source(fmt, cfg, out, truth, broker, rate)
     if out is not None:
         n = write_jsonl(cfg, out, truth)
         typer.echo(f"wrote {n} events to {out}" + (f" and the ground truth to {truth}" if truth else ""), err=True)
@@ -218,6 +224,34 @@ def simulate(
 
         write_truth(sim.truth, truth)
     typer.echo(f"produced {n} events to {settings.broker}", err=True)
+
+
+def _simulate_source(fmt: str, cfg, out: Optional[Path], truth: Optional[Path], broker: Optional[str], rate: float) -> None:
+    """The population as one source system publishes it: JSONL records, or produced to its source topic."""
+    import orjson
+
+    from dataclasses import asdict
+
+    from .simulator import Simulation
+    from .source_formats import TOPIC, render
+
+    sim = Simulation(cfg)
+    records = render(fmt, sim.events())
+    if out is not None:
+        with open(out, "wb") as f:
+            n = sum(f.write(orjson.dumps(rec) + b"\n") > 0 for _, rec in records)
+        where = str(out)
+    else:
+        settings = _settings(broker=broker)
+        if settings.broker is None:
+            raise UserError("simulate needs --broker kafka://HOST:PORT (or CHURNMON_BROKER), or --out FILE")
+        from .producer import produce_records
+
+        n = asyncio.run(produce_records(settings, TOPIC[fmt], records, rate=rate))
+        where = f"{TOPIC[fmt]} on {settings.broker}"
+    if truth is not None:
+        truth.write_bytes(b"".join(orjson.dumps(asdict(t)) + b"\n" for t in sim.truth))
+    typer.echo(f"wrote {n} {fmt} records to {where}" + (f" and the ground truth to {truth}" if truth else ""), err=True)
 
 
 @cli.command()

@@ -65,6 +65,11 @@ class Settings:
     max_event_bytes: int = field(default=65536, metadata={"help": "larger payloads are dead-lettered"})
     max_future_s: float = field(default=DAY, metadata={"help": "events further ahead of the wall clock are dead-lettered"})
 
+    # -- source adapters (stream_app/sources: churn.source.stripe, .segment, .zendesk) --
+    segment_customer: str = field(default="groupId", metadata={"help": "Segment calls: the customer is the account (groupId, or context.groupId) or the user (userId)"})
+    segment_mapping_file: str | None = field(default=None, metadata={"help": "TOML file saying which Segment track events are sessions, purchases, ignored or renamed features (default: stream_app/sources/segment.toml)"})
+    zendesk_customer: str = field(default="organization", metadata={"help": "Zendesk tickets: the customer is the organization or the requester (their external id when the webhook body carries one, else the Zendesk id)"})
+
     # -- Kafka / Faust tuning ------------------------------------------------
     rebalance_timeout_s: float = field(default=5.0, metadata={"help": "group rebalance timeout; low keeps joins fast"})
     session_timeout_s: float = field(default=10.0, metadata={"help": "consumer session timeout"})
@@ -144,6 +149,17 @@ class Settings:
             problems.append(f"model_signing_key must be at least {MIN_KEY_BYTES} bytes (a random one: openssl rand -hex 32)")
         if self.store.split(":", 1)[0] not in ("memory", "rocksdb"):
             problems.append(f"store must be memory:// or rocksdb:// (got {self.store!r})")
+        if self.segment_customer not in ("groupId", "userId"):
+            problems.append(f"segment_customer must be groupId or userId (got {self.segment_customer!r})")
+        elif self.segment_mapping_file:
+            from .sources.segment import load_mapping
+
+            try:
+                load_mapping(self.segment_mapping_file, self.segment_customer)
+            except ValueError as exc:
+                problems.append(str(exc))
+        if self.zendesk_customer not in ("organization", "requester"):
+            problems.append(f"zendesk_customer must be organization or requester (got {self.zendesk_customer!r})")
         from .security import problems as security_problems
 
         problems += security_problems(self)

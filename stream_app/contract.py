@@ -47,6 +47,7 @@ __all__ = [
     "TRAINING_TOPIC",
     "decode_example",
     "decode_tick",
+    "json_object",
 ]
 
 TOPICS: tuple[str, ...] = ("churn.subscription", "churn.usage", "churn.support")
@@ -421,7 +422,7 @@ def decode(
         return Rejection("bad_value", f"unexpected {type(exc).__name__} while decoding: {_short(str(exc))}")
 
 
-def _json_object(value: Any, max_bytes: int, what: str = "message") -> dict | Rejection:
+def json_object(value: Any, max_bytes: int, what: str = "message") -> dict | Rejection:
     """Bytes -> a JSON object, or the rejection every input gets for not being one."""
     if value is None:
         return Rejection("not_json", "message value is null (tombstone), expected a JSON object")
@@ -439,7 +440,7 @@ def _json_object(value: Any, max_bytes: int, what: str = "message") -> dict | Re
 def _decode(topic: str, key: Any, value: Any, now: float, limits: Limits) -> dict | Rejection:
     if topic not in _BY_TYPE:
         return Rejection("unknown_topic", f"topic {_short(topic)} is not one of {list(TOPICS)}")
-    event = _json_object(value, limits.max_bytes, "event")
+    event = json_object(value, limits.max_bytes, "event")
     if event.__class__ is Rejection:
         return event
 
@@ -529,7 +530,7 @@ def decode_tick(
     ['not_object', 'future_timestamp', 'wrong_type', 'missing_field']
     """
     try:
-        tick = _json_object(value, limits.max_bytes)
+        tick = json_object(value, limits.max_bytes)
         if isinstance(tick, Rejection):
             return tick
         if "t" not in tick:
@@ -573,7 +574,7 @@ def decode_example(
     'bad_value'
     """
     try:
-        ex = _json_object(value, limits.max_bytes)
+        ex = json_object(value, limits.max_bytes)
         if isinstance(ex, Rejection):
             return ex
         try:

@@ -94,7 +94,10 @@ class Metrics:
         r = self.registry = registry or CollectorRegistry()
         self.plan = PlanLabels(plan_limit)
         self.events = Counter(*_doc("churn_events_processed_total", "counter", ["topic"], "Valid input events processed, by input topic."), ["topic"], registry=r)
-        self.rejected = Counter(*_doc("churn_events_rejected_total", "counter", ["topic", "reason"], "Messages dead-lettered to churn.dlq, by topic (the inputs, the clock topic, churn.training) and rejection reason."), ["topic", "reason"], registry=r)
+        self.rejected = Counter(*_doc("churn_events_rejected_total", "counter", ["topic", "reason"], "Messages dead-lettered to churn.dlq, by topic (the inputs, the source topics, the clock topic, churn.training) and rejection reason."), ["topic", "reason"], registry=r)
+        self.source_records = Counter(
+            *_doc("churn_source_records_total", "counter", ["source", "outcome"], "Source records read by the adapters (source = stripe, segment, zendesk), by outcome: mapped to contract events, ignored (nothing the monitor tracks, e.g. a Segment identify), dead_lettered (to churn.dlq, reason in churn_events_rejected_total)."),
+            ["source", "outcome"], registry=r)
         self.duplicates = Counter(*_doc("churn_events_duplicate_total", "counter", ["topic"], "Redelivered events (event_id already applied) that changed nothing."), ["topic"], registry=r)
         self.late = Counter(*_doc("churn_events_late_total", "counter", ["topic"], "Events older than the event-time clock (applied where safe)."), ["topic"], registry=r)
         self.latency = Histogram(

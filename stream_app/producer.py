@@ -115,3 +115,24 @@ async def produce_events(
     finally:
         await producer.stop()
     return sent
+
+
+async def produce_records(settings: Settings, topic: str, records: Iterable[tuple[str, dict]], *, rate: float = 0.0) -> int:
+    """Source records (`simulate --format`) to their source topic, keyed by
+    customer like the input topics, so a customer's records stay in order."""
+    assert settings.broker is not None
+    await ensure_topics(settings, settings.broker)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(settings.broker), linger_ms=5, max_batch_size=262144,
+                                **kafka_client_kwargs(settings))
+    await producer.start()
+    sent, started = 0, time.monotonic()
+    try:
+        for key, record in records:
+            await producer.send(topic, key=key.encode(), value=orjson.dumps(record))
+            sent += 1
+            if rate > 0 and sent % 50 == 0 and (ahead := sent / rate - (time.monotonic() - started)) > 0:
+                await asyncio.sleep(ahead)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return sent

@@ -439,7 +439,9 @@ def advance(state: CustomerState, now: float, rules: Rules, decided_by: str | No
     by_usage = decided_by in (None, USAGE_TOPIC)
     if state.status == ACTIVE:
         if by_subscription and state.cancel_effective_t is not None and state.cancel_effective_t <= now:
-            churn = _churn(state, state.cancel_effective_t, VOLUNTARY, state.cancel_reason or "other", movements)
+            reason = state.cancel_reason or "other"
+            kind = INVOLUNTARY if reason == REASON_PAYMENT else VOLUNTARY
+            churn = _churn(state, state.cancel_effective_t, kind, reason, movements)
         elif by_subscription and state.contractual and state.first_failed_t is not None and state.first_failed_t + rules.grace_s <= now:
             churn = _churn(state, state.first_failed_t + rules.grace_s, INVOLUNTARY, REASON_PAYMENT, movements)
         elif by_usage and not state.contractual and state.last_activity_t is not None and state.last_activity_t + rules.inactivity_s <= now:
@@ -563,12 +565,20 @@ def _on_plan_changed(state, ev, t, rules):
 
 
 def _on_renewed(state, ev, t, rules):
+    """A renewal after a cancellation was scheduled withdraws it: the
+    customer stays (a Stripe subscription whose cancel_at_period_end was
+    turned off again)."""
     state.last_renewal_t = t
+    if state.cancel_effective_t is not None and state.status == ACTIVE:
+        state.cancel_effective_t = state.cancel_reason = None
     return state, NO_EFFECTS
 
 
 def _on_cancelled(state, ev, t, rules):
-    reason = ev["reason"]
+    # forced by unpaid invoices (`involuntary`): involuntary churn, reason payment,
+    # as when a grace period runs out
+    involuntary = ev.get("involuntary") is True
+    reason = REASON_PAYMENT if involuntary else ev["reason"]
     effective = ev.get("_effective_t")
     if state.status == TRIAL:  # a trial that is cancelled never became a customer
         state.status = TRIAL_EXPIRED
@@ -580,7 +590,7 @@ def _on_cancelled(state, ev, t, rules):
         state.cancel_effective_t, state.cancel_reason = effective, reason
         return state, NO_EFFECTS
     movements: list[Movement] = []
-    churn = _churn(state, t, VOLUNTARY, reason, movements)
+    churn = _churn(state, t, INVOLUNTARY if involuntary else VOLUNTARY, reason, movements)
     return state, Effects(tuple(movements), churn)
 
 

@@ -16,6 +16,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from .contract import TOPICS as INPUT_TOPICS
 from .config import Settings
+from .sources import SOURCE_TOPICS  # churn.source.stripe, .segment, .zendesk: read by the adapter agents
 
 SUBSCRIPTION, USAGE, SUPPORT = INPUT_TOPICS
 DLQ = "churn.dlq"  # rejected input: original bytes + why, in headers
@@ -44,6 +45,7 @@ def all_topics(settings: Settings) -> dict[str, tuple[int, dict]]:
     compacted = {"cleanup.policy": "compact"}
     topics: dict[str, tuple[int, dict]] = {t: (n, {}) for t in INPUT_TOPICS}
     topics[clock_topic(settings)] = (n, {"retention.ms": str(3600 * 1000)})
+    topics.update({t: (n, {}) for t in SOURCE_TOPICS})  # keyed by customer where the source allows; any key works
     topics[DLQ] = (n, {})
     topics[ALERTS] = (n, {})
     topics[TRAINING] = (1, {})

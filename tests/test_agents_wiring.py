@@ -13,3 +13,14 @@ def test_table_writes_and_recovers_its_changelog_with_the_same_codecs():
         assert (table.key_serializer, table.value_serializer) == ("utf8", codec)
         assert (topic.key_serializer, topic.value_serializer) == ("utf8", codec)
         assert topic.partitions == settings.partitions
+
+
+def test_one_adapter_agent_per_source_topic():
+    from stream_app.sources import SOURCES
+
+    settings = Settings()
+    app = build_app(settings, "kafka://127.0.0.1:1")
+    register(app, settings, "kafka://127.0.0.1:1")
+    topics_of = {name.rsplit(".", 1)[-1]: tuple(agent.channel.topics) for name, agent in app.agents.items()}
+    for source in SOURCES.values():
+        assert topics_of[f"churn-source-{source.name}"] == (source.topic,)

@@ -27,6 +27,9 @@ def churnmon(*args: str, env: dict | None = None) -> subprocess.CompletedProcess
         (["replay", "/nonexistent.jsonl", "--broker", "kafka://127.0.0.1:1"], {}, "no such file"),
         (["simulate", "--start", "yesterday", "--out", "/tmp/x.jsonl"], {}, "--start 'yesterday' is not an RFC 3339"),
         (["simulate", "--customers", "0"], {}, "--customers"),
+        (["simulate", "--format", "hubspot", "--out", "/tmp/x.jsonl"], {}, "--format 'hubspot': one of contract, stripe, segment, zendesk"),
+        (["worker"], {"CHURNMON_SEGMENT_CUSTOMER": "accountId"}, "segment_customer must be groupId or userId"),
+        (["worker"], {"CHURNMON_SEGMENT_MAPPING_FILE": "/nonexistent.toml"}, "segment mapping file /nonexistent.toml"),
         (["worker", "--broker", "localhost:9092"], {}, "broker must look like kafka://host:port"),
         (["worker"], {"CHURNMON_PARTITIONS": "many"}, "CHURNMON_PARTITIONS='many' is not a valid int"),
         (["simulate"], {"CHURNMON_BROKER": ""}, "simulate needs --broker"),
@@ -73,3 +76,21 @@ def test_simulate_writes_events_and_truth(tmp_path):
     done = churnmon("simulate", "--customers", "20", "--days", "30", "--out", str(out), "--truth", str(truth))
     assert done.returncode == 0, done.stderr
     assert out.stat().st_size > 0 and truth.read_text().count("\n") >= 20
+
+
+@pytest.mark.parametrize("fmt", ["stripe", "segment", "zendesk"])
+def test_simulate_writes_the_population_as_a_source_publishes_it(fmt, tmp_path):
+    """Every line is a record the source's adapter maps (the round trip itself: tests/test_source_formats.py)."""
+    import orjson
+
+    from stream_app.config import Settings
+    from stream_app.sources import SOURCES, run
+
+    out = tmp_path / f"{fmt}.jsonl"
+    done = churnmon("simulate", "--customers", "20", "--days", "40", "--format", fmt, "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    lines = out.read_bytes().splitlines()
+    assert f"wrote {len(lines)} {fmt} records to {out}" in done.stderr and len(lines) > 10
+    source = SOURCES[fmt]
+    results = [run(source, line, source.config(Settings()), 65536) for line in lines]
+    assert all(hasattr(r, "events") and r.events for r in results)

@@ -69,6 +69,31 @@ def test_immediate_cancellation_churns_at_once():
     assert 58 < eff[-1].churn.tenure_days < 60
 
 
+def test_an_involuntary_cancellation_is_payment_churn_at_once_or_at_its_end():
+    s, eff = run(
+        e("subscription_started", "2025-01-01T00:00:00Z", plan="pro", mrr=99),
+        e("subscription_cancelled", "2025-03-01T00:00:00Z", reason="other", involuntary=True),
+    )
+    assert s.status == CANCELLED and (eff[-1].churn.kind, eff[-1].churn.reason) == ("involuntary", "payment")
+    s, _ = run(
+        e("subscription_started", "2025-01-01T00:00:00Z", plan="pro", mrr=99),
+        e("subscription_cancelled", "2025-03-01T00:00:00Z", reason="other", involuntary=True, effective_at="2025-03-10T00:00:00Z"),
+    )
+    s, eff = advance(s, parse_ts("2025-03-10T00:00:00Z"), RULES)
+    assert (eff.churn.kind, eff.churn.reason, eff.churn.mrr) == ("involuntary", "payment", 99)
+
+
+def test_a_renewal_withdraws_a_pending_cancellation():
+    s, eff = run(
+        e("subscription_started", "2025-01-01T00:00:00Z", plan="pro", mrr=99),
+        e("subscription_cancelled", "2025-01-20T00:00:00Z", reason="price", effective_at="2025-02-01T00:00:00Z"),
+        e("subscription_renewed", "2025-01-22T00:00:00Z"),
+    )
+    assert (s.status, s.cancel_effective_t, s.cancel_reason, next_deadline(s, RULES)) == (ACTIVE, None, None, None)
+    s, eff = advance(s, parse_ts("2025-02-02T00:00:00Z"), RULES)
+    assert s.status == ACTIVE and eff.churn is None and s.mrr == 99
+
+
 def test_failed_payment_churns_only_after_the_grace_period():
     start = e("subscription_started", "2025-01-01T00:00:00Z", plan="pro", mrr=99)
     failed = e("payment_failed", "2025-02-01T00:00:00Z", amount=99)
