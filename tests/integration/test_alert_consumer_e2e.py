@@ -1,0 +1,105 @@
+"""A downstream consumer as users write it (confluent-kafka, librdkafka) reads
+every alert of a run from churn.alerts: the example in docs/examples, run as a
+process against a real broker fed by a real worker. Each alert it prints is
+checked here against schemas/churn.alerts.json again, and the set is compared
+with what a plain read of every partition holds. With the embedded broker's
+settings it joins its group at once (librdkafka's defaults wait 300 s there);
+a message that breaks the contract is reported and makes it exit 1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jsonschema
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from stream_app.children import die_with_parent
+from stream_app.topics import bootstrap_servers
+from tests.integration.conftest import REPO, processed, replay, send, simulate, wait_for
+
+pytestmark = pytest.mark.integration
+EXAMPLE = REPO / "docs" / "examples" / "alerts_consumer.py"
+SCHEMA = json.loads((REPO / "schemas" / "churn.alerts.json").read_text())
+JOINS_WITHIN_S = 60  # librdkafka's defaults: nothing for 300 s on the embedded broker
+
+
+async def every_alert(url: str) -> list[tuple[bytes, dict]]:
+    """(key, alert) of every record of churn.alerts, all partitions, to the high-water mark."""
+    c = AIOKafkaConsumer("churn.alerts", bootstrap_servers=bootstrap_servers(url), auto_offset_reset="earliest", group_id=None)
+    await c.start()
+    out = []
+    try:
+        while True:
+            batch = await c.getmany(timeout_ms=3000)
+            if not batch:
+                return out
+            for msgs in batch.values():
+                out.extend((m.key, orjson.loads(m.value)) for m in msgs)
+    finally:
+        await c.stop()
+
+
+def emitted(metrics: dict[str, float]) -> float:
+    return sum(v for k, v in metrics.items() if k.startswith("churn_alerts_emitted_total"))
+
+
+def run_example(broker_url: str, group: str) -> tuple[subprocess.CompletedProcess, float]:
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLE), "--broker", bootstrap_servers(broker_url), "--group", group, "--embedded", "--idle-timeout", "8"],
+        capture_output=True, text=True, timeout=JOINS_WITHIN_S + 60, **die_with_parent(),
+    )
+    return done, time.monotonic() - started
+
+
+def test_a_confluent_kafka_consumer_reads_every_alert_valid_and_keyed(broker, workers, app_id, tmp_path):
+    path = tmp_path / "sim.jsonl"
+    n_events = simulate(path, 80, 120, 11)
+    assert replay(broker, path).returncode == 0
+    w = workers(app_id)
+    wait_for(lambda: processed(w.metrics()) >= n_events, 180, "the simulated run processed", w)
+
+    # the run is over when the worker's alert counter stops moving and the topic holds that many
+    seen: list[float] = []
+    def settled():
+        n = emitted(w.metrics())
+        seen.append(n)
+        return n > 0 and seen[-4:] == [n] * 4 and len(asyncio.run(every_alert(broker.url))) == n
+    wait_for(settled, 120, "the run's alerts all on churn.alerts", w, every=2)
+    on_topic = asyncio.run(every_alert(broker.url))
+    assert len(on_topic) >= 20, f"the run raised only {len(on_topic)} alerts"
+    assert all(key == alert["customer_id"].encode() for key, alert in on_topic)
+
+    done, took = run_example(broker.url, "crm-sync")
+    assert done.returncode == 0, done.stderr[-3000:]
+    # the idle timeout (8 s) ends it: the group join and the read took the rest
+    assert took < JOINS_WITHIN_S, f"the consumer needed {took:.0f} s"
+    printed = [json.loads(line) for line in done.stdout.splitlines()]
+    for alert in printed:
+        jsonschema.validate(alert, SCHEMA)
+    assert sorted(a["alert_id"] for a in printed) == sorted(a["alert_id"] for _, a in on_topic)
+    canonical = lambda alerts: sorted(orjson.dumps(a, option=orjson.OPT_SORT_KEYS) for a in alerts)  # noqa: E731
+    assert canonical(printed) == canonical(a for _, a in on_topic)
+    assert f"{len(on_topic)} alerts valid, 0 invalid" in done.stderr
+    assert {a["state"] for a in printed} >= {"raised"}
+
+    # the same group again: it committed its offsets, so it reads only what is new,
+    # here two messages that break the contract (schema, key)
+    good = on_topic[0][1]
+    send(broker.url, [
+        ("churn.alerts", good["customer_id"].encode(), orjson.dumps({**good, "risk": 1.5})),
+        ("churn.alerts", b"someone-else", orjson.dumps(good)),
+    ])
+    again, _ = run_example(broker.url, "crm-sync")
+    assert again.returncode == 1, again.stderr[-3000:]
+    assert again.stdout == ""
+    assert "0 alerts valid, 2 invalid" in again.stderr
+    assert "risk: 1.5 is greater than the maximum of 1" in again.stderr
+    assert f"keyed by 'someone-else', not by its customer {good['customer_id']!r}" in again.stderr
