@@ -29,7 +29,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from .state import ACTIVE, TRIAL, CustomerState, day_of
+from .state import (
+    ACTIVE, COHORT_AGES, TRIAL, CustomerState, active_on, day_of, month_of, month_start, mrr_on, paying_days,
+)
 
 # A step at this day is in force at any clock: current levels (customers now).
 ALWAYS = -(10**9)
@@ -80,6 +82,8 @@ def daily_free_steps(s: CustomerState, windows: Iterable[int]) -> Iterator[Step]
     yield from account_steps(s, windows)
     yield from presence_steps(presence_key(s))
     yield from risk_steps(risk_key(s))
+    yield from purchase_steps(s.purchase_days, windows)
+    yield from cohort_steps(s)
 
 
 def account_key(s: CustomerState) -> tuple:
@@ -139,6 +143,110 @@ def account_steps(s: CustomerState, windows: Iterable[int]) -> Iterator[Step]:
                 yield ("mrr_start", w), d + w, delta
                 yield ("move", w, kind), d, abs(delta)
                 yield ("move", w, kind), d + w, -abs(delta)
+
+
+def purchase_steps(days: tuple[tuple[int, int], ...], windows: Iterable[int]) -> Iterator[Step]:
+    """Steps from the purchases per day: purchases in the window, and whether
+    the customer bought at least once (a purchasing customer) or more than
+    once (a repeat customer) in it. The Stripe article's repeat customer rate
+    is repeat / purchasing, its purchase frequency purchases / purchasing.
+
+    >>> sorted((k[0], d, x) for k, d, x in purchase_steps(((10, 1), (15, 2)), (30,)))  # doctest: +NORMALIZE_WHITESPACE
+    [('purchasers', 10, 1.0), ('purchasers', 45, -1.0), ('purchases', 10, 1.0), ('purchases', 15, 2.0),
+     ('purchases', 40, -1.0), ('purchases', 45, -2.0), ('repeat', 15, 1.0), ('repeat', 45, -1.0)]
+    """
+    if not days:
+        return
+    for w in windows:
+        for d, n in days:
+            yield ("purchases", w), d, float(n)
+            yield ("purchases", w), d + w, -float(n)
+        for at_least, series in ((1, ("purchasers", w)), (2, ("repeat", w))):
+            for start, end in count_runs(days, w, at_least):
+                yield series, start, 1.0
+                yield series, end, -1.0
+
+
+def count_runs(days: Iterable[tuple[int, int]], window: int, at_least: int) -> list[tuple[int, int]]:
+    """The days [start, end) on which the window of `window` days ending that
+    day holds at least `at_least` of the counted (day, count) pairs.
+
+    >>> count_runs(((1, 1), (5, 1), (40, 3)), 30, 2)
+    [(5, 31), (40, 70)]
+    """
+    edges: dict[int, int] = {}
+    for d, n in days:
+        edges[d] = edges.get(d, 0) + n
+        edges[d + window] = edges.get(d + window, 0) - n
+    runs: list[tuple[int, int]] = []
+    level, start = 0, None
+    for d in sorted(edges):
+        level += edges[d]
+        if level >= at_least and start is None:
+            start = d
+        elif level < at_least and start is not None:
+            runs.append((start, d))
+            start = None
+    return runs
+
+
+def cohort_key(s: CustomerState) -> tuple | None:
+    """Everything `cohort_steps` reads: equal keys, equal steps."""
+    if s.started_t is None:
+        return None
+    return (s.started_t, s.status, s.spell_start_t, s.spells, s.mrr_changes, s.retained_through, s.retained, s.retained_mrr)
+
+
+def cohort_steps(s: CustomerState) -> Iterator[Step]:
+    """Cohort retention as ChartMogul shows it: the customer is in the cohort
+    of the month they first started paying (or buying), and counts in the
+    cell (cohort, age) -- with their MRR in its MRR twin -- when active at
+    the end of the month `age` months later; during that month, while
+    active now. Ages 0..23; ages `prune` has folded come from the record
+    (`state.fold_retention`), later ones from the spells and MRR changes.
+
+    A customer who started on 1970-01-20 and churned on 02-10 is retained at
+    age 0, not from age 1 on; their cell at age 1 counts them from 02-01 to 02-09:
+
+    >>> from stream_app.state import new_state
+    >>> s = new_state("c"); s.started_t = 19 * 86400.0; s.spells = ((19 * 86400.0, 40 * 86400.0, 0.0),); s.status = "cancelled"
+    >>> [(k[2], d, x) for k, d, x in cohort_steps(s) if k[0] == "cohort"]
+    [(0, 19, 1.0), (1, 31, 1.0), (1, 40, -1.0)]
+    """
+    if s.started_t is None:
+        return
+    first = month_of(day_of(s.started_t))
+    spells = paying_days(s)
+    changes = sorted({day_of(t) for t, _, _ in s.mrr_changes} | {d for a, b in spells for d in (a, b) if d is not None})
+    last = changes[-1] if changes else None
+    settled = (active_on(spells, last), mrr_on(s, last)) if last is not None else (0, 0.0)
+    starts = [month_start(first + age) for age in range(COHORT_AGES + 1)]
+    record = s.retained_mrr
+    mrr_before = 0.0
+    for age in range(COHORT_AGES):
+        start, end = starts[age], starts[age + 1] - 1
+        if age <= s.retained_through:  # a month prune has folded: its end figures, from its first day
+            while record and record[0][0] <= age:
+                mrr_before, record = record[0][1], record[1:]
+            if s.retained >> age & 1:
+                yield ("cohort", first, age), start, 1.0
+            if mrr_before:
+                yield ("cohort_mrr", first, age), start, mrr_before
+            continue
+        if last is not None and start > last:  # nothing changes any more: the final levels
+            if settled[0]:
+                yield ("cohort", first, age), start, 1.0
+            if settled[1]:
+                yield ("cohort_mrr", first, age), start, settled[1]
+            continue
+        active, mrr = 0, 0.0
+        for day in [start] + [d for d in changes if start < d <= end]:
+            now_active, now_mrr = active_on(spells, day), mrr_on(s, day)
+            if now_active != active:
+                yield ("cohort", first, age), day, float(now_active - active)
+            if now_mrr != mrr:
+                yield ("cohort_mrr", first, age), day, now_mrr - mrr
+            active, mrr = now_active, now_mrr
 
 
 def presence_key(s: CustomerState) -> tuple | None:
@@ -395,6 +503,34 @@ def stickiness(active_days_sum: float, monthly_active: float, days: int = STICKI
     return _ratio(active_days_sum / days, monthly_active)
 
 
+def repeat_customer_rate(repeat: float, purchasing: float) -> float | None:
+    """Customers with more than one purchase / all purchasing customers (Stripe).
+
+    >>> repeat_customer_rate(10, 40)
+    0.25
+    """
+    return _ratio(repeat, purchasing)
+
+
+def purchase_frequency(purchases: float, purchasing: float) -> float | None:
+    """Purchases / unique purchasing customers (Stripe).
+
+    >>> purchase_frequency(60, 40)
+    1.5
+    """
+    return _ratio(purchases, purchasing)
+
+
+def retention(cells: dict[tuple[int, int], float]) -> dict[tuple[int, int], float]:
+    """Each cohort's cells over its age-0 cell (ChartMogul's cohort table in per
+    cent of the starting month); cohorts with nothing at age 0 are left out.
+
+    >>> retention({(5, 0): 40.0, (5, 1): 30.0, (6, 0): 0.0, (6, 1): 2.0})
+    {(5, 0): 1.0, (5, 1): 0.75}
+    """
+    return {(c, a): x / cells[(c, 0)] for (c, a), x in cells.items() if cells.get((c, 0))}
+
+
 def figures(v: dict[Series, float], window: int) -> dict[str, float | None]:
     """The domain's figures for one window from (summed) ledger values."""
     customers = sum(x for k, x in v.items() if k[0] == "active")
@@ -426,5 +562,10 @@ def figures(v: dict[Series, float], window: int) -> dict[str, float | None]:
         "annualised_churn": annualised(monthly),
         "stickiness": stickiness(g("active_days"), g("mau")),
         "forgettable": g("forgettable"),
+        "purchasing_customers": g("purchasers", window),
+        "repeat_customers": g("repeat", window),
+        "purchases": g("purchases", window),
+        "repeat_customer_rate": repeat_customer_rate(g("repeat", window), g("purchasers", window)),
+        "purchase_frequency": purchase_frequency(g("purchases", window), g("purchasers", window)),
         **{f"mrr_{k}": x for k, x in move.items()},
     }
