@@ -62,11 +62,13 @@ def contributions(s: CustomerState, windows: Iterable[int]) -> Iterator[Step]:
     Windows are whole days ending at the clock's day T: "in the window" means
     days T-W+1 .. T, "at the start" means at the end of day T-W.
 
-    Four groups, each a pure function of a few fields, so that a change swaps
+    Six groups, each a pure function of a few fields, so that a change swaps
     only the group it touched (`partition.PartitionBook.after`): the account
     (status, plan, MRR and their history: changes rarely), presence (the
     forgettable zone: moves with the day of last activity), risk (the at-risk
-    gauges: moves with the score) and activity (one set of steps per day with
+    gauges: moves with the score), purchases (per window: moves with a
+    purchase), cohorts (retention by start month: moves with the account and
+    when `prune` folds a month) and activity (one set of steps per day with
     usage: a new active day adds its own steps, nothing else moves).
     """
     yield from daily_free_steps(s, windows)
@@ -76,13 +78,13 @@ def contributions(s: CustomerState, windows: Iterable[int]) -> Iterator[Step]:
 
 
 def daily_free_steps(s: CustomerState, windows: Iterable[int]) -> Iterator[Step]:
-    """The account, presence and risk groups of `contributions`: all but the
+    """The account, presence, risk, purchase and cohort groups of `contributions`: all but the
     per-active-day steps, which a rebuild adds as day counts
     (`Ledger.add_days`, `partition.PartitionBook.load`)."""
     yield from account_steps(s, windows)
     yield from presence_steps(presence_key(s))
     yield from risk_steps(risk_key(s))
-    yield from purchase_steps(s.purchase_days, windows)
+    yield from purchase_steps(s.bought(), windows)
     yield from cohort_steps(s)
 
 
@@ -221,7 +223,7 @@ def cohort_steps(s: CustomerState) -> Iterator[Step]:
     last = changes[-1] if changes else None
     settled = (active_on(spells, last), mrr_on(s, last)) if last is not None else (0, 0.0)
     starts = [month_start(first + age) for age in range(COHORT_AGES + 1)]
-    record = s.retained_mrr
+    record = s.retained_mrr_items()
     mrr_before = 0.0
     for age in range(COHORT_AGES):
         start, end = starts[age], starts[age + 1] - 1

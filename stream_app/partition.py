@@ -43,7 +43,7 @@ class Before(NamedTuple):
     usage_end: int
     usage: bytes
     visit: float | None  # the visit time the index holds for the customer
-    purchases: tuple  # the purchases per day (`kpis.purchase_steps`)
+    purchases: bytes  # the purchases per day (`kpis.purchase_steps`)
     cohort: tuple | None  # `kpis.cohort_key`
 
 
@@ -213,8 +213,8 @@ class PartitionBook:
             ledger.add(risk_steps(before.risk), -1.0)
             ledger.add(risk_steps(key), 1.0)
         if s.purchase_days != before.purchases:
-            ledger.add(purchase_steps(before.purchases, self.windows), -1.0)
-            ledger.add(purchase_steps(s.purchase_days, self.windows), 1.0)
+            ledger.add(purchase_steps(before.copy.bought(), self.windows), -1.0)
+            ledger.add(purchase_steps(s.bought(), self.windows), 1.0)
         if cohort_key(s) != before.cohort:
             ledger.add(cohort_steps(before.copy), -1.0)
             ledger.add(cohort_steps(s), 1.0)

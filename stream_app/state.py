@@ -23,7 +23,9 @@ any rolling KPI window (see `kpis.contributions`).
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
+import struct
 import sys
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -217,18 +219,20 @@ class CustomerState(msgspec.Struct, array_like=True, gc=False):
     # when the oldest one still waiting is known (its horizon passes)
     labelled_through: int = -1
     label_due_t: float | None = None
-    # purchases per day, (day, count) oldest first, for the rolling windows
-    # (repeat customer rate, purchase frequency: `kpis.purchase_steps`);
-    # pruned with the usage ring. A tuple, not a ring: most customers never
-    # buy, and a buyer buys on a few days of the 92 kept.
-    purchase_days: tuple[tuple[int, int], ...] = ()
+    # purchases per day for the rolling windows (repeat customer rate,
+    # purchase frequency: `kpis.purchase_steps`), pruned with the usage ring:
+    # packed (day, count) uint16 pairs, oldest first (`bought`). Not a ring:
+    # most customers never buy, and a buyer buys on a few of the 92 days kept;
+    # not a tuple of tuples: that cost ~90 B a day in memory, this 4.
+    purchase_days: bytes = b""
     # cohort retention (`kpis.cohort_steps`) of the months since the start
     # whose history `prune` has dropped: through which age (months since the
     # start month, -1 none), a bit per age for "active at the month's end",
-    # and the MRR at those month ends as (age, mrr) where it changed
+    # and the MRR at those month ends where it changed, packed (age uint8,
+    # mrr float64) pairs (`retained_mrr_items`)
     retained_through: int = -1
     retained: int = 0
-    retained_mrr: tuple[tuple[int, float], ...] = ()
+    retained_mrr: bytes = b""
     def __post_init__(self) -> None:
         # decoded strings are fresh objects; the handful of codes every
         # customer shares are kept once
@@ -282,7 +286,17 @@ class CustomerState(msgspec.Struct, array_like=True, gc=False):
     def applied_offset(self, topic: str) -> int:
         return self.offsets[_TOPIC_INDEX[topic]]
 
+    def bought(self) -> tuple[tuple[int, int], ...]:
+        """(day, purchases) of the days with a purchase still kept, oldest first."""
+        return tuple(_PURCHASE.iter_unpack(self.purchase_days))
 
+    def retained_mrr_items(self) -> tuple[tuple[int, float], ...]:
+        """(age, MRR at that month's end) where it changed, of the folded ages."""
+        return tuple(_RETAINED_MRR.iter_unpack(self.retained_mrr))
+
+
+_PURCHASE = struct.Struct("<HH")  # day (to 2149), purchases that day (saturating)
+_RETAINED_MRR = struct.Struct("<Bd")  # age, MRR
 _ENCODER = msgspec.msgpack.Encoder()
 _DECODER = msgspec.msgpack.Decoder(CustomerState)
 
@@ -711,15 +725,9 @@ def _on_purchase(state, ev, t, rules):
 
 def _count_purchase(state: CustomerState, day: int) -> None:
     """One more purchase on `day`, the days kept in order (topics are read out of order)."""
-    days = state.purchase_days
-    for i, (d, n) in enumerate(days):
-        if d == day:
-            state.purchase_days = days[:i] + ((d, n + 1),) + days[i + 1:]
-            return
-        if d > day:
-            state.purchase_days = days[:i] + ((day, 1),) + days[i:]
-            return
-    state.purchase_days = days + ((day, 1),)
+    days = dict(state.bought())
+    days[day] = min(0xFFFF, days.get(day, 0) + 1)
+    state.purchase_days = b"".join(_PURCHASE.pack(d, n) for d, n in sorted(days.items()))
 
 
 def _on_ticket_opened(state, ev, t, rules):
@@ -781,8 +789,8 @@ def prune(state: CustomerState, now: float, rules: Rules) -> None:
         state.usage.prune(horizon)
     if state.tickets is not None:
         state.tickets.prune(horizon)
-    if state.purchase_days and state.purchase_days[0][0] < horizon:
-        state.purchase_days = tuple(x for x in state.purchase_days if x[0] >= horizon)
+    if state.purchase_days and _PURCHASE.unpack_from(state.purchase_days)[0] < horizon:
+        state.purchase_days = b"".join(_PURCHASE.pack(d, n) for d, n in state.bought() if d >= horizon)
     if state.started_t is not None and state.retained_through < COHORT_AGES - 1:
         fold_retention(state, horizon)
     cutoff = horizon * DAY
@@ -800,6 +808,7 @@ COHORT_AGES = 24
 _EPOCH = date(1970, 1, 1)
 
 
+@functools.lru_cache(maxsize=4096)
 def month_of(day: int) -> int:
     """Months since year 0 of a day number (`day_of`): the cohort's month index.
 
@@ -810,6 +819,7 @@ def month_of(day: int) -> int:
     return d.year * 12 + d.month - 1
 
 
+@functools.lru_cache(maxsize=1024)
 def month_start(month: int) -> int:
     """The day number of the first day of a month index.
 
@@ -863,14 +873,14 @@ def fold_retention(state: CustomerState, horizon: int) -> None:
     if month_start(first + age + 1) > horizon:  # the month's last day is not before the horizon
         return
     spells = paying_days(state)
-    last_mrr = state.retained_mrr[-1][1] if state.retained_mrr else 0.0
+    last_mrr = state.retained_mrr_items()[-1][1] if state.retained_mrr else 0.0
     while age < COHORT_AGES and month_start(first + age + 1) <= horizon:
         end = month_start(first + age + 1) - 1
         if active_on(spells, end):
             state.retained |= 1 << age
         mrr = mrr_on(state, end)
         if mrr != last_mrr:
-            state.retained_mrr += ((age, mrr),)
+            state.retained_mrr += _RETAINED_MRR.pack(age, mrr)
             last_mrr = mrr
         state.retained_through = age
         age += 1

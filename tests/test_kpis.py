@@ -274,7 +274,7 @@ def test_cohort_cells_by_hand_and_unchanged_when_history_is_pruned():
         s = pipe.customers["c1"]
         if windows == (30, 90):  # history pruned, months through October 2024 (age 9) folded
             assert s.spells == () and s.retained_through == 9 and day_of(s.mrr_changes[0][0]) == day_of(s.spell_start_t)
-            assert s.retained == 0b1110001111 and s.retained_mrr == ((0, 50.0), (2, 80.0), (4, 0.0), (7, 30.0))
+            assert s.retained == 0b1110001111 and s.retained_mrr_items() == ((0, 50.0), (2, 80.0), (4, 0.0), (7, 30.0))
         else:
             assert s.retained_through == -1 and len(s.spells) == 1
     assert cells[0] == cells[1]
