@@ -200,55 +200,90 @@ def cohort_key(s: CustomerState) -> tuple | None:
 
 
 def cohort_steps(s: CustomerState) -> Iterator[Step]:
-    """Cohort retention as ChartMogul shows it: the customer is in the cohort
-    of the month they first started paying (or buying), and counts in the
-    cell (cohort, age) -- with their MRR in its MRR twin -- when active at
-    the end of the month `age` months later; during that month, while
-    active now. Ages 0..23; ages `prune` has folded come from the record
-    (`state.fold_retention`), later ones from the spells and MRR changes.
+    """Cohort retention as ChartMogul shows it, as differences between ages.
 
-    A customer who started on 1970-01-20 and churned on 02-10 is retained at
-    age 0, not from age 1 on; their cell at age 1 counts them from 02-01 to 02-09:
+    The customer is in the cohort of the month they first started paying
+    (or buying). The cell (cohort, age) counts them -- and its MRR twin their
+    MRR -- when active at the end of the month `age` months later; during
+    that month, while active now. Ages 0..23.
+
+    Series ("cohort", c, k) holds what changes in month k: each change of the
+    customer's level (active, MRR) at its day, in the series of the age of
+    its month. A cell is the sum of the series of ages 0..k (`cohort_cells`):
+    every change up to the end of month k, so it follows the level during
+    the month and keeps the month-end level after. A customer who never
+    changes adds one step, not one per month. Ages that `prune` has folded
+    (`state.fold_retention`) come from the record as one step each at the
+    month's first day; the rest from the spells and MRR changes left.
+
+    Started on 1970-01-20, churned on 02-10: +1 at age 0, -1 at age 1 (the
+    cells: 1 at age 0, 1 in February until 02-09, then 0, and 0 from March):
 
     >>> from stream_app.state import new_state
     >>> s = new_state("c"); s.started_t = 19 * 86400.0; s.spells = ((19 * 86400.0, 40 * 86400.0, 0.0),); s.status = "cancelled"
     >>> [(k[2], d, x) for k, d, x in cohort_steps(s) if k[0] == "cohort"]
-    [(0, 19, 1.0), (1, 31, 1.0), (1, 40, -1.0)]
+    [(0, 19, 1.0), (1, 40, -1.0)]
     """
     if s.started_t is None:
         return
     first = month_of(day_of(s.started_t))
+    folded = s.retained_through
+    active, mrr = 0, 0.0
+    if folded >= 0:  # one step per change of the month-end levels the record holds
+        bits = s.retained & ((2 << folded) - 1)
+        changed = (bits ^ (bits << 1)) & ((2 << folded) - 1)
+        while changed:
+            age = (changed & -changed).bit_length() - 1
+            yield ("cohort", first, age), month_start(first + age), 1.0 if bits >> age & 1 else -1.0
+            changed &= changed - 1
+        active = bits >> folded & 1
+        for age, month_mrr in s.retained_mrr_items():  # held where the MRR changed
+            yield ("cohort_mrr", first, age), month_start(first + age), month_mrr - mrr
+            mrr = month_mrr
+    age = folded + 1
+    if age >= COHORT_AGES:
+        return
+    # from the first month not folded: the level at its first day, then every change
+    boundary = month_start(first + age)
     spells = paying_days(s)
-    changes = sorted({day_of(t) for t, _, _ in s.mrr_changes} | {d for a, b in spells for d in (a, b) if d is not None})
-    last = changes[-1] if changes else None
-    settled = (active_on(spells, last), mrr_on(s, last)) if last is not None else (0, 0.0)
-    starts = [month_start(first + age) for age in range(COHORT_AGES + 1)]
-    record = s.retained_mrr_items()
-    mrr_before = 0.0
-    for age in range(COHORT_AGES):
-        start, end = starts[age], starts[age + 1] - 1
-        if age <= s.retained_through:  # a month prune has folded: its end figures, from its first day
-            while record and record[0][0] <= age:
-                mrr_before, record = record[0][1], record[1:]
-            if s.retained >> age & 1:
-                yield ("cohort", first, age), start, 1.0
-            if mrr_before:
-                yield ("cohort_mrr", first, age), start, mrr_before
-            continue
-        if last is not None and start > last:  # nothing changes any more: the final levels
-            if settled[0]:
-                yield ("cohort", first, age), start, 1.0
-            if settled[1]:
-                yield ("cohort_mrr", first, age), start, settled[1]
-            continue
-        active, mrr = 0, 0.0
-        for day in [start] + [d for d in changes if start < d <= end]:
-            now_active, now_mrr = active_on(spells, day), mrr_on(s, day)
-            if now_active != active:
-                yield ("cohort", first, age), day, float(now_active - active)
-            if now_mrr != mrr:
-                yield ("cohort_mrr", first, age), day, now_mrr - mrr
-            active, mrr = now_active, now_mrr
+    level = active_on(spells, boundary)
+    if level != active:
+        yield ("cohort", first, age), boundary, float(level - active)
+    now = mrr_on(s, boundary)
+    if now != mrr:
+        yield ("cohort_mrr", first, age), boundary, now - mrr
+    last = month_start(first + COHORT_AGES)
+    for a, b in spells:
+        for day, delta in ((a, 1.0), (b, -1.0)):
+            if day is not None and boundary < day < last:
+                yield ("cohort", first, month_of(day) - first), day, delta
+    prev = 0.0
+    for t, after, _ in s.mrr_changes:
+        day = day_of(t)
+        if boundary < day < last and after != prev:
+            yield ("cohort_mrr", first, month_of(day) - first), day, after - prev
+        prev = after
+
+
+def cohort_cells(values: dict[Series, float], latest: int) -> dict[tuple[str, int, int], float]:
+    """The cohort table at the clock's month `latest`: each cell the sum of its
+    cohort's series up to its age (`cohort_steps`), for the 24 cohorts up to
+    `latest` and their ages up to it (bounded labels: at most 24 x 24).
+
+    >>> cohort_cells({("cohort", 10, 0): 5.0, ("cohort", 10, 2): -2.0, ("cohort", -12, 0): 1.0}, 12)
+    {('cohort', 10, 0): 5.0, ('cohort', 10, 1): 5.0, ('cohort', 10, 2): 3.0}
+    """
+    changes: dict[tuple[str, int], dict[int, float]] = {}
+    for series, x in values.items():
+        if series[0] in ("cohort", "cohort_mrr") and latest - COHORT_AGES < series[1] <= latest:
+            changes.setdefault(series[:2], {})[series[2]] = x
+    out: dict[tuple[str, int, int], float] = {}
+    for (kind, cohort), by_age in sorted(changes.items()):
+        total = 0.0
+        for age in range(min(COHORT_AGES - 1, latest - cohort) + 1):
+            total += by_age.get(age, 0.0)
+            out[(kind, cohort, age)] = _clean(total)
+    return out
 
 
 def presence_key(s: CustomerState) -> tuple | None:

@@ -27,9 +27,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from .kpis import MOVEMENT_KINDS, Series, tenure_bucket
+from .kpis import MOVEMENT_KINDS, Series, cohort_cells, tenure_bucket
 from .snapshots import REJECTION_REASONS as SNAPSHOT_REJECTIONS
-from .state import COHORT_AGES, Churn, Effects, day_of, month_label, month_of
+from .state import Churn, Effects, day_of, month_label, month_of
 
 # `_created` series double the exposition and no dashboard uses them.
 disable_created_metrics()
@@ -210,15 +210,6 @@ PARTITIONS_GAUGE = _doc("churn_partitions_assigned", "gauge", [], "Input partiti
 LAG_GAUGE = _doc("churn_event_time_lag_seconds", "gauge", [], "Wall clock minus the newest event time of the worker's most behind partition (large during replays).")
 
 
-def cohort_cell_shown(cohort: int, age: int, latest: int | None) -> bool:
-    """Bounded labels: the 24 cohorts up to the clock's month, their ages up to it.
-
-    >>> [cohort_cell_shown(c, a, 100) for c, a in ((100, 0), (100, 1), (77, 23), (76, 23), (99, 2))]
-    [True, False, True, False, False]
-    """
-    return latest is not None and latest - COHORT_AGES < cohort <= latest and cohort + age <= latest
-
-
 class LedgerCollector(Collector):
     def __init__(self, source: Callable[[], tuple[dict[Series, float], float | None, int, float | None]], plan: PlanLabels) -> None:
         self.source = source
@@ -244,9 +235,8 @@ class LedgerCollector(Collector):
             if fam is None:
                 continue
             if kind in ("cohort", "cohort_mrr"):
-                if cohort_cell_shown(series[1], series[2], latest):
-                    fam.add_metric([month_label(series[1]), str(series[2])], value)
-            elif kind in ("active", "mrr"):
+                continue  # summed into cells below
+            if kind in ("active", "mrr"):
                 k = (kind, self.plan(series[1]))
                 by_plan[k] = by_plan.get(k, 0.0) + value
             elif kind in ("at_risk", "at_risk_mrr"):
@@ -259,6 +249,9 @@ class LedgerCollector(Collector):
                 fam.add_metric([], value)
         for (kind, plan), value in sorted(by_plan.items()):
             fams[kind].add_metric([plan], value)
+        if latest is not None:
+            for (kind, cohort, age), value in cohort_cells(values, latest).items():
+                fams[kind].add_metric([month_label(cohort), str(age)], value)
         yield from fams.values()
         clock_fam = GaugeMetricFamily(*CLOCK_GAUGE)
         if clock is not None:

@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st
 
 from stream_app import kpis
 from stream_app.kpis import Ledger, figures
-from stream_app.state import ACTIVE, CANCELLED, new_state
+from stream_app.state import ACTIVE, CANCELLED, month_of, new_state
 from tests.data.make_kpi_events import EXPECTED, EXPECTED_RATES, events
 from tests.pure_pipeline import PurePipeline
 from tests.test_state import DAY
@@ -45,6 +45,7 @@ def test_fixture_figures_match_the_hand_computation():
         pipe.feed(e)
     pipe.finish()
     values = pipe.values()
+    values.update(kpis.cohort_cells(values, month_of(pipe.book.day())))  # cells in place of their changes
     expected = ledger_expectations()
     got = {k: values.get(k, 0.0) for k in expected}
     assert got == {k: float(v) for k, v in expected.items()}
@@ -255,7 +256,7 @@ def test_cohort_cells_by_hand_and_unchanged_when_history_is_pruned():
     than 91 days, folding the months they told into its record first; with
     900-day windows it keeps them: the cells must be the same."""
     from stream_app.config import Settings
-    from stream_app.state import month_of, day_of
+    from stream_app.state import day_of
 
     cohort = 2024 * 12
     want_customers = [1, 1, 1, 1, 0, 0, 0] + [1] * 7
@@ -266,7 +267,7 @@ def test_cohort_cells_by_hand_and_unchanged_when_history_is_pruned():
         for e in _story("c1"):
             pipe.feed(e)
         pipe.finish()
-        v = pipe.values()
+        v = kpis.cohort_cells(pipe.values(), month_of(pipe.book.day()))
         assert month_of(pipe.book.day()) == cohort + 13
         got = [v.get(("cohort", cohort, age), 0.0) for age in range(14)], [v.get(("cohort_mrr", cohort, age), 0.0) for age in range(14)]
         assert got == (want_customers, want_mrr), windows
