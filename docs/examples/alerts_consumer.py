@@ -12,9 +12,10 @@ what is wrong) and skipped, and the exit status is 1. Stops after
 Why `--embedded`: librdkafka (the C client under confluent-kafka, and under
 most non-Java Kafka clients) sends `max.poll.interval.ms` (default 300 s) as
 the group's rebalance timeout. The embedded broker (Tansu, `churnmon demo`)
-holds a JoinGroup for the full rebalance timeout before it answers, so with
-the defaults a new consumer receives nothing for five minutes. With 10 s it
-joins at once. Apache Kafka answers as soon as the group's members have
+may hold a JoinGroup up to the rebalance timeout before it answers: with the
+defaults a consumer of a running demo received nothing for minutes, and one
+on a fresh broker its first message after ~24 s; with 10 s it joins within a
+few seconds. Apache Kafka answers as soon as the group's members have
 joined: on Kafka, leave the defaults (`--embedded` only shortens the join).
 
 Deliveries are at least once: the same `alert_id` can come twice (a worker
