@@ -3,7 +3,8 @@ every alert of a run from churn.alerts: the example in docs/examples, run as a
 process against a real broker fed by a real worker. Each alert it prints is
 checked here against schemas/churn.alerts.json again, and the set is compared
 with what a plain read of every partition holds. With the embedded broker's
-settings it joins its group at once (librdkafka's defaults wait 300 s there);
+settings its first alert comes within seconds (with librdkafka's defaults it
+waits on the group join: ~24 s on a fresh broker, minutes against the demo);
 a message that breaks the contract is reported and makes it exit 1."""
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ from tests.integration.conftest import REPO, processed, replay, send, simulate, 
 pytestmark = pytest.mark.integration
 EXAMPLE = REPO / "docs" / "examples" / "alerts_consumer.py"
 SCHEMA = json.loads((REPO / "schemas" / "churn.alerts.json").read_text())
-JOINS_WITHIN_S = 60  # librdkafka's defaults: nothing for 300 s on the embedded broker
+# first alert within this many seconds of the consumer's start: ~4 s with the
+# embedded broker's settings; with librdkafka's defaults ~24 s on a fresh broker
+# (nothing within 20 s in two more runs), minutes against a running demo
+FIRST_ALERT_WITHIN_S = 15
 
 
 async def every_alert(url: str) -> list[tuple[bytes, dict]]:
@@ -50,13 +54,21 @@ def emitted(metrics: dict[str, float]) -> float:
     return sum(v for k, v in metrics.items() if k.startswith("churn_alerts_emitted_total"))
 
 
-def run_example(broker_url: str, group: str) -> tuple[subprocess.CompletedProcess, float]:
+def run_example(broker_url: str, group: str) -> tuple[subprocess.CompletedProcess, float | None]:
+    """Run the example until 8 s without a message; also when its first line came."""
     started = time.monotonic()
-    done = subprocess.run(
+    proc = subprocess.Popen(
         [sys.executable, str(EXAMPLE), "--broker", bootstrap_servers(broker_url), "--group", group, "--embedded", "--idle-timeout", "8"],
-        capture_output=True, text=True, timeout=JOINS_WITHIN_S + 60, **die_with_parent(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **die_with_parent(),
     )
-    return done, time.monotonic() - started
+    first = proc.stdout.readline()
+    first_after = time.monotonic() - started if first else None
+    try:
+        out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, first + out, err), first_after
 
 
 def test_a_confluent_kafka_consumer_reads_every_alert_valid_and_keyed(broker, workers, app_id, tmp_path):
@@ -77,10 +89,9 @@ def test_a_confluent_kafka_consumer_reads_every_alert_valid_and_keyed(broker, wo
     assert len(on_topic) >= 20, f"the run raised only {len(on_topic)} alerts"
     assert all(key == alert["customer_id"].encode() for key, alert in on_topic)
 
-    done, took = run_example(broker.url, "crm-sync")
+    done, first_after = run_example(broker.url, "crm-sync")
     assert done.returncode == 0, done.stderr[-3000:]
-    # the idle timeout (8 s) ends it: the group join and the read took the rest
-    assert took < JOINS_WITHIN_S, f"the consumer needed {took:.0f} s"
+    assert first_after is not None and first_after < FIRST_ALERT_WITHIN_S, f"first alert after {first_after} s"
     printed = [json.loads(line) for line in done.stdout.splitlines()]
     for alert in printed:
         jsonschema.validate(alert, SCHEMA)
