@@ -526,6 +526,58 @@ def active_customers() -> Panel:
     ], "short")
 
 
+def repeat_customer_rate() -> Panel:
+    return stat(f"Repeat customer rate ({W})", f"churn:repeat_customer_rate:{W}", "percentunit", decimals=1, w=12,
+                description="Customers with more than one purchase in the window / customers with a purchase in it (Stripe). For businesses that sell without subscriptions.")
+
+
+def purchase_frequency() -> Panel:
+    return stat(f"Purchase frequency ({W})", f"churn:purchase_frequency:{W}", "none", decimals=2, w=12,
+                description="Purchases in the window / customers with a purchase in it (Stripe).")
+
+
+def cohort_heatmap(title: str, rule: str, description: str) -> Panel:
+    """Cohorts (start months) down, months since the start across, one cell per
+    (cohort, age) coloured by retention: an instant table turned into a matrix
+    (rows = age, a column per cohort), which Grafana's heatmap reads as a
+    numeric x with one ordinal bucket per cohort."""
+    return panel(
+        "heatmap", title, [target(rule, instant=True, fmt="table")], "percentunit", description=description, w=12, h=10,
+        transformations=[
+            {"id": "groupingToMatrix", "options": {"columnField": "cohort", "rowField": "age", "valueField": "Value", "emptyValue": "null"}},
+            {"id": "convertFieldType", "options": {"conversions": [{"targetField": "age\\cohort", "destinationType": "number"}], "fields": {}}},
+            {"id": "sortBy", "options": {"fields": {}, "sort": [{"field": "age\\cohort"}]}},
+        ],
+        options={
+            "calculate": False,
+            "cellGap": 1,
+            "cellValues": {"decimals": 0, "unit": "percentunit"},
+            "color": {"exponent": 0.5, "fill": "dark-green", "mode": "scheme", "reverse": False, "scale": "linear", "scheme": "RdYlGn", "steps": 64},
+            "exemplars": {"color": "rgba(255,0,255,0.7)"},
+            "filterValues": {"le": -1},
+            "legend": {"show": True},
+            "rowsFrame": {"layout": "unknown", "value": "retained"},
+            "showValue": "auto",
+            "tooltip": {"mode": "single", "showColorScale": True, "yHistogram": False},
+            "yAxis": {"axisLabel": "cohort (start month)", "axisPlacement": "left", "reverse": True},
+        },
+    )
+
+
+def customer_retention_cohorts() -> Panel:
+    return cohort_heatmap(
+        "Customer retention by cohort", "cohort_age:churn_cohort_customers_retained:ratio",
+        "ChartMogul's cohort table: customers who started in a month (row) still active at the end of each month since (column: months since the start; "
+        "the current month as of now), as a share of the cohort at the end of its first month. The 24 latest cohorts.")
+
+
+def mrr_retention_cohorts() -> Panel:
+    return cohort_heatmap(
+        "MRR retention by cohort", "cohort_age:churn_cohort_mrr_retained:ratio",
+        "The cohorts' MRR at the end of each month since their start month, as a share of their MRR at the end of that first month: "
+        "above 100 % the cohort's expansion outgrew its churn and contraction.")
+
+
 def churn_overview() -> dict:
     return dashboard(
         "churn-overview",
@@ -544,6 +596,7 @@ def churn_overview() -> dict:
             ]),
             ("Why and when customers churn", [churn_by_reason(), churn_by_plan(), churn_by_kind(), early_life_churn()]),
             ("Engagement", [stickiness_now(), forgettable_share(), active_customers()]),
+            ("Purchases and cohorts", [repeat_customer_rate(), purchase_frequency(), customer_retention_cohorts(), mrr_retention_cohorts()]),
         ],
         [datasource_variable(), plan_variable(), window_variable()],
         time_from="now-30d",

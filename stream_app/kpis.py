@@ -29,7 +29,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from .state import ACTIVE, TRIAL, CustomerState, day_of
+from .state import (
+    ACTIVE, COHORT_AGES, TRIAL, CustomerState, active_on, day_of, month_of, month_start, mrr_on, paying_days,
+)
 
 # A step at this day is in force at any clock: current levels (customers now).
 ALWAYS = -(10**9)
@@ -60,11 +62,13 @@ def contributions(s: CustomerState, windows: Iterable[int]) -> Iterator[Step]:
     Windows are whole days ending at the clock's day T: "in the window" means
     days T-W+1 .. T, "at the start" means at the end of day T-W.
 
-    Four groups, each a pure function of a few fields, so that a change swaps
+    Six groups, each a pure function of a few fields, so that a change swaps
     only the group it touched (`partition.PartitionBook.after`): the account
     (status, plan, MRR and their history: changes rarely), presence (the
     forgettable zone: moves with the day of last activity), risk (the at-risk
-    gauges: moves with the score) and activity (one set of steps per day with
+    gauges: moves with the score), purchases (per window: moves with a
+    purchase), cohorts (retention by start month: moves with the account and
+    when `prune` folds a month) and activity (one set of steps per day with
     usage: a new active day adds its own steps, nothing else moves).
     """
     yield from daily_free_steps(s, windows)
@@ -74,12 +78,14 @@ def contributions(s: CustomerState, windows: Iterable[int]) -> Iterator[Step]:
 
 
 def daily_free_steps(s: CustomerState, windows: Iterable[int]) -> Iterator[Step]:
-    """The account, presence and risk groups of `contributions`: all but the
+    """The account, presence, risk, purchase and cohort groups of `contributions`: all but the
     per-active-day steps, which a rebuild adds as day counts
     (`Ledger.add_days`, `partition.PartitionBook.load`)."""
     yield from account_steps(s, windows)
     yield from presence_steps(presence_key(s))
     yield from risk_steps(risk_key(s))
+    yield from purchase_steps(s.bought(), windows)
+    yield from cohort_steps(s)
 
 
 def account_key(s: CustomerState) -> tuple:
@@ -139,6 +145,145 @@ def account_steps(s: CustomerState, windows: Iterable[int]) -> Iterator[Step]:
                 yield ("mrr_start", w), d + w, delta
                 yield ("move", w, kind), d, abs(delta)
                 yield ("move", w, kind), d + w, -abs(delta)
+
+
+def purchase_steps(days: tuple[tuple[int, int], ...], windows: Iterable[int]) -> Iterator[Step]:
+    """Steps from the purchases per day: purchases in the window, and whether
+    the customer bought at least once (a purchasing customer) or more than
+    once (a repeat customer) in it. The Stripe article's repeat customer rate
+    is repeat / purchasing, its purchase frequency purchases / purchasing.
+
+    >>> sorted((k[0], d, x) for k, d, x in purchase_steps(((10, 1), (15, 2)), (30,)))  # doctest: +NORMALIZE_WHITESPACE
+    [('purchasers', 10, 1.0), ('purchasers', 45, -1.0), ('purchases', 10, 1.0), ('purchases', 15, 2.0),
+     ('purchases', 40, -1.0), ('purchases', 45, -2.0), ('repeat', 15, 1.0), ('repeat', 45, -1.0)]
+    """
+    if not days:
+        return
+    for w in windows:
+        for d, n in days:
+            yield ("purchases", w), d, float(n)
+            yield ("purchases", w), d + w, -float(n)
+        for at_least, series in ((1, ("purchasers", w)), (2, ("repeat", w))):
+            for start, end in count_runs(days, w, at_least):
+                yield series, start, 1.0
+                yield series, end, -1.0
+
+
+def count_runs(days: Iterable[tuple[int, int]], window: int, at_least: int) -> list[tuple[int, int]]:
+    """The days [start, end) on which the window of `window` days ending that
+    day holds at least `at_least` of the counted (day, count) pairs.
+
+    >>> count_runs(((1, 1), (5, 1), (40, 3)), 30, 2)
+    [(5, 31), (40, 70)]
+    """
+    edges: dict[int, int] = {}
+    for d, n in days:
+        edges[d] = edges.get(d, 0) + n
+        edges[d + window] = edges.get(d + window, 0) - n
+    runs: list[tuple[int, int]] = []
+    level, start = 0, None
+    for d in sorted(edges):
+        level += edges[d]
+        if level >= at_least and start is None:
+            start = d
+        elif level < at_least and start is not None:
+            runs.append((start, d))
+            start = None
+    return runs
+
+
+def cohort_key(s: CustomerState) -> tuple | None:
+    """Everything `cohort_steps` reads: equal keys, equal steps."""
+    if s.started_t is None:
+        return None
+    return (s.started_t, s.status, s.spell_start_t, s.spells, s.mrr_changes, s.retained_through, s.retained, s.retained_mrr)
+
+
+def cohort_steps(s: CustomerState) -> Iterator[Step]:
+    """Cohort retention as ChartMogul shows it, as differences between ages.
+
+    The customer is in the cohort of the month they first started paying
+    (or buying). The cell (cohort, age) counts them -- and its MRR twin their
+    MRR -- when active at the end of the month `age` months later; during
+    that month, while active now. Ages 0..23.
+
+    Series ("cohort", c, k) holds what changes in month k: each change of the
+    customer's level (active, MRR) at its day, in the series of the age of
+    its month. A cell is the sum of the series of ages 0..k (`cohort_cells`):
+    every change up to the end of month k, so it follows the level during
+    the month and keeps the month-end level after. A customer who never
+    changes adds one step, not one per month. Ages that `prune` has folded
+    (`state.fold_retention`) come from the record as one step each at the
+    month's first day; the rest from the spells and MRR changes left.
+
+    Started on 1970-01-20, churned on 02-10: +1 at age 0, -1 at age 1 (the
+    cells: 1 at age 0, 1 in February until 02-09, then 0, and 0 from March):
+
+    >>> from stream_app.state import new_state
+    >>> s = new_state("c"); s.started_t = 19 * 86400.0; s.spells = ((19 * 86400.0, 40 * 86400.0, 0.0),); s.status = "cancelled"
+    >>> [(k[2], d, x) for k, d, x in cohort_steps(s) if k[0] == "cohort"]
+    [(0, 19, 1.0), (1, 40, -1.0)]
+    """
+    if s.started_t is None:
+        return
+    first = month_of(day_of(s.started_t))
+    folded = s.retained_through
+    active, mrr = 0, 0.0
+    if folded >= 0:  # one step per change of the month-end levels the record holds
+        bits = s.retained & ((2 << folded) - 1)
+        changed = (bits ^ (bits << 1)) & ((2 << folded) - 1)
+        while changed:
+            age = (changed & -changed).bit_length() - 1
+            yield ("cohort", first, age), month_start(first + age), 1.0 if bits >> age & 1 else -1.0
+            changed &= changed - 1
+        active = bits >> folded & 1
+        for age, month_mrr in s.retained_mrr_items():  # held where the MRR changed
+            yield ("cohort_mrr", first, age), month_start(first + age), month_mrr - mrr
+            mrr = month_mrr
+    age = folded + 1
+    if age >= COHORT_AGES:
+        return
+    # from the first month not folded: the level at its first day, then every change
+    boundary = month_start(first + age)
+    spells = paying_days(s)
+    level = active_on(spells, boundary)
+    if level != active:
+        yield ("cohort", first, age), boundary, float(level - active)
+    now = mrr_on(s, boundary)
+    if now != mrr:
+        yield ("cohort_mrr", first, age), boundary, now - mrr
+    last = month_start(first + COHORT_AGES)
+    for a, b in spells:
+        for day, delta in ((a, 1.0), (b, -1.0)):
+            if day is not None and boundary < day < last:
+                yield ("cohort", first, month_of(day) - first), day, delta
+    prev = 0.0
+    for t, after, _ in s.mrr_changes:
+        day = day_of(t)
+        if boundary < day < last and after != prev:
+            yield ("cohort_mrr", first, month_of(day) - first), day, after - prev
+        prev = after
+
+
+def cohort_cells(values: dict[Series, float], latest: int) -> dict[tuple[str, int, int], float]:
+    """The cohort table at the clock's month `latest`: each cell the sum of its
+    cohort's series up to its age (`cohort_steps`), for the 24 cohorts up to
+    `latest` and their ages up to it (bounded labels: at most 24 x 24).
+
+    >>> cohort_cells({("cohort", 10, 0): 5.0, ("cohort", 10, 2): -2.0, ("cohort", -12, 0): 1.0}, 12)
+    {('cohort', 10, 0): 5.0, ('cohort', 10, 1): 5.0, ('cohort', 10, 2): 3.0}
+    """
+    changes: dict[tuple[str, int], dict[int, float]] = {}
+    for series, x in values.items():
+        if series[0] in ("cohort", "cohort_mrr") and latest - COHORT_AGES < series[1] <= latest:
+            changes.setdefault(series[:2], {})[series[2]] = x
+    out: dict[tuple[str, int, int], float] = {}
+    for (kind, cohort), by_age in sorted(changes.items()):
+        total = 0.0
+        for age in range(min(COHORT_AGES - 1, latest - cohort) + 1):
+            total += by_age.get(age, 0.0)
+            out[(kind, cohort, age)] = _clean(total)
+    return out
 
 
 def presence_key(s: CustomerState) -> tuple | None:
@@ -395,6 +540,34 @@ def stickiness(active_days_sum: float, monthly_active: float, days: int = STICKI
     return _ratio(active_days_sum / days, monthly_active)
 
 
+def repeat_customer_rate(repeat: float, purchasing: float) -> float | None:
+    """Customers with more than one purchase / all purchasing customers (Stripe).
+
+    >>> repeat_customer_rate(10, 40)
+    0.25
+    """
+    return _ratio(repeat, purchasing)
+
+
+def purchase_frequency(purchases: float, purchasing: float) -> float | None:
+    """Purchases / unique purchasing customers (Stripe).
+
+    >>> purchase_frequency(60, 40)
+    1.5
+    """
+    return _ratio(purchases, purchasing)
+
+
+def retention(cells: dict[tuple[int, int], float]) -> dict[tuple[int, int], float]:
+    """Each cohort's cells over its age-0 cell (ChartMogul's cohort table in per
+    cent of the starting month); cohorts with nothing at age 0 are left out.
+
+    >>> retention({(5, 0): 40.0, (5, 1): 30.0, (6, 0): 0.0, (6, 1): 2.0})
+    {(5, 0): 1.0, (5, 1): 0.75}
+    """
+    return {(c, a): x / cells[(c, 0)] for (c, a), x in cells.items() if cells.get((c, 0))}
+
+
 def figures(v: dict[Series, float], window: int) -> dict[str, float | None]:
     """The domain's figures for one window from (summed) ledger values."""
     customers = sum(x for k, x in v.items() if k[0] == "active")
@@ -426,5 +599,10 @@ def figures(v: dict[Series, float], window: int) -> dict[str, float | None]:
         "annualised_churn": annualised(monthly),
         "stickiness": stickiness(g("active_days"), g("mau")),
         "forgettable": g("forgettable"),
+        "purchasing_customers": g("purchasers", window),
+        "repeat_customers": g("repeat", window),
+        "purchases": g("purchases", window),
+        "repeat_customer_rate": repeat_customer_rate(g("repeat", window), g("purchasers", window)),
+        "purchase_frequency": purchase_frequency(g("purchases", window), g("purchasers", window)),
         **{f"mrr_{k}": x for k, x in move.items()},
     }

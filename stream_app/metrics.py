@@ -27,9 +27,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from .kpis import MOVEMENT_KINDS, Series, tenure_bucket
+from .kpis import MOVEMENT_KINDS, Series, cohort_cells, tenure_bucket
 from .snapshots import REJECTION_REASONS as SNAPSHOT_REJECTIONS
-from .state import Churn, Effects
+from .state import Churn, Effects, day_of, month_label, month_of
 
 # `_created` series double the exposition and no dashboard uses them.
 disable_created_metrics()
@@ -198,6 +198,11 @@ LEDGER_GAUGES = {
     "dau": _doc("churn_users_daily_active", "gauge", [], "Customers with usage on the clock's day."),
     "mau": _doc("churn_users_monthly_active", "gauge", [], "Customers with usage in the last 30 days."),
     "active_days": _doc("churn_active_days_30d", "gauge", [], "Sum over customers of active days in the last 30 days; stickiness = this / 30 / monthly active."),
+    "purchases": _doc("churn_window_purchases", "gauge", ["window"], "Purchases in the window; purchase frequency (Stripe) = this / churn_window_customers_purchasing."),
+    "purchasers": _doc("churn_window_customers_purchasing", "gauge", ["window"], "Customers with at least one purchase in the window (the denominator of repeat customer rate and purchase frequency)."),
+    "repeat": _doc("churn_window_customers_repeat", "gauge", ["window"], "Customers with more than one purchase in the window; repeat customer rate (Stripe) = this / churn_window_customers_purchasing."),
+    "cohort": _doc("churn_cohort_customers_retained", "gauge", ["cohort", "age"], "Customers of a start-month cohort (cohort = YYYY-MM of their first paid start or purchase) active at the end of the month `age` months later (0-23), or now for the current month (ChartMogul cohorts). The 24 latest cohorts."),
+    "cohort_mrr": _doc("churn_cohort_mrr_retained", "gauge", ["cohort", "age"], "MRR of a start-month cohort at the end of the month `age` months later (0-23), or now for the current month; the 24 latest cohorts."),
     "forgettable": _doc("churn_customers_forgettable", "gauge", [], "Paying customers with no usage in the last 30 days (the forgettable zone)."),
     "at_risk": _doc("churn_at_risk_customers", "gauge", ["band"], "Paying customers by current churn-risk band (low, medium, high, critical)."),
     "at_risk_mrr": _doc("churn_at_risk_mrr", "gauge", ["band"], "MRR of paying customers by current churn-risk band."),
@@ -220,16 +225,20 @@ class LedgerCollector(Collector):
         values, clock, owned, behind = self.source()
         fams: dict[str, GaugeMetricFamily] = {}
         for key, (name, help_) in LEDGER_GAUGES.items():
-            labels = {"active": ["plan"], "mrr": ["plan"], "move": ["window", "kind"], "at_risk": ["band"], "at_risk_mrr": ["band"]}.get(key)
+            labels = {"active": ["plan"], "mrr": ["plan"], "move": ["window", "kind"], "at_risk": ["band"], "at_risk_mrr": ["band"],
+                      "cohort": ["cohort", "age"], "cohort_mrr": ["cohort", "age"]}.get(key)
             if labels is None:
                 labels = ["window"] if REFERENCE[name][1] == "window" else []
             fams[key] = GaugeMetricFamily(name, help_, labels=labels)
         by_plan: dict[tuple[str, str], float] = {}
+        latest = None if clock is None else month_of(day_of(clock))
         for series, value in values.items():
             kind = series[0]
             fam = fams.get(kind)
             if fam is None:
                 continue
+            if kind in ("cohort", "cohort_mrr"):
+                continue  # summed into cells below
             if kind in ("active", "mrr"):
                 k = (kind, self.plan(series[1]))
                 by_plan[k] = by_plan.get(k, 0.0) + value
@@ -243,6 +252,9 @@ class LedgerCollector(Collector):
                 fam.add_metric([], value)
         for (kind, plan), value in sorted(by_plan.items()):
             fams[kind].add_metric([plan], value)
+        if latest is not None:
+            for (kind, cohort, age), value in cohort_cells(values, latest).items():
+                fams[kind].add_metric([month_label(cohort), str(age)], value)
         yield from fams.values()
         clock_fam = GaugeMetricFamily(*CLOCK_GAUGE)
         if clock is not None:

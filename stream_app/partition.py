@@ -23,8 +23,8 @@ from typing import NamedTuple
 from .config import DAY
 from .dayring import DayRing
 from .kpis import (
-    Ledger, account_key, account_steps, daily_free_steps, mau_runs, mau_steps, presence_key, presence_steps, risk_key,
-    risk_steps,
+    Ledger, account_key, account_steps, cohort_key, cohort_steps, daily_free_steps, mau_runs, mau_steps, presence_key,
+    presence_steps, purchase_steps, risk_key, risk_steps,
 )
 from .state import CustomerState, day_of
 
@@ -43,6 +43,8 @@ class Before(NamedTuple):
     usage_end: int
     usage: bytes
     visit: float | None  # the visit time the index holds for the customer
+    purchases: bytes  # the purchases per day (`kpis.purchase_steps`)
+    cohort: tuple | None  # `kpis.cohort_key`
 
 
 class PartitionBook:
@@ -193,7 +195,8 @@ class PartitionBook:
         """Capture what the ledger knows of `s` before it is mutated in place."""
         ring = s.usage
         return Before(account_key(s), s.__copy__(), presence_key(s), risk_key(s),
-                      ring.end if ring is not None else -1, bytes(ring.counts) if ring is not None else b"", visit)
+                      ring.end if ring is not None else -1, bytes(ring.counts) if ring is not None else b"", visit,
+                      s.purchase_days, cohort_key(s))
 
     def after(self, before: Before, s: CustomerState) -> None:
         """Swap the steps of the groups that changed since `before`; most visits change one or none."""
@@ -209,6 +212,12 @@ class PartitionBook:
         if key != before.risk:
             ledger.add(risk_steps(before.risk), -1.0)
             ledger.add(risk_steps(key), 1.0)
+        if s.purchase_days != before.purchases:
+            ledger.add(purchase_steps(before.copy.bought(), self.windows), -1.0)
+            ledger.add(purchase_steps(s.bought(), self.windows), 1.0)
+        if cohort_key(s) != before.cohort:
+            ledger.add(cohort_steps(before.copy), -1.0)
+            ledger.add(cohort_steps(s), 1.0)
         ring = s.usage
         if ring is not None and (ring.end != before.usage_end or ring.counts != before.usage):
             old = DayRing(before.usage_end, bytearray(before.usage)).days() if before.usage else ()

@@ -23,9 +23,12 @@ any rolling KPI window (see `kpis.contributions`).
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
+import struct
 import sys
 from dataclasses import dataclass
+from datetime import date, timedelta
 from typing import Any, Mapping, NamedTuple
 
 import msgspec
@@ -216,6 +219,20 @@ class CustomerState(msgspec.Struct, array_like=True, gc=False):
     # when the oldest one still waiting is known (its horizon passes)
     labelled_through: int = -1
     label_due_t: float | None = None
+    # purchases per day for the rolling windows (repeat customer rate,
+    # purchase frequency: `kpis.purchase_steps`), pruned with the usage ring:
+    # packed (day, count) uint16 pairs, oldest first (`bought`). Not a ring:
+    # most customers never buy, and a buyer buys on a few of the 92 days kept;
+    # not a tuple of tuples: that cost ~90 B a day in memory, this 4.
+    purchase_days: bytes = b""
+    # cohort retention (`kpis.cohort_steps`) of the months since the start
+    # whose history `prune` has dropped: through which age (months since the
+    # start month, -1 none), a bit per age for "active at the month's end",
+    # and the MRR at those month ends where it changed, packed (age uint8,
+    # mrr float64) pairs (`retained_mrr_items`)
+    retained_through: int = -1
+    retained: int = 0
+    retained_mrr: bytes = b""
     def __post_init__(self) -> None:
         # decoded strings are fresh objects; the handful of codes every
         # customer shares are kept once
@@ -269,7 +286,17 @@ class CustomerState(msgspec.Struct, array_like=True, gc=False):
     def applied_offset(self, topic: str) -> int:
         return self.offsets[_TOPIC_INDEX[topic]]
 
+    def bought(self) -> tuple[tuple[int, int], ...]:
+        """(day, purchases) of the days with a purchase still kept, oldest first."""
+        return tuple(_PURCHASE.iter_unpack(self.purchase_days))
 
+    def retained_mrr_items(self) -> tuple[tuple[int, float], ...]:
+        """(age, MRR at that month's end) where it changed, of the folded ages."""
+        return tuple(_RETAINED_MRR.iter_unpack(self.retained_mrr))
+
+
+_PURCHASE = struct.Struct("<HH")  # day (to 2149), purchases that day (saturating)
+_RETAINED_MRR = struct.Struct("<Bd")  # age, MRR
 _ENCODER = msgspec.msgpack.Encoder()
 _DECODER = msgspec.msgpack.Decoder(CustomerState)
 
@@ -698,11 +725,19 @@ def _on_purchase(state, ev, t, rules):
     _activity(state, t, rules)
     state.purchases += 1
     state.purchase_amount += float(ev["amount"])
+    _count_purchase(state, day_of(t))
     if state.first_purchase_t is None:
         state.first_purchase_t = t
     if state.last_purchase_t is None or t > state.last_purchase_t:
         state.last_purchase_t = t
     return state, effects
+
+
+def _count_purchase(state: CustomerState, day: int) -> None:
+    """One more purchase on `day`, the days kept in order (topics are read out of order)."""
+    days = dict(state.bought())
+    days[day] = min(0xFFFF, days.get(day, 0) + 1)
+    state.purchase_days = b"".join(_PURCHASE.pack(d, n) for d, n in sorted(days.items()))
 
 
 def _on_ticket_opened(state, ev, t, rules):
@@ -764,6 +799,10 @@ def prune(state: CustomerState, now: float, rules: Rules) -> None:
         state.usage.prune(horizon)
     if state.tickets is not None:
         state.tickets.prune(horizon)
+    if state.purchase_days and _PURCHASE.unpack_from(state.purchase_days)[0] < horizon:
+        state.purchase_days = b"".join(_PURCHASE.pack(d, n) for d, n in state.bought() if d >= horizon)
+    if state.started_t is not None and state.retained_through < COHORT_AGES - 1:
+        fold_retention(state, horizon)
     cutoff = horizon * DAY
     if state.spells and state.spells[0][1] < cutoff:
         state.spells = tuple(s for s in state.spells if s[1] >= cutoff)
@@ -771,6 +810,90 @@ def prune(state: CustomerState, now: float, rules: Rules) -> None:
         # keep the last change before the cutoff: it is the MRR level at the cutoff
         keep_from = max(i for i, c in enumerate(state.mrr_changes) if c[0] < cutoff)
         state.mrr_changes = state.mrr_changes[keep_from:]
+
+
+# Cohort retention covers the first 24 months of a customer (ChartMogul's
+# cohort tables): ages 0..23, age 0 the month the customer first started.
+COHORT_AGES = 24
+_EPOCH = date(1970, 1, 1)
+
+
+@functools.lru_cache(maxsize=4096)
+def month_of(day: int) -> int:
+    """Months since year 0 of a day number (`day_of`): the cohort's month index.
+
+    >>> month_of(0), month_of(30), month_of(31)  # 1970-01-01, 01-31, 02-01
+    (23640, 23640, 23641)
+    """
+    d = _EPOCH + timedelta(days=day)
+    return d.year * 12 + d.month - 1
+
+
+@functools.lru_cache(maxsize=1024)
+def month_start(month: int) -> int:
+    """The day number of the first day of a month index.
+
+    >>> month_start(23640), month_start(23641), month_start(23642)
+    (0, 31, 59)
+    """
+    return (date(month // 12, month % 12 + 1, 1) - _EPOCH).days
+
+
+def month_label(month: int) -> str:
+    """The `cohort` label of a month index.
+
+    >>> month_label(23640 + 17)
+    '1971-06'
+    """
+    return f"{month // 12:04d}-{month % 12 + 1:02d}"
+
+
+def paying_days(s: CustomerState) -> list[tuple[int, int | None]]:
+    """The customer's paying spells still in the state, as days [start, end) (end None: ongoing).
+
+    Day granularity as the window KPIs (`kpis.account_steps`): active at the
+    end of day d when start <= d < end.
+    """
+    spells: list[tuple[int, int | None]] = [(day_of(a), day_of(b)) for a, b, _ in s.spells]
+    if s.status == ACTIVE and s.spell_start_t is not None:
+        spells.append((day_of(s.spell_start_t), None))
+    return spells
+
+
+def active_on(spells: list[tuple[int, int | None]], day: int) -> int:
+    return int(any(a <= day and (b is None or day < b) for a, b in spells))
+
+
+def mrr_on(s: CustomerState, day: int) -> float:
+    """MRR at the end of `day`, from the MRR changes (time order) still in the state."""
+    level = 0.0
+    for t, after, _ in s.mrr_changes:
+        if day_of(t) > day:
+            break
+        level = after
+    return level
+
+
+def fold_retention(state: CustomerState, horizon: int) -> None:
+    """Record the cohort ages whose month ended before `horizon`, before `prune`
+    drops the spells and MRR changes that tell them: a retention cell of a
+    past month must not change when its history goes."""
+    first = month_of(day_of(state.started_t))
+    age = state.retained_through + 1
+    if month_start(first + age + 1) > horizon:  # the month's last day is not before the horizon
+        return
+    spells = paying_days(state)
+    last_mrr = state.retained_mrr_items()[-1][1] if state.retained_mrr else 0.0
+    while age < COHORT_AGES and month_start(first + age + 1) <= horizon:
+        end = month_start(first + age + 1) - 1
+        if active_on(spells, end):
+            state.retained |= 1 << age
+        mrr = mrr_on(state, end)
+        if mrr != last_mrr:
+            state.retained_mrr += _RETAINED_MRR.pack(age, mrr)
+            last_mrr = mrr
+        state.retained_through = age
+        age += 1
 
 
 def compact(state: CustomerState, clock: float) -> bool:

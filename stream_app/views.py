@@ -44,6 +44,8 @@ def customer_view(s: CustomerState, clock: float | None, rules: Rules) -> dict:
     out["features"] = list(s.features)
     out["open_tickets"] = list(s.open_tickets)
     out["plan_changes"] = [list(c) for c in s.plan_changes]
+    out["purchase_days"] = [list(c) for c in s.bought()]
+    out["retained_mrr"] = [list(c) for c in s.retained_mrr_items()]
     for name in _TIME_FIELDS:
         value = out.pop(name)
         out[name[:-2] + "_at"] = None if value is None else format_ts(value)
@@ -85,6 +87,8 @@ def fingerprint(s: CustomerState, clock: float, rules: Rules) -> str:
     d["first_days"] = canon.sessions_first_14d
     d.pop("onboarding_total")
     d["seen"] = None if canon.seen is None else canon.seen.hex()
+    d["purchase_days"] = canon.bought()
+    d["retained_mrr"] = canon.retained_mrr_items()
     canonical = orjson.dumps(d, option=orjson.OPT_SORT_KEYS)
     return hashlib.blake2b(canonical, digest_size=12).hexdigest()
 

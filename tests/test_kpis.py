@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st
 
 from stream_app import kpis
 from stream_app.kpis import Ledger, figures
-from stream_app.state import ACTIVE, CANCELLED, new_state
+from stream_app.state import ACTIVE, CANCELLED, month_of, new_state
 from tests.data.make_kpi_events import EXPECTED, EXPECTED_RATES, events
 from tests.pure_pipeline import PurePipeline
 from tests.test_state import DAY
@@ -24,7 +24,10 @@ def ledger_expectations():
             continue
         lab = dict(kv.split("=") for kv in labels.rstrip("}").split(",")) if labels else {}
         lab = {k: v.strip('"') for k, v in lab.items()}
-        if "plan" in lab:
+        if "cohort" in lab:
+            year, month = map(int, lab["cohort"].split("-"))
+            series = (key, year * 12 + month - 1, int(lab["age"]))
+        elif "plan" in lab:
             series = (key, lab["plan"])
         elif "kind" in lab:
             series = (key, int(lab["window"][:-1]), lab["kind"])
@@ -42,6 +45,7 @@ def test_fixture_figures_match_the_hand_computation():
         pipe.feed(e)
     pipe.finish()
     values = pipe.values()
+    values.update(kpis.cohort_cells(values, month_of(pipe.book.day())))  # cells in place of their changes
     expected = ledger_expectations()
     got = {k: values.get(k, 0.0) for k in expected}
     assert got == {k: float(v) for k, v in expected.items()}
@@ -49,6 +53,10 @@ def test_fixture_figures_match_the_hand_computation():
     assert f30["customer_churn_rate"] == EXPECTED_RATES["customer_churn_rate_30d"]
     assert f30["stickiness"] == EXPECTED_RATES["stickiness"]
     assert abs(f30["stripe_rolling_churn"] - EXPECTED_RATES["stripe_rolling_churn_30d"]) < 1e-12
+    f90 = figures(values, 90)
+    for w, f in (("30d", f30), ("90d", f90)):
+        assert f["repeat_customer_rate"] == EXPECTED_RATES[f"repeat_customer_rate_{w}"]
+        assert f["purchase_frequency"] == EXPECTED_RATES[f"purchase_frequency_{w}"]
 
 
 def test_counters_from_effects_match_the_hand_computation():
@@ -193,3 +201,107 @@ def test_every_customers_state_does_not_depend_on_the_order_topics_are_read_in()
         states.append({cid: fingerprint(s, pipe.book.clock, pipe.processor.rules) for cid, s in pipe.customers.items()})
     for order, other in zip(("usage first", "subscription first"), states[1:]):
         assert other == states[0], (order, sorted(cid for cid in other if other[cid] != states[0][cid]))
+
+
+# -- purchases and cohorts -------------------------------------------------------------
+
+purchases_strategy = st.lists(  # per customer: purchases as (day, count)
+    st.dictionaries(st.integers(0, 150), st.integers(1, 3), max_size=8),
+    min_size=1, max_size=20,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(purchases_strategy, st.integers(0, 250), st.sampled_from([30, 90]))
+def test_purchase_windows_equal_brute_force(customers, today, w):
+    """Purchasing, repeat customers and purchases in the window ending on
+    `today` equal a direct count over each customer's purchase days."""
+    ledger = Ledger()
+    truth = {"purchasers": 0, "repeat": 0, "purchases": 0}
+    for bought in customers:
+        ledger.add(kpis.purchase_steps(tuple(sorted(bought.items())), (w,)))
+        n = sum(c for d, c in bought.items() if today - w < d <= today)
+        truth["purchasers"] += n >= 1
+        truth["repeat"] += n >= 2
+        truth["purchases"] += n
+    assert {k: ledger.value((k, w), today) for k in truth} == {k: float(v) for k, v in truth.items()}
+
+
+def test_repeat_rate_and_purchase_frequency_by_hand():
+    # 40 customers bought in the window, 10 of them more than once; 60 purchases in all
+    v = {("purchasers", 30): 40.0, ("repeat", 30): 10.0, ("purchases", 30): 60.0}
+    f = figures(v, 30)
+    assert (f["repeat_customer_rate"], f["purchase_frequency"]) == (0.25, 1.5)
+    assert figures({}, 30)["repeat_customer_rate"] is None and figures({}, 30)["purchase_frequency"] is None
+
+
+def _story(cid: str) -> list[dict]:
+    """Starts 2024-01-15 at 50, 80 from 03-10, cancels 05-20, comes back 08-03 at 30,
+    and uses the product now and then until 2025-02-15."""
+    out = [
+        ("subscription_started", "2024-01-15", {"plan": "basic", "mrr": 50}),
+        ("plan_changed", "2024-03-10", {"plan": "pro", "mrr": 80}),
+        ("subscription_cancelled", "2024-05-20", {"reason": "price"}),
+        ("subscription_started", "2024-08-03", {"plan": "starter", "mrr": 30}),
+    ]
+    out += [("session", d, {"duration_s": 60}) for d in ("2024-09-01", "2024-11-20", "2025-01-05", "2025-02-15")]
+    return [{"event_id": f"{cid}-{i}", "customer_id": cid, "type": t, "ts": f"{d}T09:00:00Z", **f} for i, (t, d, f) in enumerate(out)]
+
+
+def test_cohort_cells_by_hand_and_unchanged_when_history_is_pruned():
+    """The 2024-01 cohort of one customer, by hand: retained at the ends of
+    January to April (MRR 50, 50, 80, 80), gone at the ends of May to July,
+    back from August (30) to February 2025 (the clock's month, as of now).
+    With 90-day windows the state drops the spells and MRR changes older
+    than 91 days, folding the months they told into its record first; with
+    900-day windows it keeps them: the cells must be the same."""
+    from stream_app.config import Settings
+    from stream_app.state import day_of
+
+    cohort = 2024 * 12
+    want_customers = [1, 1, 1, 1, 0, 0, 0] + [1] * 7
+    want_mrr = [50, 50, 80, 80, 0, 0, 0] + [30] * 7
+    cells = []
+    for windows in ((30, 90), (30, 900)):
+        pipe = PurePipeline(Settings(windows_days=windows))
+        for e in _story("c1"):
+            pipe.feed(e)
+        pipe.finish()
+        v = kpis.cohort_cells(pipe.values(), month_of(pipe.book.day()))
+        assert month_of(pipe.book.day()) == cohort + 13
+        got = [v.get(("cohort", cohort, age), 0.0) for age in range(14)], [v.get(("cohort_mrr", cohort, age), 0.0) for age in range(14)]
+        assert got == (want_customers, want_mrr), windows
+        cells.append({k: x for k, x in v.items() if k[0].startswith("cohort") and x})  # a cell summed to 0 may keep its key
+        s = pipe.customers["c1"]
+        if windows == (30, 90):  # history pruned, months through October 2024 (age 9) folded
+            assert s.spells == () and s.retained_through == 9 and day_of(s.mrr_changes[0][0]) == day_of(s.spell_start_t)
+            assert s.retained == 0b1110001111 and s.retained_mrr_items() == ((0, 50.0), (2, 80.0), (4, 0.0), (7, 30.0))
+        else:
+            assert s.retained_through == -1 and len(s.spells) == 1
+    assert cells[0] == cells[1]
+
+
+def test_cohort_labels_stay_bounded():
+    """24 cohorts x 24 ages at most, whatever the history: a customer starting
+    every month for four years, the clock in the last month."""
+    from prometheus_client import generate_latest
+
+    from stream_app.metrics import Metrics
+
+    pipe = PurePipeline()
+    for i in range(48):
+        year, month = 2021 + i // 12, i % 12 + 1
+        pipe.feed({"event_id": f"s{i}", "customer_id": f"c{i}", "type": "subscription_started",
+                   "ts": f"{year}-{month:02d}-05T00:00:00Z", "plan": "basic", "mrr": 10})
+    pipe.finish()
+    metrics = Metrics()
+    metrics.watch_ledgers(lambda: (pipe.values(), pipe.book.clock, 1, pipe.book.max_event_t))
+    text = generate_latest(metrics.registry).decode()
+    cells = [line for line in text.splitlines() if line.startswith("churn_cohort_customers_retained{")]
+    cohorts = {line.split('cohort="')[1][:7] for line in cells}
+    assert sorted(cohorts)[0] == "2023-01" and sorted(cohorts)[-1] == "2024-12" and len(cohorts) == 24
+    assert len(cells) == 24 * 25 // 2  # cohort 2023-01 has ages 0..23, 2024-12 age 0
+    assert 'churn_cohort_customers_retained{age="23",cohort="2023-01"} 1.0' in text
+    assert 'churn_cohort_mrr_retained{age="1",cohort="2024-11"} 10.0' in text
+    # the clock (the last start less the allowed lateness) is on 12-04: the last start not yet
+    assert 'churn_cohort_mrr_retained{age="0",cohort="2024-12"} 0.0' in text

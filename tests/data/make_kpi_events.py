@@ -76,6 +76,24 @@ for c in B[:5]:
 for i in range(3):
     ev(f"t{i}", "trial_started", day("06-25"), plan="pro")
 
+# Purchases (repeat customer rate, purchase frequency), all by customers of a100..a199,
+# at noon: June's on their session days, so no figure above moves.
+# a100..a129 (30) buy on 06-04; a100..a109 (10) again on 06-10 and 06-20.
+for c in A[100:130]:
+    ev(c, "purchase", day("06-04", "12:00:00"), amount=40)
+for c in A[100:110]:
+    ev(c, "purchase", day("06-10", "12:00:00"), amount=40)
+    ev(c, "purchase", day("06-20", "12:00:00"), amount=40)
+# a130..a139 (10) buy on 05-20; a130..a134 (5) again on 06-08.
+for c in A[130:140]:
+    ev(c, "purchase", day("05-20", "12:00:00"), amount=25)
+for c in A[130:135]:
+    ev(c, "purchase", day("06-08", "12:00:00"), amount=25)
+# a140..a144 (5) buy on 04-10 and 05-06 (inside 90d, before 30d).
+for c in A[140:145]:
+    ev(c, "purchase", day("04-10", "12:00:00"), amount=60)
+    ev(c, "purchase", day("05-06", "12:00:00"), amount=60)
+
 events.sort(key=lambda e: e["ts"])  # stable: same-second events keep their order
 
 # -- the hand computation -------------------------------------------------------
@@ -130,10 +148,45 @@ EXPECTED = {
     "churn_active_days_30d": 1500,
     # paying customers with no usage since 05-31: 475 - 100 (B started 06-10: not yet)
     "churn_customers_forgettable": 375,
+    # purchases, 30d (06-01..06-30): a100..a109 three each (repeat), a110..a129 one, a130..a134 one (06-08):
+    # 35 purchasing customers, 10 repeat, 30 + 20 + 5 = 55 purchases
+    'churn_window_customers_purchasing{window="30d"}': 35,
+    'churn_window_customers_repeat{window="30d"}': 10,
+    'churn_window_purchases{window="30d"}': 55,
+    # 90d (04-02..06-30): also a130..a134 twice (repeat), a135..a139 once, a140..a144 twice (repeat):
+    # 45 purchasing, 10 + 5 + 5 = 20 repeat, 55 + 5 + 5 + 10 = 75 purchases
+    'churn_window_customers_purchasing{window="90d"}': 45,
+    'churn_window_customers_repeat{window="90d"}': 20,
+    'churn_window_purchases{window="90d"}': 75,
+    # cohorts (start month; June is as of the clock, 06-30):
+    # 2025-01: the 10 purchase-only customers (no MRR), active to their lapse on 04-10:
+    # retained at the ends of January, February and March, not of April, May or June
+    'churn_cohort_customers_retained{age="0",cohort="2025-01"}': 10,
+    'churn_cohort_customers_retained{age="1",cohort="2025-01"}': 10,
+    'churn_cohort_customers_retained{age="2",cohort="2025-01"}': 10,
+    'churn_cohort_customers_retained{age="3",cohort="2025-01"}': 0,
+    'churn_cohort_customers_retained{age="4",cohort="2025-01"}': 0,
+    'churn_cohort_customers_retained{age="5",cohort="2025-01"}': 0,
+    # 2025-03: A, 510 at 50; all of them at the ends of March and April; 500 at the end of May
+    # (a000..a009 left on 05-10); in June 475 now (21 + 4 more left) with MRR 467 x 50 + 5 x 30 + 3 x 100
+    'churn_cohort_customers_retained{age="0",cohort="2025-03"}': 510,
+    'churn_cohort_customers_retained{age="1",cohort="2025-03"}': 510,
+    'churn_cohort_customers_retained{age="2",cohort="2025-03"}': 500,
+    'churn_cohort_customers_retained{age="3",cohort="2025-03"}': 475,
+    'churn_cohort_mrr_retained{age="0",cohort="2025-03"}': 510 * 50,
+    'churn_cohort_mrr_retained{age="1",cohort="2025-03"}': 510 * 50,
+    'churn_cohort_mrr_retained{age="2",cohort="2025-03"}': 500 * 50,
+    'churn_cohort_mrr_retained{age="3",cohort="2025-03"}': 467 * 50 + 5 * 30 + 3 * 100,
+    # 2025-06: B, 20 at 200 from 06-10, 5 gone on 06-20: 15 now
+    'churn_cohort_customers_retained{age="0",cohort="2025-06"}': 15,
+    'churn_cohort_mrr_retained{age="0",cohort="2025-06"}': 15 * 200,
     'churn_events_processed_total{topic="churn.subscription"}': sum(1 for e in events if e["type"] not in ("session", "feature_used", "purchase", "ticket_opened", "csat", "nps")),
 }
 # customer churn rate 30d = 25 / 500 = 5 %; stickiness = 1500 / 30 / 100 = 0.5
-EXPECTED_RATES = {"customer_churn_rate_30d": 0.05, "stickiness": 0.5, "stripe_rolling_churn_30d": 30 / 520}
+# repeat customer rate 30d = 10 / 35, 90d = 20 / 45; purchase frequency 30d = 55 / 35, 90d = 75 / 45
+EXPECTED_RATES = {"customer_churn_rate_30d": 0.05, "stickiness": 0.5, "stripe_rolling_churn_30d": 30 / 520,
+                  "repeat_customer_rate_30d": 10 / 35, "repeat_customer_rate_90d": 20 / 45,
+                  "purchase_frequency_30d": 55 / 35, "purchase_frequency_90d": 75 / 45}
 
 if __name__ == "__main__":
     out = Path(__file__).with_name("kpi_events.jsonl")

@@ -238,6 +238,16 @@ def test_every_dashboard_panel_returns_data(broker, workers, app_id, tmp_path):
         assert not empty, f"{len(empty)} panel queries returned nothing:\n" + "\n".join(empty)
         stale_allowances = set(EMPTY_ALLOWED) - set(allowed_empty)
         assert not stale_allowances, f"allowed to be empty but returned data (drop them from EMPTY_ALLOWED): {sorted(stale_allowances)}"
+        # the purchase stats and the cohort heatmaps (issue 14), beyond "returns data":
+        # rates in range, bounded cells, each cohort's first month its 100 %
+        assert 0 <= prom_value(prom_port, "churn:repeat_customer_rate:30d") <= 1
+        assert prom_value(prom_port, "churn:purchase_frequency:30d") >= 1
+        for rule in ("cohort_age:churn_cohort_customers_retained:ratio", "cohort_age:churn_cohort_mrr_retained:ratio"):
+            cells = prom_query(prom_port, rule)
+            cohorts = {r["metric"]["cohort"] for r in cells}
+            assert 2 <= len(cohorts) <= 24 and len(cells) <= 24 * 24, (rule, sorted(cohorts), len(cells))
+            assert {float(r["value"][1]) for r in cells if r["metric"]["age"] == "0"} == {1.0}, rule
+            assert any(r["metric"]["age"] != "0" for r in cells), rule
         late = sum(v for k, v in w.metrics().items() if k.startswith("churn_events_late_total"))
         print(f"{answered} dashboard queries answered, {len(allowed_empty)} empty as allowed; "
               f"{len(events)} events ({late:.0f} counted late, 1 of them on purpose), {time.monotonic() - began:.0f} s")

@@ -190,6 +190,8 @@ KPI_RULES = {
     "quick_ratio": "churn:quick_ratio:{w}",
     "ltv": "churn:ltv:{w}",
     "annualised_churn": "churn:annualised_churn_rate:{w}",
+    "repeat_customer_rate": "churn:repeat_customer_rate:{w}",
+    "purchase_frequency": "churn:purchase_frequency:{w}",
 }
 
 
@@ -198,7 +200,7 @@ def _ledgers() -> list[dict]:
     plans = ("basic", "pro", "none")
     kinds = kpis.MOVEMENT_KINDS
 
-    def ledger(rng: random.Random, *, empty_start: bool = False, kinds_present=kinds) -> dict:
+    def ledger(rng: random.Random, *, empty_start: bool = False, kinds_present=kinds, buyers: bool = True) -> dict:
         v: dict = {}
         for plan in plans:
             v[("active", plan)] = float(rng.randint(0, 400))
@@ -213,6 +215,10 @@ def _ledgers() -> list[dict]:
             v[("mrr_lost", w)] = round(rng.uniform(0, v[("mrr_start", w)] / 5), 2)
             for kind in kinds_present:
                 v[("move", w, kind)] = round(rng.uniform(0, 5000), 2)
+            purchasing = float(rng.randint(1, 300)) if buyers else 0.0
+            v[("purchasers", w)] = purchasing
+            v[("repeat", w)] = float(rng.randint(0, int(purchasing)))
+            v[("purchases", w)] = purchasing + v[("repeat", w)] + rng.randint(0, 200) if buyers else 0.0
         v[("mau",)] = float(rng.randint(1, 900))
         v[("active_days",)] = float(rng.randint(0, int(v[("mau",)]) * 30))
         v[("dau",)] = float(rng.randint(0, int(v[("mau",)])))
@@ -227,6 +233,7 @@ def _ledgers() -> list[dict]:
     zero = ledger(rng)
     zero.update({k: 0.0 for k in zero if k[0] == "lost"})  # no churn: LTV absent
     cases.append(zero)
+    cases.append(ledger(rng, buyers=False))  # nobody bought: no repeat rate, no frequency
     return cases
 
 
