@@ -1003,10 +1003,17 @@ def write_jsonl(cfg: SimConfig, out_path, truth_path=None) -> int:
         if chunk:
             f.write(b"\n".join(chunk) + b"\n")
     if truth_path is not None:
-        with open(truth_path, "wb") as f:
-            for t in sim.truth:
-                f.write(dumps(asdict(t)) + b"\n")
+        write_truth(sim.truth, truth_path)
     return n
+
+
+def write_truth(truths: list[Truth], path) -> None:
+    """The ground truth as JSONL, one customer per line (after the simulation has run)."""
+    import orjson
+
+    with open(path, "wb") as f:
+        for t in truths:
+            f.write(orjson.dumps(asdict(t)) + b"\n")
 
 
 def churn_summary(truths: list[Truth], cfg: SimConfig) -> dict:

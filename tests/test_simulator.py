@@ -391,3 +391,19 @@ def test_early_life_churn_after_failed_onboarding(year):
     near = sum(1 for a in ages if min(abs(a - 30), abs(a - 60), abs(a - 90)) <= 3)
     assert near / len(ages) > 0.5
     assert max(ages) < 150
+
+
+def test_write_truth_writes_one_line_per_customer_as_simulate_broker_truth_does(tmp_path):
+    """`churnmon simulate --broker ... --truth FILE` writes the truth with
+    `write_truth` after producing (it once imported a name that did not exist)."""
+    import orjson
+
+    from stream_app.simulator import Simulation, scenario, write_truth
+
+    sim = Simulation(scenario("default", customers=15, days=20, seed=3))
+    for _ in sim.events():
+        pass
+    path = tmp_path / "truth.jsonl"
+    write_truth(sim.truth, path)
+    rows = [orjson.loads(line) for line in path.read_bytes().splitlines()]
+    assert [r["customer_id"] for r in rows] == [t.customer_id for t in sim.truth] and len(rows) >= 15
