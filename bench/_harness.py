@@ -372,6 +372,7 @@ class Window:
     count_start: float
     t_end: float
     count_end: float
+    cores: dict[str, float] = field(default_factory=dict)  # name -> CPU seconds per second of the window
 
     @property
     def seconds(self) -> float:
@@ -382,13 +383,30 @@ class Window:
         return (self.count_end - self.count_start) / self.seconds if self.seconds > 0 else float("nan")
 
 
-def measure_group(workers: list[Worker], total: int, partitions: int, every: float = 0.2, timeout: float = 600.0) -> Window:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process (Linux /proc), 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure_group(workers: list[Worker], total: int, partitions: int, every: float = 0.2, timeout: float = 600.0,
+                  watch: dict[str, int] | None = None) -> Window:
     """Scrape every worker each `every` s until their processed counters add up
     to `total`. The window starts at the first scrape where the group is
     settled (every worker owns input partitions, together all of them) and
     something was processed; it ends at the first scrape that sees `total`.
     Rate = events processed inside the window / its wall time, so worker
-    start-up, group joins and rebalances before it are not counted."""
+    start-up, group joins and rebalances before it are not counted.
+
+    `watch` (name -> pid; the workers are always watched) gives the window's
+    `cores`: how many CPUs each process kept busy inside it, the figure that
+    says whether a machine had room for another worker."""
+    pids = {w.name: w.popen.pid for w in workers} | (watch or {})
+    cpu_start: dict[str, float] = {}
     start: tuple[float, float] | None = None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -402,8 +420,12 @@ def measure_group(workers: list[Worker], total: int, partitions: int, every: flo
         now = time.monotonic()
         if start is None and count > 0 and _settled(workers, partitions):
             start = (now, count)
+            cpu_start = {name: cpu_seconds(pid) for name, pid in pids.items()}
         if start is not None and count >= total:
-            return Window(start[0], start[1], now, count)
+            seconds = now - start[0]
+            cores = {name: (cpu_seconds(pid) - cpu_start[name]) / seconds if seconds > 0 else float("nan")
+                     for name, pid in pids.items()}
+            return Window(start[0], start[1], now, count, cores)
         time.sleep(every)
     raise RuntimeError(f"workers did not process {total} events within {timeout:.0f} s:\n{workers[0].log_tail()}")
 

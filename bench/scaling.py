@@ -28,9 +28,11 @@ this script's scrapes and other load share the same two cores); 3 workers
 cannot beat 2 there. On a machine with more cores it should keep rising
 until the broker or the partition count (8) limits it. One more cost grows
 with the worker count if standby replicas are on (`standby_replicas`,
-default 0 since 2026-11-30; Faust's own default is 1): each worker then also
-replays the changelog writes of the others, record by record through Faust's
-recovery path.
+default 1, as Faust's own): each worker then also replays the changelog
+writes of the others, record by record through Faust's recovery path.
+Whether the machine had room for another worker shows in the "CPUs busy"
+columns: the CPU time each worker and the broker used inside the window,
+per second of it (a worker is one Python process: 1.0 is all it can use).
 
 Failover (--failover-events, default 1000; 0 skips it): after the counts,
 two workers of a fresh app id process every event, wait until their offsets
@@ -88,14 +90,17 @@ def start_group(run: h.Run, broker_url: str, k: int, prefix: str, args: argparse
     return workers
 
 
-def run_group(run: h.Run, broker_url: str, k: int, args: argparse.Namespace) -> dict:
+def run_group(run: h.Run, broker_url: str, k: int, args: argparse.Namespace, broker_pid: int) -> dict:
     """k workers started together, measured to the last event."""
     workers = start_group(run, broker_url, k, f"bench-scale{k}", args)
     try:
-        window = h.measure_group(workers, args.events, args.partitions, every=0.2, timeout=args.timeout)
+        window = h.measure_group(workers, args.events, args.partitions, every=0.2, timeout=args.timeout,
+                                 watch={"broker": broker_pid})
+        cores = dict(window.cores)
         return {
             "workers": k, "rate": window.rate, "seconds": window.seconds, "counted": window.count_end - window.count_start,
             "before_settled": window.count_start, "processed": window.count_end,
+            "broker_cpus": cores.pop("broker"), "worker_cpus": list(cores.values()),
             "log_problems": {w.name: w.problems() for w in workers if w.problems()},
         }
     finally:
@@ -153,8 +158,10 @@ def report(args: argparse.Namespace, rows: list[dict], over: dict | None) -> dic
     print(f"\n{args.events:,} simulated events, {args.partitions} partitions, {os.cpu_count()} CPUs; "
           f"timed from the settled group to the last event\n")
     print(h.table(
-        ["workers", "events/s", "speed-up vs 1", "seconds", "events in window", "done before settled"],
-        [[r["workers"], r["rate"], r["speedup"], r["seconds"], int(r["counted"]), int(r["before_settled"])] for r in rows],
+        ["workers", "events/s", "speed-up vs 1", "seconds", "events in window", "done before settled", "CPUs busy: workers",
+         "broker", "events per worker CPU-second"],
+        [[r["workers"], r["rate"], r["speedup"], r["seconds"], int(r["counted"]), int(r["before_settled"]),
+          " + ".join(f"{c:.2f}" for c in r["worker_cpus"]), r["broker_cpus"], r["rate"] / sum(r["worker_cpus"])] for r in rows],
     ))
     print(f"\nOn {os.cpu_count()} cores the speed-up cannot pass {os.cpu_count()}: each worker is one Python process "
           f"(one core at most) and the broker and this script share the same cores, so expect it to flatten at "
@@ -184,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
         rows = []
         for k in args.counts:
             h.say(f"{k} worker(s) ...")
-            rows.append(run_group(run, broker.url, k, args))
+            rows.append(run_group(run, broker.url, k, args, broker.process.pid))
             h.say(f"{k} worker(s): {rows[-1]['rate']:,.0f} events/s")
         over = None
         if args.failover_events:
