@@ -13,7 +13,10 @@ possible while the worker runs. Printed per population:
 - scores per input event: `churn_customers_scored_total` over the events;
 - seconds from the last event produced to the last one processed;
 - the worker's RSS at the end (VmRSS) and its peak (VmHWM);
-- how often Faust logged "producer buffer full".
+- how often Faust logged "producer buffer full";
+- labels the trainer has learnt (`churn_model_labels_total`) of those
+  produced (`churn_training_examples_total`), when the last event was
+  processed and 3 s later: the trainer shares the worker's event loop.
 
 Populations:
 - `sim300`: the simulator's default scenario, 300 customers x 120 days, seed 7;
@@ -117,6 +120,8 @@ def run_population(name: str, keep: bool) -> dict:
                 + metric_sum(text, "churn_events_duplicate_total")
             if seen >= n:
                 done = time.monotonic()
+                learnt_at_done = metric_sum(text, "churn_model_labels_total")
+                produced_at_done = metric_sum(text, "churn_training_examples_total")
                 break
             time.sleep(0.2)
         if done is None:
@@ -139,6 +144,10 @@ def run_population(name: str, keep: bool) -> dict:
             "producer_buffer_full": log.count("producer buffer full"),
             "alerts": metric_sum(text, "churn_alerts_emitted_total"),
             "examples": metric_sum(text, "churn_training_examples_total"),
+            # the trainer shares the worker (issue 12: it must keep up): labels
+            # learnt when the last event was processed, and 3 s later
+            "examples_at_done": produced_at_done, "learnt_at_done": learnt_at_done,
+            "learnt": metric_sum(text, "churn_model_labels_total"),
         }
         say(f"{name}: {result}")
         return result
@@ -156,10 +165,12 @@ def main() -> None:
     for name, r in results.items():
         rows.append([name, f"{r['events']:,}", f"{r['customers_per_event']:.3f}", f"{r['risk_per_event']:.3f}",
                      f"{r['scores_per_event']:.3f}", "-" if r["scores_per_purchase"] is None else f"{r['scores_per_purchase']:.2f}",
-                     f"{r['settle_s']:.1f}", f"{r['rss_mb']:.0f} ({r['peak_rss_mb']:.0f})", r["producer_buffer_full"]])
+                     f"{r['settle_s']:.1f}", f"{r['rss_mb']:.0f} ({r['peak_rss_mb']:.0f})", r["producer_buffer_full"],
+                     f"{r['learnt_at_done']:,.0f} of {r['examples_at_done']:,.0f}", f"{r['learnt']:,.0f} of {r['examples']:,.0f}"])
     print()
     print(table(["population", "events", "customers rec/ev", "risk rec/ev", "scores/ev", "scores/purchase",
-                 "s after last produced", "RSS MB end (peak)", "buffer full"], rows))
+                 "s after last produced", "RSS MB end (peak)", "buffer full", "labels learnt at the last event",
+                 "3 s later"], rows))
     print(f"targets: customers <= {TARGETS['customers']}, risk <= {TARGETS['risk']}, scores <= {TARGETS['scores']} per event "
           f"(subscription populations); purchase-only: scores <= {PURCHASE_TARGETS['scores']} per purchase, "
           f"settled within {PURCHASE_TARGETS['settle_s']:.0f} s, RSS <= {PURCHASE_TARGETS['rss_mb']:.0f} MB, no 'producer buffer full'")
