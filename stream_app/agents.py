@@ -20,6 +20,7 @@ import weakref
 
 import faust
 import orjson
+from faust.types import TP
 from faust.serializers import codecs
 from faust.streams import _current_event
 from prometheus_client import generate_latest
@@ -341,8 +342,6 @@ class Pipeline:
 
     def owns_training(self) -> bool:
         """This worker is assigned churn.training's one partition."""
-        from faust.types import TP
-
         try:
             return TP(topics.TRAINING, 0) in self.app.consumer.assignment()
         except Exception:  # consumer not started yet
@@ -510,8 +509,6 @@ class Pipeline:
         return out
 
     def _highwater(self, topic: str, partition: int) -> int | None:
-        from faust.types import TP
-
         return self.app.consumer.highwater(TP(topic, partition))
 
     def worker_clock(self) -> float | None:
@@ -538,8 +535,6 @@ class Pipeline:
         committed before (Faust keeps it; no public accessor) tells whether
         anything is left to read.
         """
-        from faust.types import TP
-
         consumer = self.app.consumer
         tp = TP(topic, partition)
         highwater = self._highwater(topic, partition)

@@ -84,11 +84,7 @@ async def produce_events(
     `rate` caps events per wall second; `speed` compresses event time instead
     (86400 = one day of event time per wall second). 0 = as fast as possible.
     """
-    assert settings.broker is not None
-    await ensure_topics(settings, settings.broker)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(settings.broker), linger_ms=5, max_batch_size=262144,
-                                **kafka_client_kwargs(settings))
-    await producer.start()
+    producer = await _start_producer(settings)
     sent = 0
     try:
         for number, rejection, raw in invalid:
@@ -107,31 +103,42 @@ async def produce_events(
                 ahead = (t - first_t) / speed - (time.monotonic() - started)
                 if ahead > 0.005:
                     await asyncio.sleep(ahead)
-            elif rate > 0 and sent % 50 == 0:
-                ahead = sent / rate - (time.monotonic() - started)
-                if ahead > 0:
-                    await asyncio.sleep(ahead)
+            else:
+                await _pace(sent, rate, started)
         await producer.flush()
     finally:
         await producer.stop()
     return sent
 
 
-async def produce_records(settings: Settings, topic: str, records: Iterable[tuple[str, dict]], *, rate: float = 0.0) -> int:
-    """Source records (`simulate --format`) to their source topic, keyed by
-    customer like the input topics, so a customer's records stay in order."""
+async def _start_producer(settings: Settings) -> AIOKafkaProducer:
+    """The topics created (explicit partition counts), then a started producer."""
     assert settings.broker is not None
     await ensure_topics(settings, settings.broker)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(settings.broker), linger_ms=5, max_batch_size=262144,
                                 **kafka_client_kwargs(settings))
     await producer.start()
+    return producer
+
+
+async def _pace(sent: int, rate: float, started: float) -> None:
+    """Hold `sent` messages to `rate` per wall second since `started` (checked every 50; 0 = no cap)."""
+    if rate > 0 and sent % 50 == 0:
+        ahead = sent / rate - (time.monotonic() - started)
+        if ahead > 0:
+            await asyncio.sleep(ahead)
+
+
+async def produce_records(settings: Settings, topic: str, records: Iterable[tuple[str, dict]], *, rate: float = 0.0) -> int:
+    """Source records (`simulate --format`) to their source topic, keyed by
+    customer like the input topics, so a customer's records stay in order."""
+    producer = await _start_producer(settings)
     sent, started = 0, time.monotonic()
     try:
         for key, record in records:
             await producer.send(topic, key=key.encode(), value=orjson.dumps(record))
             sent += 1
-            if rate > 0 and sent % 50 == 0 and (ahead := sent / rate - (time.monotonic() - started)) > 0:
-                await asyncio.sleep(ahead)
+            await _pace(sent, rate, started)
         await producer.flush()
     finally:
         await producer.stop()
