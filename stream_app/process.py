@@ -394,23 +394,31 @@ class Processor:
 
     def _finish(self, book: PartitionBook, visits: dict[str, _Visit], out: Output, sweep_limit: int | None) -> None:
         clock = book.clock
-        if clock is not None:
-            due = book.pop_due(clock, sweep_limit)
-            if sweep_limit is not None:
-                sweep_limit -= len(due)
-            for cid in due:
+        # the budget counts visits of silent customers only: a customer this
+        # batch already visits, or one popped too early, costs nothing (it
+        # once did, so which customers a set pop returned changed the count)
+        left = sweep_limit
+        while clock is not None and (left is None or left > 0):
+            popped = book.pop_due(clock, left)
+            if not popped:
+                break
+            for cid in popped:
                 v = visits.get(cid)
                 if v is None:
                     st = self.customers.get(cid)
                     if st is None or st.partition != book.partition:
                         continue
-                    due = self._next_visit(st)
-                    if due is None or due > clock:
-                        book.defer(cid, clock, due)
+                    at = self._next_visit(st)
+                    if at is None or at > clock:
+                        book.defer(cid, clock, at)
                         continue
-                    v = visits[cid] = _Visit(st, book.before(st, due))
+                    v = visits[cid] = _Visit(st, book.before(st, at))
                     out.visits += 1
+                    if left is not None:
+                        left -= 1
                 v.popped = True
+            if left is None:
+                break
         for v in visits.values():
             self._visit(book, v, clock, out)
 
