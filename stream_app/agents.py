@@ -40,7 +40,7 @@ from .partition import PartitionBook
 from .process import Output, Processor, Record
 from .scoring import RiskMemory
 from .state import CustomerState, day_of
-from .views import customer_view, raw_view
+from .views import customer_view, raw_view, risk_view
 
 log = logging.getLogger(__name__)
 
@@ -655,15 +655,9 @@ def register(app: faust.App, settings: Settings, broker_url: str, metrics: Metri
             return web.bytes(raw_view(st), content_type="application/json")
         view = customer_view(st, pipeline.worker_clock(), pipeline.rules)
         memory = pipeline.risk.get(customer_id)
-        if st.is_customer:
-            from .features import features as feats
-
-            x = feats(st, pipeline.worker_clock() or st.last_event_t or 0.0, inactivity_days=settings.inactivity_days)
-            a = pipeline.model.assess(x)
-            from .alerts import normalise_reasons
-
-            view.update(features=x, risk_now=a.risk, scored_by=a.scored_by, model_version=pipeline.model.version,
-                        reasons=normalise_reasons(a.reasons))
+        now = pipeline.worker_clock() or st.last_event_t or 0.0
+        if st.watched(now, pipeline.rules):
+            view.update(risk_view(pipeline.processor, st, now))
         if memory is not None:
             view["label_snapshots_waiting"] = memory.labels.size
         return web.json(view)

@@ -120,6 +120,11 @@ REASON_CATEGORY: dict[str, str] = {
     "recency_gap_ratio": "inactivity",
     "p_alive": "inactivity",
     "lapse_within_30d": "inactivity",
+    "bgnbd_no_purchase": "inactivity",
+    "bgnbd_log_no_purchase": "inactivity",
+    "log_recency_days": "inactivity",
+    "log_repeat_days": "inactivity",
+    "log_buyer_age_days": "account",
 }
 
 #: Reason category -> the play that answers it (DOMAIN.md: match the play to the reason).

@@ -55,6 +55,9 @@ class Settings:
     min_labels: int = field(default=500, metadata={"help": "labels (of both classes) the model needs before it replaces the rule-based score"})
     publish_every: int = field(default=200, metadata={"help": "the trainer publishes a model snapshot after this many new labels ..."})
     publish_interval_s: float = field(default=2.0, metadata={"help": "... or this many wall seconds after the first unpublished label"})
+    winback_days: float = field(default=365.0, metadata={"help": "a lapsed purchase-only customer keeps a win-back probability (re-scored every snapshot_every_days, its snapshots labelled) for this many days after its last activity"})
+    winback_bands: tuple[float, ...] = field(default=(0.1, 0.3), metadata={"help": "win-back probability band edges: low below the first, medium, high from the last (churn_winback_customers{band})"})
+    bgnbd_min_buyers: int = field(default=50, metadata={"help": "purchase-only customers (with at least a fifth of them repeat buyers) a worker needs before it fits BG/NBD and scores them with it"})
     alert_upper: float = field(default=0.6, metadata={"help": "raise an alert when risk reaches this"})
     alert_lower: float = field(default=0.4, metadata={"help": "resolve an open alert when risk falls below this (hysteresis)"})
     alert_step: float = field(default=0.1, metadata={"help": "escalate when risk rises this much above the last alerted risk"})
@@ -128,6 +131,10 @@ class Settings:
                 problems.append(f"{name} must be > 0 (got {getattr(self, name)})")
         if not self.windows_days or any(w <= 0 for w in self.windows_days):
             problems.append(f"windows_days must be positive day counts (got {self.windows_days})")
+        if self.winback_days < 0:
+            problems.append(f"winback_days must be >= 0 (got {self.winback_days})")
+        if list(self.winback_bands) != sorted(self.winback_bands) or any(not 0 < b < 1 for b in self.winback_bands) or len(self.winback_bands) != 2:
+            problems.append(f"winback_bands must be two increasing probabilities in (0, 1) (got {self.winback_bands})")
         if self.snapshot_every_days < 1:
             problems.append(f"snapshot_every_days must be >= 1 (got {self.snapshot_every_days})")
         if self.model_kind not in ("logreg", "arf"):
@@ -187,7 +194,8 @@ def _parse(f: dataclasses.Field, raw: str) -> Any:
                 raise ValueError(raw)
             return raw.lower() in ("1", "true", "yes")
         if kind.startswith("tuple"):
-            return tuple(int(x) for x in raw.split(",") if x.strip())
+            item = float if "float" in kind else int
+            return tuple(item(x) for x in raw.split(",") if x.strip())
     except ValueError as exc:
         raise ValueError(f"{_env(f.name)}={raw!r} is not a valid {kind}") from exc
     return raw

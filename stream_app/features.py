@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 
 from .config import DAY
+from .purchases import History, Params, p_no_purchase
 from .state import ACTIVE, CustomerState, day_of
 
 __all__ = ["FEATURES", "NEUTRAL", "features", "p_alive", "monthly_value", "PLAN_TIERS"]
@@ -108,6 +109,15 @@ NEUTRAL: dict[str, float] = {
     "recency_gap_ratio": 0.0,
     "p_alive": 1.0,
     "lapse_within_30d": 0.0,
+    # purchase-only, BG/NBD (`purchases.py`, parameters fitted from the stream):
+    # P(no purchase within the horizon), and the history it is computed
+    # from, log-shaped (a linear model can then weigh recency against
+    # frequency and age differently from BG/NBD's own assumptions)
+    "bgnbd_no_purchase": 0.0,
+    "bgnbd_log_no_purchase": 0.0,
+    "log_recency_days": 0.0,
+    "log_repeat_days": 0.0,
+    "log_buyer_age_days": 0.0,
 }
 
 FEATURES: tuple[str, ...] = tuple(NEUTRAL)
@@ -186,7 +196,8 @@ def monthly_value(state: CustomerState, now: float) -> float:
     return state.purchase_amount / months
 
 
-def features(state: CustomerState, now: float, *, inactivity_days: float = INACTIVITY_DAYS) -> dict[str, float]:
+def features(state: CustomerState, now: float, *, inactivity_days: float = INACTIVITY_DAYS,
+             bgnbd: Params | None = None, horizon_days: float = HORIZON_DAYS) -> dict[str, float]:
     """The fixed feature dict of one customer at event time `now`.
 
     Pure and total: every key of `FEATURES`, always a float, never NaN, for any
@@ -198,7 +209,9 @@ def features(state: CustomerState, now: float, *, inactivity_days: float = INACT
     halved" are thresholds and ratios, not sums. `inactivity_days` is the
     monitor's inactivity-churn rule (Settings.inactivity_days): a purchase-only
     customer that close to it is about to be counted lost, and saying so is a
-    feature, not a leak, because the rule is known in advance.
+    feature, not a leak, because the rule is known in advance. `bgnbd` is the
+    population's BG/NBD fit (weeks; None until the worker has one), for
+    P(no purchase within `horizon_days`).
 
     >>> from stream_app.state import CustomerState
     >>> f = features(CustomerState("nobody"), 0.0)
@@ -327,4 +340,29 @@ def features(state: CustomerState, now: float, *, inactivity_days: float = INACT
         f["p_alive"] = p_alive(n - 1, _days(lastp, first), _days(now, first))
         if state.status == ACTIVE and inactive >= inactivity_days - HORIZON_DAYS:
             f["lapse_within_30d"] = 1.0
+        history = History.of(first, lastp, state.purchase_day_count or n)
+        age = max(0, today - history.first_day)
+        f["log_recency_days"] = math.log1p(recency)
+        f["log_repeat_days"] = math.log1p(history.repeats)
+        f["log_buyer_age_days"] = math.log1p(age)
+        if bgnbd is not None:
+            quiet = bgnbd_no_purchase(bgnbd, history, today, horizon_days)
+            f["bgnbd_no_purchase"] = quiet
+            f["bgnbd_log_no_purchase"] = math.log(max(quiet, 1e-9))
     return f
+
+
+def bgnbd_no_purchase(params: Params, history: History, today: int, horizon_days: float) -> float:
+    """BG/NBD's P(no purchase within `horizon_days`) for a buyer on day `today`,
+    in the fit's units (weeks) and its day convention (`PurchaseSummary.arrays`:
+    whole days from the first purchase day).
+
+    >>> p = Params(r=0.243, alpha=4.414, a=0.793, b=2.426)  # CDNOW
+    >>> round(bgnbd_no_purchase(p, History(0, 0, 0), 273, 30.0), 3)  # one purchase, 39 weeks ago
+    0.977
+    """
+    week = 7.0
+    T = max(0, today - history.first_day) / week
+    t_x = min((history.last_day - history.first_day) / week, T)
+    value = float(p_no_purchase(params, horizon_days / week, history.repeats, t_x, T))
+    return min(1.0, max(0.0, value)) if value == value else 1.0

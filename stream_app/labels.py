@@ -34,10 +34,14 @@ the writes (and the book: three snapshots wait per 30-day horizon) by that
 factor, and consecutive days of one customer are nearly the same example
 anyway. bench/model_quality.py compares `--every 10` with `--every 1`.
 
-Snapshots are float32 vectors in `features.FEATURES` order, packed in bytes:
-a full book of a 30-day horizon is under 1 KB, and it is decoded without
-building a dict per snapshot. A book written under another feature set
-(`FEATURE_SET` differs) is dropped, counted, on its next use.
+Snapshots are float32 vectors in `features.FEATURES` order, packed in bytes,
+sparse: a bit mask of the features away from their neutral value, then those
+values. A subscriber's purchase features and a buyer's subscription features
+are all neutral, so a snapshot costs what the customer's kind has, not what
+the feature set has: a full book of a 30-day horizon is about 1 KB, and it is
+decoded without building a dict per snapshot. A book written under another
+feature set or layout (`FEATURE_SET` differs) is dropped, counted, on its
+next use.
 
 Never learn from the future: `on_churn` and `expire` only label what is known
 at the time they are called. The caller runs `state.advance` to `now` before
@@ -71,15 +75,39 @@ import msgspec
 from .config import DAY
 from .features import FEATURES, NEUTRAL
 
-__all__ = ["Example", "LabelBook", "Policy", "as_stored", "observe", "on_churn", "expire", "is_observation_day",
+__all__ = ["Example", "LabelBook", "Policy", "as_stored", "observe", "on_churn", "on_purchase", "expire", "is_observation_day",
            "next_observation_day", "snapshot_time", "FEATURE_SET", "DEFAULT_HORIZON_DAYS"]
 
 DEFAULT_HORIZON_DAYS = 30
-#: identifies the feature order the vectors are packed in
-FEATURE_SET = zlib.crc32(",".join(FEATURES).encode())
+#: identifies the feature order and the row layout the vectors are packed in
+FEATURE_SET = zlib.crc32(("sparse:" + ",".join(FEATURES)).encode())
 _WIDTH = len(FEATURES)
-_ROW = struct.Struct(f"<{_WIDTH}f")
+_ROW = struct.Struct(f"<{_WIDTH}f")  # a dense row: float32 rounding of every feature
+_MASK_BYTES = (_WIDTH + 7) // 8
+_NEUTRAL_ROW = _ROW.unpack(_ROW.pack(*[NEUTRAL[k] for k in FEATURES]))
 _NAN = float("nan")
+
+
+def _pack(feats: dict[str, float]) -> bytes:
+    """One sparse row: the mask of non-neutral features, then their float32 values."""
+    dense = _ROW.unpack(_ROW.pack(*[feats.get(k, NEUTRAL[k]) for k in FEATURES]))
+    mask, kept = 0, []
+    for i, (v, n) in enumerate(zip(dense, _NEUTRAL_ROW)):
+        if v != n and not (v != v and n != n):
+            mask |= 1 << i
+            kept.append(v)
+    return mask.to_bytes(_MASK_BYTES, "little") + struct.pack(f"<{len(kept)}f", *kept)
+
+
+def _row_end(values: bytes, start: int) -> int:
+    mask = int.from_bytes(values[start:start + _MASK_BYTES], "little")
+    return start + _MASK_BYTES + 4 * mask.bit_count()
+
+
+def _unpack(values: bytes, start: int) -> dict[str, float]:
+    mask = int.from_bytes(values[start:start + _MASK_BYTES], "little")
+    kept = iter(struct.unpack_from(f"<{mask.bit_count()}f", values, start + _MASK_BYTES))
+    return {k: next(kept) if mask >> i & 1 else n for i, (k, n) in enumerate(zip(FEATURES, _NEUTRAL_ROW))}
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +146,7 @@ class LabelBook(msgspec.Struct, array_like=True, gc=False):
 
     days: bytes = b""  # int32 observation day per snapshot
     scores: bytes = b""  # float32 per snapshot; NaN = not scored
-    values: bytes = b""  # float32 x len(FEATURES) per snapshot
+    values: bytes = b""  # a sparse row per snapshot (`_pack`)
     fset: int = FEATURE_SET
     dropped: int = 0  # snapshots that left without a label (lead time, eviction, feature-set change)
 
@@ -129,14 +157,20 @@ class LabelBook(msgspec.Struct, array_like=True, gc=False):
     def day_list(self) -> list[int]:
         return list(memoryview(self.days).cast("i"))
 
+    def _offset(self, i: int) -> int:
+        at = 0
+        for _ in range(i):
+            at = _row_end(self.values, at)
+        return at
+
     def features_of(self, i: int) -> dict[str, float]:
-        return dict(zip(FEATURES, _ROW.unpack_from(self.values, i * _ROW.size)))
+        return _unpack(self.values, self._offset(i))
 
     def _take(self, n: int) -> None:
         """Drop the oldest n snapshots."""
+        self.values = self.values[self._offset(n):]
         self.days = self.days[4 * n:]
         self.scores = self.scores[4 * n:]
-        self.values = self.values[_ROW.size * n:]
 
     def _example(self, i: int, label: bool, labelled_t: float) -> Example:
         day = memoryview(self.days).cast("i")[i]
@@ -217,7 +251,7 @@ def observe(book: LabelBook, day: int, feats: dict[str, float], score: float | N
     n = book.size
     if n and memoryview(book.days).cast("i")[n - 1] >= day:
         return
-    row = _ROW.pack(*[feats.get(k, NEUTRAL[k]) for k in FEATURES])
+    row = _pack(feats)
     book.days += struct.pack("<i", day)
     book.scores += struct.pack("<f", _NAN if score is None else score)
     book.values += row
@@ -259,8 +293,41 @@ def on_churn(book: LabelBook, churn_t: float, policy: Policy) -> list[Example]:
     return out
 
 
-def expire(book: LabelBook, now: float, policy: Policy) -> list[Example]:
-    """Negatives: snapshots whose horizon has fully passed by `now` without churn.
+def on_purchase(book: LabelBook, purchase_t: float, policy: Policy) -> list[Example]:
+    """A purchase-only customer bought at `purchase_t`: every snapshot taken
+    before it is decided. Their question is "no purchase within H days"
+    (the risk such a customer is scored with: `purchases.p_no_purchase`),
+    not "lapses within H days": the monitor's lapse is a fixed 90-day rule,
+    so a lapse label would only restate the recency the rule is made of.
+    Snapshots within H before the purchase are negatives; older ones (whose
+    expiry has not run yet) positives; later ones keep waiting.
+
+    >>> p = Policy(horizon_days=30, every_days=1); b = LabelBook()
+    >>> for d in (0, 20, 50): observe(b, d, {}, None, p)
+    >>> [(ex.snapshot_t / DAY, ex.label) for ex in on_purchase(b, 40.5 * DAY, p)]
+    [(1.0, True), (21.0, False)]
+    >>> b.day_list()
+    [50]
+    """
+    book._check()
+    h = policy.horizon_days * DAY
+    days = memoryview(book.days).cast("i")
+    n = 0
+    while n < len(days) and snapshot_time(days[n]) < purchase_t:
+        n += 1
+    days.release()
+    if not n:
+        return []
+    taken = book.day_list()[:n]
+    out = [book._example(i, purchase_t - snapshot_time(day) > h, purchase_t) for i, day in enumerate(taken)]
+    book._take(n)
+    return out
+
+
+def expire(book: LabelBook, now: float, policy: Policy, label: bool = False) -> list[Example]:
+    """Snapshots whose horizon has fully passed by `now` without churn:
+    negatives (`label` True for a purchase-only customer's, whose question
+    is "no purchase within H days": `on_purchase`).
 
     Run `state.advance(state, now)` first (module docstring): a churn already
     due at `now` must reach `on_churn` before its snapshots can expire.
@@ -283,7 +350,7 @@ def expire(book: LabelBook, now: float, policy: Policy) -> list[Example]:
     days.release()
     if not n:
         return []
-    out = [book._example(i, False, now) for i in range(n)]
+    out = [book._example(i, label, now) for i in range(n)]
     book._take(n)
     return out
 

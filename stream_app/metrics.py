@@ -131,11 +131,26 @@ class Metrics:
         self.model_ready = Gauge(*_doc("churn_model_ready", "gauge", [], "1 when the model has seen enough labels of both classes to replace the rules."), registry=r)
         self.quality = Gauge(*_doc("churn_model_quality", "gauge", ["metric", "window"], "Progressive-validation quality on the trainer: metric = roc_auc, log_loss, brier, top_decile_lift; window = rolling or cumulative."), ["metric", "window"], registry=r)
         self.calibration = Gauge(*_doc("churn_model_calibration", "gauge", ["bin", "stat"], "Calibration bins on the trainer: stat = mean_predicted, observed_rate, count."), ["bin", "stat"], registry=r)
+        self.bgnbd_params = Gauge(*_doc("churn_bgnbd_parameter", "gauge", ["param"], "BG/NBD population parameters this worker last fitted to its purchase-only customers (weeks): r and alpha (purchase rate ~ Gamma(r, alpha)), a and b (drop-out ~ Beta(a, b))."), ["param"], registry=r)
+        self.bgnbd_buyers = Gauge(*_doc("churn_bgnbd_customers", "gauge", [], "Purchase-only customers the last BG/NBD fit counted (this worker's partitions)."), registry=r)
+        self.purchase_auc = Gauge(*_doc("churn_purchase_model_roc_auc", "gauge", ["scorer"], "Progressive-validation ROC AUC on this worker's purchase-only labels (no purchase within the horizon), window of the latest 50,000: scorer = bgnbd (BG/NBD alone) or purchase_model (the logistic layer over it). NaN until judged."), ["scorer"], registry=r)
+        self.purchase_serving = Gauge(*_doc("churn_purchase_model_serving", "gauge", [], "1 while the purchase model scores buyers (its ROC AUC beats BG/NBD's), 0 while BG/NBD does."), registry=r)
+        self.bgnbd_fit_failures = Counter(*_doc("churn_bgnbd_fit_failures_total", "counter", [], "BG/NBD refits that failed; the worker keeps the last good parameters."), registry=r)
         self.drift = Gauge(*_doc("churn_model_drift_detected", "gauge", [], "1 after ADWIN detected a change in the model's error on the last update."), registry=r)
         self.drift_events = Gauge(*_doc("churn_model_drift_events", "gauge", [], "Drift events detected by ADWIN since the trainer started (monotonic within a trainer process)."), registry=r)
         self._movement_children = {k: self.movement.labels(kind=k) for k in MOVEMENT_KINDS}
         for label in ("0-30", "31-60", "61-90", "90+"):
             self.churned_by_tenure.labels(tenure=label)
+
+    def set_purchase_model(self, model) -> None:
+        self.purchase_auc.labels(scorer="bgnbd").set(model.auc_bgnbd)
+        self.purchase_auc.labels(scorer="purchase_model").set(model.auc_model)
+        self.purchase_serving.set(1.0 if model.serving else 0.0)
+
+    def set_bgnbd(self, params, buyers: int) -> None:
+        for name, value in params._asdict().items():
+            self.bgnbd_params.labels(param=name).set(value)
+        self.bgnbd_buyers.set(buyers)
 
     def observe_processing(self, seconds: float, events: int) -> None:
         """A batch of `events` took `seconds`: each event is counted with the
@@ -206,6 +221,7 @@ LEDGER_GAUGES = {
     "forgettable": _doc("churn_customers_forgettable", "gauge", [], "Paying customers with no usage in the last 30 days (the forgettable zone)."),
     "at_risk": _doc("churn_at_risk_customers", "gauge", ["band"], "Paying customers by current churn-risk band (low, medium, high, critical)."),
     "at_risk_mrr": _doc("churn_at_risk_mrr", "gauge", ["band"], "MRR of paying customers by current churn-risk band."),
+    "winback": _doc("churn_winback_customers", "gauge", ["band"], "Lapsed purchase-only customers still ranked (within winback_days of their last activity) by win-back probability band: low < 0.1 <= medium < 0.3 <= high (Settings.winback_bands); the play is `winback`."),
     "expected_loss": _doc("churn_expected_mrr_loss", "gauge", [], "Sum over paying customers of risk x MRR: the MRR expected to churn within the horizon."),
 }
 CLOCK_GAUGE = _doc("churn_event_time_clock_seconds", "gauge", [], "The worker's event-time clock (highest event time less allowed lateness), Unix seconds.")
@@ -225,7 +241,7 @@ class LedgerCollector(Collector):
         values, clock, owned, behind = self.source()
         fams: dict[str, GaugeMetricFamily] = {}
         for key, (name, help_) in LEDGER_GAUGES.items():
-            labels = {"active": ["plan"], "mrr": ["plan"], "move": ["window", "kind"], "at_risk": ["band"], "at_risk_mrr": ["band"],
+            labels = {"active": ["plan"], "mrr": ["plan"], "move": ["window", "kind"], "at_risk": ["band"], "at_risk_mrr": ["band"], "winback": ["band"],
                       "cohort": ["cohort", "age"], "cohort_mrr": ["cohort", "age"]}.get(key)
             if labels is None:
                 labels = ["window"] if REFERENCE[name][1] == "window" else []
@@ -242,7 +258,7 @@ class LedgerCollector(Collector):
             if kind in ("active", "mrr"):
                 k = (kind, self.plan(series[1]))
                 by_plan[k] = by_plan.get(k, 0.0) + value
-            elif kind in ("at_risk", "at_risk_mrr"):
+            elif kind in ("at_risk", "at_risk_mrr", "winback"):
                 fam.add_metric([str(series[1])], value)
             elif kind == "move":
                 fam.add_metric([f"{series[1]}d", series[2]], value)

@@ -34,6 +34,7 @@ boundaries, ends in the same states.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
@@ -46,17 +47,22 @@ from .alerts import AlertConfig, decide, sweep_trigger
 from .config import DAY, Settings
 from .contract import TOPICS, Limits, Rejection, decode, decode_tick
 from .features import features, monthly_value
+from .health import health_risk
 from .labels import (
-    Example, Policy, as_stored, expire, next_observation_day, observe, oldest_expiry, on_churn, snapshot_time,
+    Example, Policy, as_stored, expire, next_observation_day, observe, oldest_expiry, on_churn, on_purchase,
+    snapshot_time,
 )
 from .metrics import Metrics
-from .model import ChurnModel
+from .model import Assessment, ChurnModel
 from .partition import Before, PartitionBook
+from .purchases import Params, PurchaseModel
 from .schedule import checkin_at, next_visit
 from .scoring import RiskMemory, example_message, update_risk
 from .state import CustomerState, Effects, Rules, advance, apply, compact, day_of, new_state, next_deadline, prune
 
 __all__ = ["Record", "Output", "Processor", "Replay"]
+
+_log = logging.getLogger(__name__)
 
 _END_OF_DAY = 1e-3  # a snapshot's features are taken this long before its day ends
 MAX_CATCH_UP = 400  # visits caught up for one customer at once (a year of daily check-ins)
@@ -141,6 +147,11 @@ class Processor:
         # event back (`_mark_caught_up`); None: only the agent's timer says so
         self.caught_up = caught_up
         self.books: dict[int, PartitionBook] = {}
+        # BG/NBD's population parameters, fitted from the books' purchase
+        # summaries once per event-time day (`_refit`); None until enough buyers
+        self.bgnbd: Params | None = None
+        self._bgnbd_day: int | None = None
+        self.purchase_model = PurchaseModel(min_labels=settings.min_labels)
         # metric children bound once: (processed, duplicate, late) per input topic
         m = self.metrics
         self._counters = {t: (m.events.labels(topic=t), m.duplicates.labels(topic=t), m.late.labels(topic=t)) for t in TOPICS}
@@ -150,7 +161,8 @@ class Processor:
 
     # -- books ----------------------------------------------------------------------------
     def new_book(self, partition: int) -> PartitionBook:
-        return PartitionBook(partition, self.windows, self.settings.allowed_lateness_s, TOPICS)
+        return PartitionBook(partition, self.windows, self.settings.allowed_lateness_s, TOPICS,
+                             self.settings.winback_bands)
 
     def rebuild(self, partitions: Iterable[int], items: Iterable[tuple[str, CustomerState]],
                 chunk: int = 5000) -> Iterator[int]:
@@ -221,8 +233,44 @@ class Processor:
             # nothing waits behind this sweep, so it may do more
             sweep_limit = max(sweep_limit, s.sweep_idle_visits)
         self._finish(book, visits, out, sweep_limit)
+        if book.clock is not None and day_of(book.clock) != self._bgnbd_day:
+            # after the visits: the summary has every purchase applied so far
+            self.refit(day_of(book.clock))
         book.fold()
         return out
+
+    def refit(self, today: int) -> Params | None:
+        """Fit BG/NBD to this worker's buyers as of day `today` (once a day:
+        a population's parameters move slowly, and a fit costs milliseconds).
+
+        The population is the worker's partitions, a hash sample of all
+        customers: two workers fit nearly the same parameters, not exactly,
+        so a buyer's risk (never a KPI) can differ in the last digits after a
+        rebalance. Too few buyers, or too few repeat buyers, to tell the
+        population's rhythm: no fit (buyers are scored by the rules)."""
+        self._bgnbd_day = today
+        self.purchase_model.refit()
+        self.metrics.set_purchase_model(self.purchase_model)
+        books = [b.buyers for b in self.books.values() if b.buyers.cells]
+        if not books:
+            return self.bgnbd
+        summary = books[0]
+        for other in books[1:]:
+            summary = summary.merge(other)
+        counts = summary.cells.values()
+        buyers = sum(counts)
+        repeaters = sum(n for (_f, _o, x), n in summary.cells.items() if x > 0)
+        if buyers < self.settings.bgnbd_min_buyers or repeaters * 5 < buyers:
+            return self.bgnbd
+        summary.params = self.bgnbd
+        try:
+            self.bgnbd = summary.refit(today)
+        except (ValueError, FloatingPointError, ArithmeticError) as exc:  # keep the last good fit
+            self.metrics.bgnbd_fit_failures.inc()
+            _log.warning("BG/NBD refit on day %d failed (%s); keeping %s", today, exc, self.bgnbd)
+        else:
+            self.metrics.set_bgnbd(self.bgnbd, buyers)
+        return self.bgnbd
 
     def mark_caught_up(self, partition: int) -> bool:
         """Inputs read to their end hold nothing back (`PartitionBook.idle`);
@@ -307,6 +355,8 @@ class Processor:
         v.changed = True
         v.events += 1
         v.trigger = ev["event_id"]
+        if st.is_buyer and ev["type"] == "purchase":
+            self._bought(v, t, out)
         out.processed[topic] += 1
         processed, _, late = self._counters[topic]
         processed.inc()
@@ -315,9 +365,27 @@ class Processor:
         if effects.movements or effects.churn is not None:
             self._effects(v, effects, out)
 
+    def _bought(self, v: _Visit, t: float, out: Output) -> None:
+        """A buyer's purchase decides the snapshots before it (`labels.on_purchase`)."""
+        st = v.state
+        book = self._book(v)
+        if not book.size or book.day_list()[0] >= day_of(t):
+            return
+        examples = on_purchase(book, t, self.policy)
+        if examples:
+            st.labelled_through = max(st.labelled_through, day_of(examples[-1].snapshot_t) - 1)
+            st.label_due_t = oldest_expiry(book, self.policy)
+            self._examples(v, examples, out)
+            v.book_changed = True
+
     def _effects(self, v: _Visit, effects: Effects, out: Output) -> None:
         self.metrics.record_effects(effects)
-        if effects.churn is not None:
+        if effects.churn is not None and not v.state.contractual:
+            # a buyer's lapse decides no label: its snapshots ask "no
+            # purchase within H", answered by its next purchase or expiry
+            v.state.alert = None
+            v.churned = True
+        elif effects.churn is not None:
             book = self._book(v)
             if book.size:
                 v.state.labelled_through = max(v.state.labelled_through, book.day_list()[-1])
@@ -346,16 +414,21 @@ class Processor:
             # remember; closing these days again later gives the same result
             return
         v.changed = True
-        if not st.is_customer:  # not live on those days: nothing to observe
+        if not st.watched(snapshot_time(first) - _END_OF_DAY, self.rules):  # not live then: nothing to observe
             return
         policy = self.policy
         horizon = policy.horizon_days * DAY
         book = self._book(v) if first <= upto else None
+        buyer = st.is_buyer
         for day in range(first, upto + 1, every):
             t = snapshot_time(day)
-            x = features(st, t - _END_OF_DAY, inactivity_days=self.settings.inactivity_days)
+            if not st.watched(t - _END_OF_DAY, self.rules):
+                break
+            x = self.features_at(st, t - _END_OF_DAY)
             if clock is not None and t + horizon <= clock:
-                self._examples(v, [Example(as_stored(x), False, t, clock, st.model_score)], out)
+                # a buyer silent since: no purchase within the horizon
+                label = buyer and not (st.last_purchase_t is not None and t < st.last_purchase_t <= t + horizon)
+                self._examples(v, [Example(as_stored(x), label, t, clock, st.model_score)], out)
             else:
                 if clock is not None and book.size >= policy.capacity:
                     self._labels_due(v, clock, out)
@@ -375,7 +448,7 @@ class Processor:
         only when it next gains a snapshot (`labels.LabelBook.forget_through`)."""
         st = v.state
         book = self._book(v)
-        examples = expire(book, clock, self.policy)
+        examples = expire(book, clock, self.policy, label=st.is_buyer)
         if examples:
             st.labelled_through = max(st.labelled_through, day_of(examples[-1].snapshot_t) - 1)
             self._examples(v, examples, out)
@@ -388,6 +461,9 @@ class Processor:
 
     def _examples(self, v: _Visit, examples: list[Example], out: Output) -> None:
         key = v.state.customer_id.encode()
+        if v.state.is_buyer and self.bgnbd is not None:
+            for ex in examples:
+                self.purchase_model.add(ex.features, ex.label)
         for ex in examples:
             out.examples.append((key, example_message(v.state.customer_id, ex)))
             self.metrics.examples.labels(label="churned" if ex.label else "stayed").inc()
@@ -434,11 +510,8 @@ class Processor:
             compact(st, clock)
             if v.memory is not None or (st.label_due_t is not None and st.label_due_t <= clock):
                 self._labels_due(v, clock, out)
-        if st.is_customer and v.events:
+        if v.events and st.watched(st.last_event_t if clock is None else max(clock, st.last_event_t), self.rules):
             self._score(v, st.last_event_t if clock is None else max(clock, st.last_event_t), v.trigger, out)
-        elif not st.is_customer and st.risk is not None:
-            update_risk(st, None)
-            v.changed = True
         book.after(v.before, st)
         if v.changed:
             self.customers[cid] = st
@@ -474,20 +547,47 @@ class Processor:
             self._close_days(v, day_of(checkin) - 1, clock, out)
             self._score(v, checkin, sweep_trigger(day_of(checkin)), out)
 
+    def features_at(self, st: CustomerState, now: float) -> dict[str, float]:
+        return features(st, now, inactivity_days=self.settings.inactivity_days, bgnbd=self.bgnbd,
+                        horizon_days=self.policy.horizon_days)
+
+    def assess(self, st: CustomerState, x: dict[str, float]) -> Assessment:
+        """The risk of `st` with features `x`: the churn model's (or the
+        rules'), and for a buyer P(no purchase within the horizon), from
+        BG/NBD or the purchase model once it ranks the labels better
+        (`purchases.PurchaseModel`), with the rules' reasons."""
+        a = self.model.assess(x)
+        if st.is_buyer and self.bgnbd is not None:
+            reasons = a.reasons if a.scored_by == "rules" else health_risk(x)[1]
+            pm = self.purchase_model
+            if pm.serving:
+                return Assessment(pm.score(x), "purchase_model", reasons, a.model_score)
+            return Assessment(x["bgnbd_no_purchase"], "bgnbd", reasons, a.model_score)
+        return a
+
     def _score(self, v: _Visit, now: float, trigger: str | None, out: Output) -> None:
-        """One score at `now`: the customer's risk, the model's score, and the alert decision."""
+        """One score at `now`: the customer's risk, the model's score, and the
+        alert decision (live customers only: a lapsed buyer is ranked for
+        win-back, not alerted on)."""
         st = v.state
-        x = features(st, now, inactivity_days=self.settings.inactivity_days)
-        model = self.model
-        a = model.assess(x)
+        if not st.watched(now, self.rules):
+            if st.risk is not None:
+                update_risk(st, None)  # a buyer past the win-back window: no longer ranked
+            st.scored_t = now
+            v.changed = True
+            return
+        x = self.features_at(st, now)
+        a = self.assess(st, x)
         out.scores += 1
         self.metrics.scored.labels(scored_by=a.scored_by).inc()
         update_risk(st, a)
         st.model_score, st.scored_t = a.model_score, now
         v.changed = True
+        if not st.is_customer:
+            return
         st.alert, alert = decide(
             st.alert, a.risk, monthly_value(st, now), now, a.reasons, self.alert_cfg,
-            customer_id=st.customer_id, event_id=trigger, model_version=model.version,
+            customer_id=st.customer_id, event_id=trigger, model_version=self.model.version,
             scored_by=a.scored_by, emitted_at=self.wall(),
         )
         if alert is not None:

@@ -58,15 +58,16 @@ cross-check, not as a dependency.
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
-from scipy import optimize, special
+from scipy import optimize, special, stats
 
 __all__ = [
     "Params", "loglik", "fit", "p_alive", "expected_purchases", "p_no_purchase",
-    "History", "PurchaseSummary", "x_bin",
+    "History", "PurchaseSummary", "x_bin", "PurchaseModel", "PURCHASE_INPUTS",
 ]
 
 
@@ -272,6 +273,7 @@ def p_no_purchase(params: Params, t, x, t_x, T) -> np.ndarray:
 
 # --------------------------------------------------------------------------- the stream's summary
 
+_DAY_S = 86400.0  # config.DAY; the clock's day index is event seconds // this
 X_EXACT_BITS = 6  # repeat counts below 2**6 = 64 are kept exact
 
 
@@ -317,6 +319,28 @@ class History(NamedTuple):
     def start(cls, day: int) -> History:
         """A first purchase on ``day``."""
         return cls(day, day, 0)
+
+    @classmethod
+    def of(cls, first_t: float | None, last_t: float | None, days: int) -> History | None:
+        """The history of a buyer whose first and last purchase were at event
+        times ``first_t`` and ``last_t`` (seconds), on ``days`` distinct days
+        (`CustomerState.purchase_day_count`); None before any purchase.
+        Clamped to what the two days allow, so a count off by a late event
+        still makes a valid history.
+
+        >>> History.of(0.0, 86400.0 * 9, 3)
+        History(first_day=0, last_day=9, repeats=2)
+        >>> History.of(0.0, 3600.0, 2)  # two "days" within one: no repeat
+        History(first_day=0, last_day=0, repeats=0)
+        """
+        if first_t is None:
+            return None
+        first = int(first_t // _DAY_S)
+        last = max(first, int((last_t if last_t is not None else first_t) // _DAY_S))
+        repeats = min(max(0, days - 1), last - first)
+        if last > first:
+            repeats = max(1, repeats)
+        return cls(first, last, repeats)
 
     def bought(self, day: int) -> History:
         """The history after a purchase on ``day``, in any order of arrival.
@@ -487,7 +511,14 @@ class PurchaseSummary:
         keep them for the next refit."""
         self.prune(today)
         x, t_x, T, w = self.arrays(today)
-        self.params = fit(x, t_x, T, weights=w, init=self.params)
+        # from the last fit and from the default start, keeping the likelier:
+        # L-BFGS-B from a warm start was seen to stop on the likelihood's flat
+        # ridge in (a, b) (CDNOW's day-272 summary: a 1.75 instead of 0.79,
+        # log-likelihood 11 lower); a second search costs milliseconds
+        found = [fit(x, t_x, T, weights=w)]
+        if self.params is not None:
+            found.append(fit(x, t_x, T, weights=w, init=self.params))
+        self.params = max(found, key=lambda p: float(np.dot(w, loglik(p, x, t_x, T))))
         return self.params
 
     def merge(self, other: PurchaseSummary) -> PurchaseSummary:
@@ -535,3 +566,108 @@ class PurchaseSummary:
         cells = {(int(f), int(o), int(x)): int(n) for f, o, x, n in d["cells"]}
         return cls(float(d["unit_days"]), int(d["step_days"]), int(d["max_cells"]), d["window_days"],
                    d["cutoff_day"], None if d["params"] is None else Params(*d["params"]), cells)
+
+
+# --------------------------------------------------------------------------- the learnt layer on top
+
+
+#: What the purchase model weighs: BG/NBD's own answer and the history it
+#: comes from, log-shaped (`features.py`). BG/NBD fixes how recency, frequency
+#: and age combine; real shops deviate (CDNOW: recency alone ranks its churn
+#: as well as BG/NBD does), and a logistic layer learns by how much.
+PURCHASE_INPUTS = ("bgnbd_log_no_purchase", "log_recency_days", "log_repeat_days", "log_buyer_age_days")
+
+
+def _logistic_fit(X: np.ndarray, y: np.ndarray, l2: float = 1e-3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Weights (standardised inputs, intercept last), means and scales of an
+    L2-regularised logistic regression, by L-BFGS on the whole window."""
+    mean, scale = X.mean(axis=0), X.std(axis=0)
+    scale[scale == 0] = 1.0
+    Z = np.column_stack([(X - mean) / scale, np.ones(len(X))])
+
+    def loss(w):
+        z = Z @ w
+        p = special.expit(z)
+        grad = Z.T @ (p - y) / len(y)
+        grad[:-1] += 2 * l2 * w[:-1]
+        return float(np.mean(np.logaddexp(0.0, z) - y * z) + l2 * np.dot(w[:-1], w[:-1])), grad
+
+    w = optimize.minimize(loss, np.zeros(Z.shape[1]), jac=True, method="L-BFGS-B").x
+    return w, mean, scale
+
+
+def _auc(y: np.ndarray, s: np.ndarray) -> float:
+    """ROC AUC with ties counted half (Mann-Whitney)."""
+    pos = int(y.sum())
+    neg = len(y) - pos
+    if not pos or not neg:
+        return float("nan")
+    ranks = stats.rankdata(s)
+    return float((ranks[y.astype(bool)].sum() - pos * (pos + 1) / 2.0) / (pos * neg))
+
+
+class PurchaseModel:
+    """P(no purchase within the horizon) for purchase-only customers: BG/NBD,
+    or a logistic layer over it once that ranks better on the labels.
+
+    The worker learns it from its own buyers' labels (`labels.on_purchase`,
+    `expire`): a window of the latest `window` examples, refitted with the
+    BG/NBD parameters once a day (five weights: milliseconds). The window
+    must span customers of every age: fitted on CDNOW's latest 20,000 labels
+    only (all customers 27-39 weeks old by then) the layer learnt a negative
+    weight for age and ranked the 39-week holdout at 0.747; on all 42,714,
+    0.781 (BG/NBD alone: 0.771). Which of the
+    two serves is decided by progressive validation: every label is
+    compared with the layer's score from weights fitted before the label
+    existed and with BG/NBD's (the snapshot's own `bgnbd_no_purchase`); the
+    layer serves while its ROC AUC over the window beats BG/NBD's. Not kept
+    in the changelog: after a restart buyers are scored by BG/NBD until the
+    window has `min_labels` again.
+
+    >>> m = PurchaseModel(min_labels=4)
+    >>> for r, y in [(0.1, False), (0.2, False), (3.0, True), (4.0, True), (0.3, False), (5.0, True)]:
+    ...     m.add({"bgnbd_log_no_purchase": -1.0, "log_recency_days": r, "log_repeat_days": 1.0,
+    ...            "log_buyer_age_days": 3.0, "bgnbd_no_purchase": 0.5}, y)
+    >>> m.refit(); m.serving, round(m.auc_model, 2), round(m.auc_bgnbd, 2)
+    (False, nan, 0.5)
+    """
+
+    def __init__(self, window: int = 50000, min_labels: int = 500) -> None:
+        self.window = window
+        self.min_labels = min_labels
+        self._x: deque = deque(maxlen=window)
+        self._y: deque = deque(maxlen=window)
+        self._judged: deque = deque(maxlen=window)  # (label, layer score then or NaN, BG/NBD score)
+        self.weights: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self.serving = False
+        self.auc_model = self.auc_bgnbd = float("nan")
+        self.labels_seen = 0
+
+    def add(self, feats: dict[str, float], label: bool) -> None:
+        x = [feats[k] for k in PURCHASE_INPUTS]
+        then = self._score_row(x) if self.weights is not None else float("nan")
+        self._judged.append((bool(label), then, feats["bgnbd_no_purchase"]))
+        self._x.append(x)
+        self._y.append(bool(label))
+        self.labels_seen += 1
+
+    def _score_row(self, x) -> float:
+        w, mean, scale = self.weights
+        z = float(np.dot((np.asarray(x) - mean) / scale, w[:-1]) + w[-1])
+        return float(special.expit(z))
+
+    def score(self, feats: dict[str, float]) -> float:
+        """The layer's P(no purchase within the horizon); call only while `serving`."""
+        return self._score_row([feats[k] for k in PURCHASE_INPUTS])
+
+    def refit(self) -> None:
+        """Judge the two on the labels so far, then refit the layer on the window."""
+        if self._judged:
+            y, mine, theirs = (np.array(c, dtype=float) for c in zip(*self._judged))
+            scored = ~np.isnan(mine)
+            self.auc_bgnbd = _auc(y[scored], theirs[scored]) if scored.any() else _auc(y, theirs)
+            self.auc_model = _auc(y[scored], mine[scored]) if scored.sum() >= self.min_labels else float("nan")
+            self.serving = bool(self.auc_model > self.auc_bgnbd)
+        y = np.array(self._y, dtype=float)
+        if len(y) >= self.min_labels and 0 < y.sum() < len(y):
+            self.weights = _logistic_fit(np.array(self._x, dtype=float), y)

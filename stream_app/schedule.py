@@ -12,13 +12,11 @@ A customer with no event costs nothing until something can change for them:
     default) and its label book moves on; once its risk is at or above
     `watch_above` (the alert's resolve threshold: an alert is open or near)
     every day, so an alert escalates or resolves as promptly as it was raised;
-  - a purchase-only customer once, when the lapse rule comes within the
-    label horizon (`inactivity - horizon` days after its last activity):
-    before that, by the monitor's own definition, it cannot churn within
-    the horizon, and re-scoring it every observation period of a quiet spell would cost a
-    score per period per customer for a business whose customers buy a few
-    times a year. Its label book is closed at its next event, that
-    check-in, or its lapse.
+  - a purchase-only customer, live or lapsed, at the same pace while it is
+    watched (`CustomerState.watched`: up to `winback_days` after its last
+    activity): its P(no purchase) grows with every silent day, and a lapsed
+    one keeps a ranked win-back probability. That costs a visit per buyer
+    per observation period; past the win-back window it stops;
 
 - a **label**: the horizon of the oldest observation snapshot still waiting
   for its label passes (`CustomerState.label_due_t`): its negative label is
@@ -47,22 +45,21 @@ __all__ = ["checkin_at", "next_visit"]
 
 
 def checkin_at(s: CustomerState, rules: Rules, policy: Policy, watch_above: float = 1.0) -> float | None:
-    """When a silent live customer is next re-assessed (None: not while silent)."""
-    if not s.is_customer:
+    """When a silent watched customer is next re-assessed (None: not while silent)."""
+    if not s.is_customer and not s.is_buyer:
         return None
-    if s.contractual:
-        last = s.scored_t if s.scored_t is not None else s.last_event_t
-        if last is None:
-            return None
-        if s.risk is not None and s.risk >= watch_above:
-            return (day_of(last) + 1) * DAY
-        return (next_observation_day(s.customer_id, day_of(last), policy.every_days) + 1) * DAY
-    if s.last_activity_t is None:
+    last = s.scored_t if s.scored_t is not None else s.last_event_t
+    if last is None:
         return None
-    near_lapse = s.last_activity_t + rules.inactivity_s - policy.horizon_days * DAY
-    if s.scored_t is not None and s.scored_t >= near_lapse:
-        return None
-    return near_lapse
+    if s.contractual and s.risk is not None and s.risk >= watch_above:
+        return (day_of(last) + 1) * DAY
+    at = (next_observation_day(s.customer_id, day_of(last), policy.every_days) + 1) * DAY
+    if not s.contractual and not s.watched(at, rules):
+        # past the win-back window: one last visit takes the risk off the
+        # ranking (the gauges), then none
+        end = s.last_activity_t + rules.winback_s if s.last_activity_t is not None else None
+        return end if s.risk is not None and end is not None and end > last else None
+    return at
 
 
 def next_visit(s: CustomerState, rules: Rules, policy: Policy, watch_above: float = 1.0) -> float | None:

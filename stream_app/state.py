@@ -75,6 +75,7 @@ class Rules:
     trial_s: float = 14 * DAY
     keep_days: int = 90  # longest rolling window
     dedupe_ids: int = 8
+    winback_s: float = 365 * DAY  # a lapsed buyer is watched this long after its last activity
 
     @classmethod
     def from_settings(cls, s: Settings) -> "Rules":
@@ -84,6 +85,7 @@ class Rules:
             trial_s=s.trial_days * DAY,
             keep_days=max(max(s.windows_days), 30),
             dedupe_ids=s.dedupe_ids,
+            winback_s=s.winback_days * DAY,
         )
 
     @property
@@ -233,6 +235,10 @@ class CustomerState(msgspec.Struct, array_like=True, gc=False):
     retained_through: int = -1
     retained: int = 0
     retained_mrr: bytes = b""
+    # distinct days with a purchase, ever (BG/NBD's repeat purchases are this
+    # less one: `purchases.History`); `purchases` counts orders. 0 in records
+    # written before it existed: `purchase_history` then estimates from orders
+    purchase_day_count: int = 0
     def __post_init__(self) -> None:
         # decoded strings are fresh objects; the handful of codes every
         # customer shares are kept once
@@ -270,6 +276,21 @@ class CustomerState(msgspec.Struct, array_like=True, gc=False):
     def is_customer(self) -> bool:
         """Counts as a live customer (ChartMogul: has MRR, or buys; trials excluded)."""
         return self.status == ACTIVE
+
+    @property
+    def is_buyer(self) -> bool:
+        """A purchase-only customer, live or lapsed: scored with P(no purchase)
+        (`features.bgnbd_no_purchase`), and lapsed ones with a win-back chance."""
+        return not self.contractual and self.first_purchase_t is not None and self.status in (ACTIVE, LAPSED)
+
+    def watched(self, now: float, rules: "Rules") -> bool:
+        """Scored and observed (label snapshots) at `now`: a live customer, or
+        a lapsed buyer within `Rules.winback_s` of its last activity."""
+        if self.status == ACTIVE:
+            return True
+        if not self.is_buyer or self.last_activity_t is None:
+            return False
+        return now < self.last_activity_t + rules.winback_s
 
     def plan_label(self) -> str:
         return self.plan if self.contractual and self.plan else NO_PLAN
@@ -514,7 +535,7 @@ def _churn(state: CustomerState, at: float, kind: str, reason: str, movements: l
     state.failed_payments = 0
     state.first_failed_t = None
     state.churned_t, state.churn_kind, state.churn_reason = at, kind, reason
-    state.risk = state.risk_band = None
+    # the risk stays: the score the customer had when it churned, for the record
     return churn
 
 
@@ -726,8 +747,8 @@ def _on_purchase(state, ev, t, rules):
     state.purchases += 1
     state.purchase_amount += float(ev["amount"])
     _count_purchase(state, day_of(t))
-    if state.first_purchase_t is None:
-        state.first_purchase_t = t
+    if state.first_purchase_t is None or t < state.first_purchase_t:
+        state.first_purchase_t = t  # topics are read out of order
     if state.last_purchase_t is None or t > state.last_purchase_t:
         state.last_purchase_t = t
     return state, effects
@@ -736,6 +757,10 @@ def _on_purchase(state, ev, t, rules):
 def _count_purchase(state: CustomerState, day: int) -> None:
     """One more purchase on `day`, the days kept in order (topics are read out of order)."""
     days = dict(state.bought())
+    if day not in days:
+        # a day already pruned from the list (a purchase read over three
+        # months late) would count twice: late beyond any window, and rare
+        state.purchase_day_count += 1
     days[day] = min(0xFFFF, days.get(day, 0) + 1)
     state.purchase_days = b"".join(_PURCHASE.pack(d, n) for d, n in sorted(days.items()))
 

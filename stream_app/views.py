@@ -8,12 +8,15 @@ reads the customer as the monitor sees them now.
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
 import msgspec
 import orjson
 
+from .alerts import normalise_reasons
 from .config import DAY
 from .contract import format_ts
+from .kpis import winback_band
 from .state import CustomerState, Rules, compact, day_of, next_deadline, prune
 
 _TIME_FIELDS = (
@@ -61,6 +64,26 @@ def customer_view(s: CustomerState, clock: float | None, rules: Rules) -> dict:
     out["next_transition_at"] = None if deadline is None else format_ts(deadline)
     out["sessions_first_14d"] = s.sessions_first_14d
     out["fingerprint"] = fingerprint(s, clock, rules)
+    return out
+
+
+if TYPE_CHECKING:
+    from .process import Processor
+
+
+def risk_view(processor: "Processor", s: CustomerState, now: float) -> dict:
+    """The customer's risk at the clock, scored as the worker would score it
+    now (the stored `risk` is the last visit's, up to an observation period
+    old): features, risk, who scored it and why; for a lapsed buyer also its
+    win-back probability, band and the `winback` play."""
+    x = processor.features_at(s, now)
+    a = processor.assess(s, x)
+    out = {"features": x, "risk_now": a.risk, "scored_by": a.scored_by, "model_version": processor.model.version,
+           "reasons": normalise_reasons(a.reasons)}
+    if not s.is_customer:
+        p = 1.0 - a.risk
+        out["winback"] = {"probability": round(p, 4), "band": winback_band(p, processor.settings.winback_bands),
+                          "recommended_play": "winback"}
     return out
 
 

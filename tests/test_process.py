@@ -121,23 +121,41 @@ def test_a_silent_subscriber_at_risk_is_visited_daily():
     assert all(b - a == 7 for a, b in zip(days[:days.index(first_daily)], days[1:days.index(first_daily)]))
 
 
-def test_a_silent_purchase_only_customer_costs_nothing_until_its_lapse_comes_near():
-    h = Harness(allowed_lateness_s=0.0)
+def test_a_silent_buyer_is_rescored_each_observation_period_and_stays_ranked_after_its_lapse():
+    """A buyer's question is "no purchase within the horizon" (labels.on_purchase):
+    silence labels its snapshots positive as their horizons pass, its lapse
+    decides no label, and a lapsed buyer keeps a risk (its win-back chance is
+    1 - risk) while within winback_days of its last activity."""
+    h = Harness(allowed_lateness_s=0.0, winback_days=150.0)
     out = h.run(h.record("purchase", T0, amount=20.0))
     assert out.scores == 1
     scores, labels = {}, {}
-    for day in range(1, 100):
+    for day in range(1, 200):
         out = h.idle_until(T0 + day * DAY)
         if out.scores:
             scores[day] = out.scores
-        elif out.visits:
-            labels[day] = [orjson.loads(v)["label"] for _, v in out.examples]
-    # one score: the check-in when the lapse (90 days) comes within the 30-day
-    # horizon; visits without a score when a snapshot's horizon passes (a
-    # negative label), then the lapse itself (the rest positive)
-    assert scores == {60: 1}
-    assert h.customers["c1"].status == "lapsed" and 90 in labels and all(labels[90])
-    assert all(not any(v) for d, v in labels.items() if d < 90) and len(labels) <= 5
+        labels.update({day: [orjson.loads(v)["label"] for _, v in out.examples]} if out.examples else {})
+        if day == 120:
+            st = h.customers["c1"]
+            assert st.status == "lapsed" and st.risk is not None
+    # one score per observation period (10 days) while watched, none after
+    gaps = [b - a for a, b in zip(sorted(scores), sorted(scores)[1:])]
+    assert set(scores.values()) == {1} and set(gaps) == {10} and max(scores) < 150
+    assert all(all(v) for v in labels.values()) and sum(map(len, labels.values())) >= 10
+    st = h.customers["c1"]
+    assert st.risk is None  # past the win-back window: off the ranking
+
+
+def test_a_purchase_labels_the_buyers_waiting_snapshots_negative():
+    h = Harness(allowed_lateness_s=0.0)
+    h.run(h.record("purchase", T0, amount=20.0))
+    seen = []
+    for day in range(1, 25):
+        seen += h.idle_until(T0 + day * DAY).examples
+    assert not seen  # nothing decided yet: every horizon still open
+    out = h.run(h.record("purchase", T0 + 25 * DAY, amount=5.0))
+    labels = [orjson.loads(v)["label"] for _, v in out.examples]
+    assert labels and not any(labels)  # bought within 30 days of each snapshot
 
 
 def test_one_write_per_touched_customer_per_batch_and_none_for_redeliveries():
