@@ -854,6 +854,17 @@ def model_version_in_use() -> Panel:
                       description="The model snapshot each worker scores with (0 = rules only). Workers pick a new snapshot up from churn.models within a second or so.")
 
 
+def winback_by_band() -> Panel:
+    return timeseries("Lapsed buyers by win-back band", [target("sum by (band) (churn_winback_customers)", "{{band}}")], "short",
+                      stacked=True, w=16,
+                      description="Purchase-only customers who lapsed (no purchase or usage for inactivity_days) in the last winback_days, by their probability of buying again within the horizon (1 - P(no purchase), from BG/NBD or the purchase model): low < 0.1 <= medium < 0.3 <= high. The high band is the `winback` play's list; each one's probability is in the customer lookup.")
+
+
+def winback_now() -> Panel:
+    return bargauge("Lapsed buyers by win-back band now", [target("sum by (band) (churn_winback_customers)", "{{band}}", instant=True)], "short",
+                    w=8, description="Lapsed purchase-only customers still ranked, by win-back band now.")
+
+
 def at_risk_customers() -> dict:
     return dashboard(
         "churn-at-risk",
@@ -864,6 +875,7 @@ def at_risk_customers() -> dict:
             ("Risk bands", [customers_by_band(), mrr_by_band(), customers_by_band_now(), band_breakdown_now(), expected_loss_over_time()]),
             ("At-risk alerts", [alerts_by_state(), alerts_by_play_over_time(), alerts_by_state_total(), alerts_by_play(), alert_resolution_ratio()]),
             ("Scoring", [scores_by_source(), model_version_in_use()]),
+            ("Win-back", [winback_by_band(), winback_now()]),
         ],
         [datasource_variable(), band_variable()],
         time_from="now-7d",
