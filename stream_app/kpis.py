@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 from .state import (
-    ACTIVE, COHORT_AGES, LAPSED, TRIAL, CustomerState, active_on, day_of, month_of, month_start, mrr_on, paying_days,
+    ACTIVE, COHORT_AGES, TRIAL, CustomerState, active_on, day_of, month_of, month_start, mrr_on, paying_days,
 )
 
 # A step at this day is in force at any clock: current levels (customers now).
@@ -304,31 +304,6 @@ def risk_key(s: CustomerState) -> tuple | None:
     if s.status != ACTIVE or s.risk is None:
         return None
     return (s.risk_band, s.risk, s.mrr)
-
-
-WINBACK_BANDS = ("low", "medium", "high")
-
-
-def winback_band(p: float, edges: tuple[float, ...] = (0.1, 0.3)) -> str:
-    """The band of a win-back probability (Settings.winback_bands).
-
-    >>> [winback_band(p) for p in (0.05, 0.1, 0.29, 0.3)]
-    ['low', 'medium', 'medium', 'high']
-    """
-    return WINBACK_BANDS[sum(p >= e for e in edges)]
-
-
-def winback_key(s: CustomerState, edges: tuple[float, ...] = (0.1, 0.3)) -> str | None:
-    """The win-back band of a lapsed buyer still ranked: 1 - its P(no purchase
-    within the horizon) is the chance it buys again within it."""
-    if s.status != LAPSED or s.risk is None or not s.is_buyer:
-        return None
-    return winback_band(1.0 - s.risk, edges)
-
-
-def winback_steps(key: str | None) -> Iterator[Step]:
-    if key is not None:
-        yield ("winback", key), ALWAYS, 1.0
 
 
 def risk_steps(key: tuple | None) -> Iterator[Step]:

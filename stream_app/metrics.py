@@ -135,6 +135,9 @@ class Metrics:
         self.bgnbd_buyers = Gauge(*_doc("churn_bgnbd_customers", "gauge", [], "Purchase-only customers the last BG/NBD fit counted (this worker's partitions)."), registry=r)
         self.purchase_auc = Gauge(*_doc("churn_purchase_model_roc_auc", "gauge", ["scorer"], "Progressive-validation ROC AUC on this worker's purchase-only labels (no purchase within the horizon), window of the latest 50,000: scorer = bgnbd (BG/NBD alone) or purchase_model (the logistic layer over it). NaN until judged."), ["scorer"], registry=r)
         self.purchase_serving = Gauge(*_doc("churn_purchase_model_serving", "gauge", [], "1 while the purchase model scores buyers (its ROC AUC beats BG/NBD's), 0 while BG/NBD does."), registry=r)
+        self.winback = Gauge(*_doc("churn_winback_customers", "gauge", ["band"], "Lapsed purchase-only customers (no purchase for inactivity_days, within winback_days) of this worker's partitions by win-back probability band (1 - P(no purchase within the horizon) at the clock: BG/NBD or the purchase model): low < 0.1 <= medium < 0.3 <= high (Settings.winback_bands); the play is `winback`. From the buyers' summary, once a day."), ["band"], registry=r)
+        for band in ("low", "medium", "high"):  # purchases.WINBACK_BANDS: 0 until a fit counts some
+            self.winback.labels(band=band)
         self.bgnbd_fit_failures = Counter(*_doc("churn_bgnbd_fit_failures_total", "counter", [], "BG/NBD refits that failed; the worker keeps the last good parameters."), registry=r)
         self.drift = Gauge(*_doc("churn_model_drift_detected", "gauge", [], "1 after ADWIN detected a change in the model's error on the last update."), registry=r)
         self.drift_events = Gauge(*_doc("churn_model_drift_events", "gauge", [], "Drift events detected by ADWIN since the trainer started (monotonic within a trainer process)."), registry=r)
@@ -221,7 +224,6 @@ LEDGER_GAUGES = {
     "forgettable": _doc("churn_customers_forgettable", "gauge", [], "Paying customers with no usage in the last 30 days (the forgettable zone)."),
     "at_risk": _doc("churn_at_risk_customers", "gauge", ["band"], "Paying customers by current churn-risk band (low, medium, high, critical)."),
     "at_risk_mrr": _doc("churn_at_risk_mrr", "gauge", ["band"], "MRR of paying customers by current churn-risk band."),
-    "winback": _doc("churn_winback_customers", "gauge", ["band"], "Lapsed purchase-only customers still ranked (within winback_days of their last activity) by win-back probability band: low < 0.1 <= medium < 0.3 <= high (Settings.winback_bands); the play is `winback`."),
     "expected_loss": _doc("churn_expected_mrr_loss", "gauge", [], "Sum over paying customers of risk x MRR: the MRR expected to churn within the horizon."),
 }
 CLOCK_GAUGE = _doc("churn_event_time_clock_seconds", "gauge", [], "The worker's event-time clock (highest event time less allowed lateness), Unix seconds.")
@@ -241,7 +243,7 @@ class LedgerCollector(Collector):
         values, clock, owned, behind = self.source()
         fams: dict[str, GaugeMetricFamily] = {}
         for key, (name, help_) in LEDGER_GAUGES.items():
-            labels = {"active": ["plan"], "mrr": ["plan"], "move": ["window", "kind"], "at_risk": ["band"], "at_risk_mrr": ["band"], "winback": ["band"],
+            labels = {"active": ["plan"], "mrr": ["plan"], "move": ["window", "kind"], "at_risk": ["band"], "at_risk_mrr": ["band"],
                       "cohort": ["cohort", "age"], "cohort_mrr": ["cohort", "age"]}.get(key)
             if labels is None:
                 labels = ["window"] if REFERENCE[name][1] == "window" else []
@@ -258,7 +260,7 @@ class LedgerCollector(Collector):
             if kind in ("active", "mrr"):
                 k = (kind, self.plan(series[1]))
                 by_plan[k] = by_plan.get(k, 0.0) + value
-            elif kind in ("at_risk", "at_risk_mrr", "winback"):
+            elif kind in ("at_risk", "at_risk_mrr"):
                 fam.add_metric([str(series[1])], value)
             elif kind == "move":
                 fam.add_metric([f"{series[1]}d", series[2]], value)

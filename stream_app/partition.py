@@ -24,7 +24,7 @@ from .config import DAY
 from .dayring import DayRing
 from .kpis import (
     Ledger, account_key, account_steps, cohort_key, cohort_steps, daily_free_steps, mau_runs, mau_steps, presence_key,
-    presence_steps, purchase_steps, risk_key, risk_steps, winback_key, winback_steps,
+    presence_steps, purchase_steps, risk_key, risk_steps,
 )
 from .purchases import History, PurchaseSummary
 from .state import CustomerState, day_of
@@ -56,17 +56,14 @@ class Before(NamedTuple):
     purchases: bytes  # the purchases per day (`kpis.purchase_steps`)
     cohort: tuple | None  # `kpis.cohort_key`
     buyer: History | None  # `buyer_history`
-    winback: str | None  # `kpis.winback_key`
 
 
 class PartitionBook:
     __slots__ = ("partition", "ledger", "due", "later_today", "held", "held_count", "received", "max_event_t", "floor_t", "windows", "lateness_s",
-                 "last_event_wall", "inputs", "topic_max", "idle", "buyers", "winback_bands")
+                 "last_event_wall", "inputs", "topic_max", "idle", "buyers")
 
-    def __init__(self, partition: int, windows: tuple[int, ...], lateness_s: float, inputs: tuple[str, ...] = (),
-                 winback_bands: tuple[float, ...] = (0.1, 0.3)) -> None:
+    def __init__(self, partition: int, windows: tuple[int, ...], lateness_s: float, inputs: tuple[str, ...] = ()) -> None:
         self.partition = partition
-        self.winback_bands = tuple(winback_bands)
         self.inputs = inputs  # input topics; the clock waits for the slowest one
         self.topic_max: dict[str, float] = {}
         self.idle: set[str] = set()  # inputs with no backlog: they do not hold the clock back
@@ -201,7 +198,6 @@ class PartitionBook:
         90 active days each are rebuilt in seconds, not minutes."""
         ledger = self.ledger
         ledger.add(daily_free_steps(s, self.windows))
-        ledger.add(winback_steps(winback_key(s, self.winback_bands)))
         days = s.usage_days()
         if days:
             ledger.add_days(days)
@@ -218,8 +214,7 @@ class PartitionBook:
         ring = s.usage
         return Before(account_key(s), s.__copy__(), presence_key(s), risk_key(s),
                       ring.end if ring is not None else -1, bytes(ring.counts) if ring is not None else b"", visit,
-                      s.purchase_days, cohort_key(s), buyer_history(s),
-                      winback_key(s, self.winback_bands))
+                      s.purchase_days, cohort_key(s), buyer_history(s))
 
     def after(self, before: Before, s: CustomerState) -> None:
         """Swap the steps of the groups that changed since `before`; most visits change one or none."""
@@ -239,10 +234,6 @@ class PartitionBook:
             ledger.add(purchase_steps(before.copy.bought(), self.windows), -1.0)
             ledger.add(purchase_steps(s.bought(), self.windows), 1.0)
         self.buyers.move(before.buyer, buyer_history(s))
-        key = winback_key(s, self.winback_bands)
-        if key != before.winback:
-            ledger.add(winback_steps(before.winback), -1.0)
-            ledger.add(winback_steps(key), 1.0)
         if cohort_key(s) != before.cohort:
             ledger.add(cohort_steps(before.copy), -1.0)
             ledger.add(cohort_steps(s), 1.0)

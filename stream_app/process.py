@@ -55,7 +55,7 @@ from .labels import (
 from .metrics import Metrics
 from .model import Assessment, ChurnModel
 from .partition import Before, PartitionBook
-from .purchases import Params, PurchaseModel
+from .purchases import Params, PurchaseModel, winback_counts
 from .schedule import checkin_at, next_visit
 from .scoring import RiskMemory, example_message, update_risk
 from .state import CustomerState, Effects, Rules, advance, apply, compact, day_of, new_state, next_deadline, prune
@@ -161,8 +161,7 @@ class Processor:
 
     # -- books ----------------------------------------------------------------------------
     def new_book(self, partition: int) -> PartitionBook:
-        return PartitionBook(partition, self.windows, self.settings.allowed_lateness_s, TOPICS,
-                             self.settings.winback_bands)
+        return PartitionBook(partition, self.windows, self.settings.allowed_lateness_s, TOPICS)
 
     def rebuild(self, partitions: Iterable[int], items: Iterable[tuple[str, CustomerState]],
                 chunk: int = 5000) -> Iterator[int]:
@@ -270,6 +269,11 @@ class Processor:
             _log.warning("BG/NBD refit on day %d failed (%s); keeping %s", today, exc, self.bgnbd)
         else:
             self.metrics.set_bgnbd(self.bgnbd, buyers)
+            st = self.settings
+            bands = winback_counts(summary, today, self.bgnbd, self.purchase_model, st.horizon_days,
+                                   st.inactivity_days, st.winback_days, st.winback_bands)
+            for band, n in bands.items():
+                self.metrics.winback.labels(band=band).set(n)
         return self.bgnbd
 
     def mark_caught_up(self, partition: int) -> bool:

@@ -67,7 +67,8 @@ from scipy import optimize, special, stats
 
 __all__ = [
     "Params", "loglik", "fit", "p_alive", "expected_purchases", "p_no_purchase",
-    "History", "PurchaseSummary", "x_bin", "PurchaseModel", "PURCHASE_INPUTS",
+    "History", "PurchaseSummary", "x_bin", "PurchaseModel", "PURCHASE_INPUTS", "WINBACK_BANDS", "winback_band",
+    "winback_counts",
 ]
 
 
@@ -656,6 +657,11 @@ class PurchaseModel:
         z = float(np.dot((np.asarray(x) - mean) / scale, w[:-1]) + w[-1])
         return float(special.expit(z))
 
+    def score_rows(self, X: np.ndarray) -> np.ndarray:
+        """`score` of many rows of `PURCHASE_INPUTS` at once."""
+        w, mean, scale = self.weights
+        return special.expit(((X - mean) / scale) @ w[:-1] + w[-1])
+
     def score(self, feats: dict[str, float]) -> float:
         """The layer's P(no purchase within the horizon); call only while `serving`."""
         return self._score_row([feats[k] for k in PURCHASE_INPUTS])
@@ -671,3 +677,61 @@ class PurchaseModel:
         y = np.array(self._y, dtype=float)
         if len(y) >= self.min_labels and 0 < y.sum() < len(y):
             self.weights = _logistic_fit(np.array(self._x, dtype=float), y)
+
+
+# --------------------------------------------------------------------------- win-back
+
+WINBACK_BANDS = ("low", "medium", "high")
+
+
+def winback_band(p: float, edges: tuple[float, ...] = (0.1, 0.3)) -> str:
+    """The band of a win-back probability (Settings.winback_bands).
+
+    >>> [winback_band(p) for p in (0.05, 0.1, 0.29, 0.3)]
+    ['low', 'medium', 'medium', 'high']
+    """
+    return WINBACK_BANDS[sum(p >= e for e in edges)]
+
+
+def winback_counts(summary: PurchaseSummary, today: int, params: Params, model: PurchaseModel | None,
+                   horizon_days: float, lapse_days: float, window_days: float,
+                   edges: tuple[float, ...] = (0.1, 0.3)) -> dict[str, float]:
+    """Lapsed buyers by win-back band on day `today`, from the summary's cells.
+
+    Why from the summary and not from each customer's stored risk: a silent
+    buyer's chance to come back falls with every day, so a stored one is
+    stale unless every lapsed buyer is re-scored every day, a visit and a
+    write per buyer per day. A cell holds customers of one history (first
+    day, last purchase day, repeats), who all share a risk on any day.
+    "Lapsed" here is `lapse_days` since the last *purchase* (the monitor's
+    rule counts any activity: exact for a shop whose buyers only buy);
+    cells on a coarsened grid stand at their middle.
+
+    CDNOW's buyers rarely come back (a chance of a few percent a month once
+    lapsed), so its bands would be narrower than the defaults:
+
+    >>> s = PurchaseSummary(); s.add(0, 0, 0, n=3); s.add(0, 50, 4, n=2); s.add(100, 100, 0)
+    >>> cdnow = Params(0.243, 4.414, 0.793, 2.426)
+    >>> winback_counts(s, 145, cdnow, None, 30.0, 90.0, 365.0)  # the last one has not lapsed yet
+    {'low': 5.0, 'medium': 0.0, 'high': 0.0}
+    >>> winback_counts(s, 145, cdnow, None, 30.0, 90.0, 365.0, edges=(0.02, 0.05))
+    {'low': 0.0, 'medium': 3.0, 'high': 2.0}
+    """
+    out = dict.fromkeys(WINBACK_BANDS, 0.0)
+    if not summary.cells:
+        return out
+    x, t_x, T, w = summary.arrays(today)
+    unit = summary.unit_days
+    recency = (T - t_x) * unit
+    lapsed = (recency >= lapse_days) & (recency < window_days)
+    if not lapsed.any():
+        return out
+    x, t_x, T, w, recency = x[lapsed], t_x[lapsed], T[lapsed], w[lapsed], recency[lapsed]
+    quiet = np.clip(np.nan_to_num(p_no_purchase(params, horizon_days / unit, x, t_x, T), nan=1.0), 0.0, 1.0)
+    if model is not None and model.serving:
+        X = np.column_stack([np.log(np.maximum(quiet, 1e-9)), np.log1p(recency), np.log1p(x), np.log1p(T * unit)])
+        quiet = model.score_rows(X)
+    band = np.searchsorted(np.asarray(edges), 1.0 - quiet, side="right")
+    for i, name in enumerate(WINBACK_BANDS):
+        out[name] = float(w[band == i].sum())
+    return out

@@ -12,11 +12,16 @@ A customer with no event costs nothing until something can change for them:
     default) and its label book moves on; once its risk is at or above
     `watch_above` (the alert's resolve threshold: an alert is open or near)
     every day, so an alert escalates or resolves as promptly as it was raised;
-  - a purchase-only customer, live or lapsed, at the same pace while it is
-    watched (`CustomerState.watched`: up to `winback_days` after its last
-    activity): its P(no purchase) grows with every silent day, and a lapsed
-    one keeps a ranked win-back probability. That costs a visit per buyer
-    per observation period; past the win-back window it stops;
+  - a purchase-only customer once when the lapse rule comes within the
+    label horizon (`inactivity - horizon` days after its last activity),
+    and once more, lapsed, when its win-back window (`winback_days`) ends:
+    its silent days' snapshots are closed and labelled then (a silent
+    day's snapshot is the same whenever it is taken). Its risk between
+    visits is not re-stored: it moves only with the clock, so the lookup
+    scores it at the clock and the win-back gauges come from the
+    population's summary (`Processor.refit`). Re-scoring every buyer every
+    observation period would cost a score and a write per buyer per
+    period for a business whose customers buy a few times a year;
 
 - a **label**: the horizon of the oldest observation snapshot still waiting
   for its label passes (`CustomerState.label_due_t`): its negative label is
@@ -45,20 +50,22 @@ __all__ = ["checkin_at", "next_visit"]
 
 
 def checkin_at(s: CustomerState, rules: Rules, policy: Policy, watch_above: float = 1.0) -> float | None:
-    """When a silent watched customer is next re-assessed (None: not while silent)."""
-    if not s.is_customer and not s.is_buyer:
+    """When a silent customer is next re-assessed (None: not while silent)."""
+    if s.contractual and s.is_customer:
+        last = s.scored_t if s.scored_t is not None else s.last_event_t
+        if last is None:
+            return None
+        if s.risk is not None and s.risk >= watch_above:
+            return (day_of(last) + 1) * DAY
+        return (next_observation_day(s.customer_id, day_of(last), policy.every_days) + 1) * DAY
+    if not s.is_buyer or s.last_activity_t is None:
         return None
-    last = s.scored_t if s.scored_t is not None else s.last_event_t
-    if last is None:
+    if s.is_customer:
+        at = s.last_activity_t + rules.inactivity_s - policy.horizon_days * DAY  # its lapse comes near
+    else:
+        at = s.last_activity_t + rules.winback_s  # the end of its win-back window
+    if s.scored_t is not None and s.scored_t >= at:
         return None
-    if s.contractual and s.risk is not None and s.risk >= watch_above:
-        return (day_of(last) + 1) * DAY
-    at = (next_observation_day(s.customer_id, day_of(last), policy.every_days) + 1) * DAY
-    if not s.contractual and not s.watched(at, rules):
-        # past the win-back window: one last visit takes the risk off the
-        # ranking (the gauges), then none
-        end = s.last_activity_t + rules.winback_s if s.last_activity_t is not None else None
-        return end if s.risk is not None and end is not None and end > last else None
     return at
 
 

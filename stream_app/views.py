@@ -16,7 +16,7 @@ import orjson
 from .alerts import normalise_reasons
 from .config import DAY
 from .contract import format_ts
-from .kpis import winback_band
+from .purchases import winback_band
 from .state import CustomerState, Rules, compact, day_of, next_deadline, prune
 
 _TIME_FIELDS = (
