@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 
 from .config import DAY
-from .purchases import History, Params, p_no_purchase
+from .purchases import History, Params, p_no_purchase_one
 from .state import ACTIVE, CustomerState, day_of
 
 __all__ = ["FEATURES", "NEUTRAL", "features", "p_alive", "monthly_value", "PLAN_TIERS"]
@@ -364,5 +364,5 @@ def bgnbd_no_purchase(params: Params, history: History, today: int, horizon_days
     week = 7.0
     T = max(0, today - history.first_day) / week
     t_x = min((history.last_day - history.first_day) / week, T)
-    value = float(p_no_purchase(params, horizon_days / week, history.repeats, t_x, T))
+    value = p_no_purchase_one(params, horizon_days / week, history.repeats, t_x, T)
     return min(1.0, max(0.0, value)) if value == value else 1.0
