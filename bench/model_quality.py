@@ -483,8 +483,15 @@ def main(argv=None) -> int:
 
         settings = {k: getattr(a, k) for k in ("customers", "days", "seed", "model", "horizon", "lead",
                                                "min_labels", "every")}
+        def finite(v):  # NaN (a rank has no Brier) is not JSON: null
+            if isinstance(v, dict):
+                return {k: finite(x) for k, x in v.items()}
+            return None if isinstance(v, float) and v != v else v
+
         with open(a.json, "w") as f:
-            json.dump({"settings": settings, "results": results}, f, indent=1, sort_keys=True, allow_nan=True)
+            json.dump(finite({"settings": settings, "results": results}), f, indent=1, sort_keys=True,
+                      allow_nan=False)
+            f.write("\n")
     return 0
 
 
