@@ -486,6 +486,8 @@ def main(argv=None) -> int:
         def finite(v):  # NaN (a rank has no Brier) is not JSON: null
             if isinstance(v, dict):
                 return {k: finite(x) for k, x in v.items()}
+            if isinstance(v, list):
+                return [finite(x) for x in v]
             return None if isinstance(v, float) and v != v else v
 
         with open(a.json, "w") as f:

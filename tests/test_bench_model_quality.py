@@ -70,3 +70,20 @@ def test_purchase_only_adds_bgnbd_fitted_from_the_population(mq, capsys):
     assert res["bgnbd_refits"] in (21, 22)  # once per simulated week (150 days)
     bg = res["scorers"]["BG/NBD p_no_purchase"]
     assert 0.5 < bg["roc_auc"] <= 1.0 and 0.0 <= bg["brier"] <= 1.0
+
+
+def test_all_scenarios_print_a_summary_and_write_valid_json(mq, capsys, tmp_path):
+    import json
+
+    out = tmp_path / "mq.json"
+    assert mq.main(["--scenario", "all", "--customers", "150", "--days", "120", "--min-labels", "60",
+                    "--quiet", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("model_quality: scenarios default, usage-decay, support-trouble, payment-price, purchase-only")
+    assert "machine: " in text and "load average" in text and "settings: 150 customers, 120 days" in text
+    assert "=== ROC AUC by scenario (snapshots after the model became ready) ===" in text
+    data = json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
+    assert [r["scenario"] for r in data["results"]] == ["default", "usage-decay", "support-trouble",
+                                                         "payment-price", "purchase-only"]
+    assert data["settings"]["customers"] == 150
+    assert data["results"][3]["scorers"]["recency (days inactive)"]["brier"] is None
