@@ -1,9 +1,10 @@
-"""How good is the online churn model on a simulated year? (a script, not a test)
+"""How good is the online churn model on a simulated population? (a script, not a test)
 
-    python bench/model_quality.py [--customers N --days D --seed S --model logreg|arf]
+    python bench/model_quality.py [--scenario NAME|all] [--customers N --days D --seed S --model logreg|arf]
 
-Replays a simulated population in event-time order through the monitor's own
-pure steps, the way the worker would live:
+Replays a simulated population (`stream_app.simulator.SCENARIOS`, default
+`default`; `all` runs every scenario with the same settings) in event-time
+order through the monitor's own pure steps, the way the worker would live:
 
 1. every event goes through `state.apply`; a churn it causes labels that
    customer's waiting snapshots (`labels.on_churn`) and the model learns them;
@@ -17,12 +18,23 @@ pure steps, the way the worker would live:
    score is kept in the label book). Alerts are judged on every day's score.
 
 Ground truth is the monitor's own churn transitions (`Effects.churn`), not the
-simulator's truth file. Each labelled snapshot is scored three ways: the
-model (score at snapshot time), the rule-based health score (`health.py`) and
-a "days since last activity" baseline. Figures are printed for the snapshots
-taken after the model became ready (`min_labels` of both classes) and for the
-second half of the period; snapshots of the last H days are never labelled
-(censored) and are left out.
+simulator's truth file. Each labelled snapshot is scored by:
+
+- model: what the worker serves (`served_score`, the one place to change when
+  the worker's risk changes), at snapshot time;
+- rules: the rule-based health score (`health.py`);
+- recency: days since last activity (a rank, not a probability: no calibration);
+- BG/NBD (populations of purchase-only customers only): `purchases.fit` on a
+  `PurchaseSummary` of every purchase-only customer's (x, t_x, T) in weeks,
+  refitted once per simulated week, and `p_no_purchase` over the horizon at
+  snapshot time.
+
+Columns: ROC AUC, top-decile lift (churn rate in the top 10 % of scores /
+overall), Brier score and expected calibration error (10 equal-width bins of
+the predicted probability: the mean |predicted - observed| weighted by the
+bin's share). The table per scenario covers the snapshots taken after the
+model became ready (`min_labels` of both classes); snapshots of the last H days
+are never labelled (censored) and are left out.
 """
 
 from __future__ import annotations
@@ -43,9 +55,12 @@ from stream_app.contract import parse_ts  # noqa: E402
 from stream_app.features import features, monthly_value  # noqa: E402
 from stream_app.health import health_risk  # noqa: E402
 from stream_app.config import Settings  # noqa: E402
-from stream_app.labels import LabelBook, Policy, expire, is_observation_day, observe, on_churn  # noqa: E402
+from stream_app.labels import (  # noqa: E402
+    LabelBook, Policy, expire, is_observation_day, observe, on_churn, snapshot_time,
+)
 from stream_app.model import ChurnModel, Quality  # noqa: E402
-from stream_app.simulator import SimConfig, Simulation  # noqa: E402
+from stream_app.purchases import History, PurchaseSummary, p_no_purchase  # noqa: E402
+from stream_app.simulator import SCENARIOS, SimConfig, Simulation, scenario  # noqa: E402
 from stream_app.state import ACTIVE, Rules, advance, apply, day_of, new_state  # noqa: E402
 
 
@@ -96,11 +111,84 @@ def brier(y: np.ndarray, p: np.ndarray) -> float:
     return float(np.mean((p - y) ** 2))
 
 
+def ece(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error over `bins` equal-width bins of the
+    predicted probability: sum over bins of (share of rows) x |mean predicted
+    - observed rate|. 0 for a calibrated scorer, whatever its ranking.
+
+    >>> y = np.array([0, 0, 1, 1], dtype=bool)
+    >>> ece(y, np.array([0.0, 0.0, 1.0, 1.0])), round(ece(y, np.array([0.5, 0.5, 0.5, 0.5])), 3)
+    (0.0, 0.0)
+    >>> round(ece(y, np.array([0.25, 0.25, 0.25, 0.25])), 3)
+    0.25
+    """
+    idx = np.minimum((p * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        m = idx == b
+        if m.any():
+            total += m.sum() / len(p) * abs(float(p[m].mean()) - float(y[m].mean()))
+    return float(total)
+
+
+# --------------------------------------------------------------------------- scorers
+
+
+def served_score(model: ChurnModel, state, feats: dict, now: float) -> float:
+    """The model's risk for one customer at `now`, as the worker serves it.
+
+    The single place the bench computes "the model": today the worker scores
+    every active customer with `ChurnModel` on `features.features` (the rows
+    the tables keep are those after the model became ready, where the served
+    risk is the model's, not the rules'). When the worker serves another risk
+    for some customers (purchase-only ones from BG/NBD), change it here, with
+    the same function the worker calls.
+    """
+    return model.score(feats)
+
+
+class BGNBD:
+    """BG/NBD baseline: the population's purchase histories, refitted weekly.
+
+    Kept apart from the model on purpose: it is the reference the model must
+    match on purchase-only populations (issue 12), fitted with
+    `stream_app.purchases` exactly as the worker would fit it.
+    """
+
+    def __init__(self, horizon_days: float, refit_every_days: int = 7) -> None:
+        self.summary = PurchaseSummary()
+        self.histories: dict[str, History] = {}
+        self.horizon_weeks = horizon_days / 7.0
+        self.refit_every = refit_every_days
+        self.fits = 0
+
+    def bought(self, cid: str, day: int) -> None:
+        old = self.histories.get(cid)
+        new = History.start(day) if old is None else old.bought(day)
+        self.histories[cid] = new
+        self.summary.move(old, new)
+
+    def end_of_day(self, day: int) -> None:
+        if self.summary.cells and (day + 1) % self.refit_every == 0:
+            self.summary.refit(day)
+            self.fits += 1
+
+    def score(self, cid: str, day: int) -> float:
+        """P(no purchase within the horizon) at the end of `day` (NaN before the first fit)."""
+        h = self.histories.get(cid)
+        params = self.summary.params
+        if h is None or params is None:
+            return float("nan")
+        x, t_x, T = h.repeats, (h.last_day - h.first_day) / 7.0, (day - h.first_day) / 7.0
+        return float(p_no_purchase(params, self.horizon_weeks, x, t_x, T))
+
+
 # --------------------------------------------------------------------------- replay
 
 
 class Replay:
-    def __init__(self, cfg: SimConfig, kind: str, horizon: float, lead: float, min_labels: int, every: int = 1) -> None:
+    def __init__(self, cfg: SimConfig, kind: str, horizon: float, lead: float, min_labels: int, every: int = 1,
+                 bgnbd: bool = False) -> None:
         self.cfg = cfg
         self.rules = Rules(grace_s=cfg.grace_days * DAY)
         self.model = ChurnModel(kind, min_labels=min_labels)
@@ -109,7 +197,10 @@ class Replay:
         self.policy = Policy(horizon, lead, every)
         self.states: dict = {}
         self.books: dict[str, LabelBook] = {}
-        self.rows: list[tuple] = []  # (y, p_model, p_health, days_inactive, snapshot_t, cancel_pending)
+        # (y, p_model, p_health, days_inactive, snapshot_t, cancel_pending, p_bgnbd)
+        self.rows: list[tuple] = []
+        self.bgnbd = BGNBD(horizon) if bgnbd else None
+        self.bg_scores: dict[tuple[str, float], float] = {}  # (customer, snapshot time) -> BG/NBD score
         self.ready_t: float | None = None
         self.churns = defaultdict(int)
         self.churn_times: dict[str, list[float]] = defaultdict(list)
@@ -125,12 +216,14 @@ class Replay:
             b = self.books[cid] = LabelBook()
         return b
 
-    def learn(self, examples) -> None:
+    def learn(self, cid: str, examples) -> None:
         m, q = self.model, self.quality
+        bg = self.bg_scores
         for ex in examples:
             f = ex.features
+            p_bg = bg.pop((cid, ex.snapshot_t), float("nan"))
             self.rows.append((ex.label, ex.score, health_risk(f)[0], f["days_since_last_activity"],
-                              ex.snapshot_t, f["cancel_pending"]))
+                              ex.snapshot_t, f["cancel_pending"], p_bg))
             q.update(ex.label, ex.score, ex.labelled_t)
             m.learn(f, ex.label)
         if self.ready_t is None and m.ready:
@@ -141,7 +234,7 @@ class Replay:
         churn_t = st.spells[-1][1]
         self.churns[effects.churn.kind] += 1
         self.churn_times[st.customer_id].append(churn_t)
-        self.learn(on_churn(self.book(st.customer_id), churn_t, self.policy))
+        self.learn(st.customer_id, on_churn(self.book(st.customer_id), churn_t, self.policy))
 
     def end_of_day(self, day: int) -> None:
         now = (day + 1) * DAY - 1.0
@@ -151,18 +244,22 @@ class Replay:
             st, eff = advance(st, now, rules)
             if eff.churn is not None:
                 self.churned(st, eff)
-        for b in self.books.values():
+        for cid, b in self.books.items():
             if b.size:
-                self.learn(expire(b, now, self.policy))
+                self.learn(cid, expire(b, now, self.policy))
+        bgnbd = self.bgnbd
+        if bgnbd is not None:
+            bgnbd.end_of_day(day)
         model = self.model
-        score = model.score
         for cid, st in self.states.items():
             if st.status != ACTIVE:
                 continue
             f = features(st, now)
-            p = score(f)
+            p = served_score(model, st, f, now)
             if is_observation_day(cid, day, self.policy.every_days):
                 observe(self.book(cid), day, f, p, self.policy)
+                if bgnbd is not None and not st.contractual:
+                    self.bg_scores[(cid, snapshot_time(day))] = bgnbd.score(cid, day)
                 self.snapshots += 1
             self.alert(cid, st, f, p, now)
 
@@ -212,28 +309,64 @@ class Replay:
             st, eff = apply(st, ev, rules)
             if eff.churn is not None:
                 self.churned(st, eff)
+            if self.bgnbd is not None and ev["type"] == "purchase" and not st.contractual:
+                self.bgnbd.bought(cid, d)
         if cur is not None:
             self.end_of_day(cur)
         self.start_t = float(sim.start_epoch)
         self.end_t = float(sim.end_epoch)
 
 
-def table(rows: np.ndarray, title: str) -> None:
+ROWS_DTYPE = np.dtype([("y", bool), ("p_model", float), ("p_health", float), ("inactive", float),
+                       ("t", float), ("cancel", float), ("p_bgnbd", float)])
+
+
+def scorers(rows: np.ndarray) -> list[tuple[str, np.ndarray, bool]]:
+    """(name, scores, is a probability) of every scorer with a score on every row."""
+    out = [
+        ("model", rows["p_model"], True),
+        ("rules (health.py)", rows["p_health"], True),
+        ("recency (days inactive)", rows["inactive"], False),
+    ]
+    bg = rows["p_bgnbd"]
+    if len(bg) and not np.isnan(bg).all():
+        out.append(("BG/NBD p_no_purchase", bg, True))
+    return out
+
+
+def measure(rows: np.ndarray) -> dict[str, dict[str, float]]:
+    """Per scorer: ROC AUC, top-decile lift, Brier, ECE, log loss (NaN where not a probability)."""
+    y = rows["y"]
+    out = {}
+    for name, s, prob in scorers(rows):
+        if np.isnan(s).any():
+            raise ValueError(f"{name}: {int(np.isnan(s).sum())} of {len(s)} rows have no score")
+        nan = float("nan")
+        out[name] = {
+            "roc_auc": auc(y, s), "top_decile_lift": top_decile_lift(y, s),
+            "brier": brier(y, s) if prob else nan, "ece": ece(y, s) if prob else nan,
+            "log_loss": log_loss(y, s) if prob else nan,
+        }
+    return out
+
+
+def table(rows: np.ndarray, title: str) -> dict[str, dict[str, float]] | None:
     y = rows["y"]
     n, pos = len(y), int(y.sum())
     print(f"\n{title}: {n} labelled snapshots, {pos} positive ({pos / max(1, n):.2%})")
     if n == 0 or pos == 0 or pos == n:
         print("  (not enough of both classes)")
-        return
-    print(f"  {'scorer':<28}{'ROC AUC':>9}{'log loss':>10}{'Brier':>8}{'top-10% lift':>14}")
-    for name, s, prob in (
-        ("model", rows["p_model"], True),
-        ("health score (rules)", rows["p_health"], True),
-        ("days since last activity", rows["inactive"], False),
-    ):
-        ll = f"{log_loss(y, s):.4f}" if prob else "n/a"
-        br = f"{brier(y, s):.4f}" if prob else "n/a"
-        print(f"  {name:<28}{auc(y, s):>9.4f}{ll:>10}{br:>8}{top_decile_lift(y, s):>14.2f}")
+        return None
+    m = measure(rows)
+    print(f"  {'scorer':<26}{'ROC AUC':>9}{'top-10% lift':>14}{'Brier':>8}{'ECE':>8}{'log loss':>10}")
+
+    def f(v: float, fmt: str) -> str:
+        return "n/a" if v != v else format(v, fmt)
+
+    for name, v in m.items():
+        print(f"  {name:<26}{v['roc_auc']:>9.4f}{v['top_decile_lift']:>14.2f}{f(v['brier'], '.4f'):>8}"
+              f"{f(v['ece'], '.4f'):>8}{f(v['log_loss'], '.4f'):>10}")
+    return m
 
 
 def alerts_summary(r: Replay) -> None:
@@ -256,9 +389,54 @@ def alerts_summary(r: Replay) -> None:
               f"{hit}/{len(judged)} = {hit / len(judged):.1%}")
 
 
+def run_scenario(name: str, a) -> dict:
+    """Replay one scenario with the command line's settings; print its tables; return its figures."""
+    cfg = scenario(name, customers=a.customers, days=a.days, seed=a.seed)
+    t0 = time.time()
+    r = Replay(cfg, a.model, a.horizon, a.lead, a.min_labels, a.every, bgnbd=cfg.purchase_only_share >= 1.0)
+    r.run(progress=not a.quiet)
+    took = time.time() - t0
+
+    rows = np.array(r.rows, dtype=ROWS_DTYPE)
+    ready = r.ready_t if r.ready_t is not None else r.end_t
+    print(f"\n=== scenario {name} ===")
+    print(f"replay took {took:.0f} s; {len(r.states)} customers seen, {r.snapshots} snapshots, "
+          f"churns {dict(r.churns)}" + (f", BG/NBD refits {r.bgnbd.fits}" if r.bgnbd else ""))
+    print(f"labels seen by the model: {r.model.labels_seen} ({r.model.positives} positive); "
+          f"ready (>= {a.min_labels} labels, both classes) on day {(ready - r.start_t) / DAY:.0f}")
+    after = rows[rows["t"] >= ready]
+    m = table(after, f"{name}: snapshots after the model became ready")
+    # a customer who cancelled and waits for the period end is a positive every
+    # scorer that reads cancel_pending finds: the harder part of the ranking is the rest
+    m_open = table(after[after["cancel"] == 0], f"{name}: the same, without pending cancellations")
+    if not a.brief:
+        half = r.start_t + (r.end_t - r.start_t) / 2.0
+        table(rows[rows["t"] >= half], "second half of the period")
+        sub = rows[(rows["t"] >= half) & (rows["cancel"] == 0)]
+        table(sub, "second half, without pending cancellations")
+        alerts_summary(r)
+        r.quality.flush()
+        q = r.quality.report()
+        print("\nlive Quality tracker (all labels, as the worker would export it):")
+        print(f"  labels {q['labels']}, ROC AUC {q['roc_auc']:.4f} (rolling {q['roc_auc_rolling']:.4f}), "
+              f"log loss {q['log_loss']:.4f} (rolling {q['log_loss_rolling']:.4f}), Brier {q['brier']:.4f}, "
+              f"top-decile lift {q['top_decile_lift']:.2f}, drift events {q['drift_events']}")
+        print("  calibration (bin: count, mean predicted, observed):")
+        for b in q["calibration"]:
+            if b["count"]:
+                print(f"    [{b['lo']:.1f}, {b['hi']:.1f}): {b['count']:>7}  {b['mean_predicted']:.3f}  "
+                      f"{b['observed_rate']:.3f}")
+    return {"scenario": name, "seconds": round(took, 1), "customers_seen": len(r.states),
+            "snapshots": r.snapshots, "churns": dict(r.churns), "labels": r.model.labels_seen,
+            "ready_day": round((ready - r.start_t) / DAY), "bgnbd_refits": r.bgnbd.fits if r.bgnbd else 0,
+            "scorers": m, "scorers_without_pending_cancellations": m_open}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     d = SimConfig()
+    ap.add_argument("--scenario", default="default", choices=(*SCENARIOS, "all"),
+                    help="simulated population (stream_app.simulator.SCENARIOS); all = every one, same settings")
     ap.add_argument("--customers", type=int, default=d.customers)
     ap.add_argument("--days", type=int, default=d.days)
     ap.add_argument("--seed", type=int, default=d.seed)
@@ -268,43 +446,54 @@ def main(argv=None) -> int:
     ap.add_argument("--min-labels", type=int, default=500)
     ap.add_argument("--every", type=int, default=Settings().snapshot_every_days,
                     help="observe each customer every this many days (the worker's snapshot_every_days; 1 = daily)")
+    ap.add_argument("--brief", action="store_true",
+                    help="only the table per scenario (implied by --scenario all)")
+    ap.add_argument("--json", type=str, default=None, help="also write the figures to this JSON file")
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)
+    names = [n for n in SCENARIOS] if a.scenario == "all" else [a.scenario]
+    if a.scenario == "all":
+        a.brief = True
 
-    cfg = SimConfig(customers=a.customers, days=a.days, seed=a.seed)
+    load = os.getloadavg()
+    print(f"model_quality: scenarios {', '.join(names)}")
+    print(f"settings: {a.customers} customers, {a.days} days, seed {a.seed}, model {a.model}, "
+          f"horizon {a.horizon:g} d, lead {a.lead:g} d, observed every {a.every} d, min labels {a.min_labels}")
+    print(f"machine: {os.cpu_count()} CPUs, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (1/5/15 min), "
+          f"started {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}")
     t0 = time.time()
-    r = Replay(cfg, a.model, a.horizon, a.lead, a.min_labels, a.every)
-    r.run(progress=not a.quiet)
-    took = time.time() - t0
+    results = [run_scenario(name, a) for name in names]
 
-    dt = np.dtype([("y", bool), ("p_model", float), ("p_health", float), ("inactive", float),
-                   ("t", float), ("cancel", float)])
-    rows = np.array(r.rows, dtype=dt)
-    half = r.start_t + (r.end_t - r.start_t) / 2.0
-    ready = r.ready_t if r.ready_t is not None else r.end_t
+    if len(results) > 1:
+        cols = ["model", "rules (health.py)", "recency (days inactive)", "BG/NBD p_no_purchase"]
+        for key, what in (("scorers", "snapshots after the model became ready"),
+                          ("scorers_without_pending_cancellations", "the same, without pending cancellations")):
+            print(f"\n=== ROC AUC by scenario ({what}) ===")
+            print(f"  {'scenario':<18}" + "".join(f"{c.split(' ')[0]:>10}" for c in cols) + f"{'model - recency':>17}")
+            for res in results:
+                m = res[key] or {}
+                vals = [m.get(c, {}).get("roc_auc", float("nan")) for c in cols]
+                cells = "".join("n/a".rjust(10) if v != v else f"{v:>10.4f}" for v in vals)
+                gap = vals[0] - vals[2]
+                print(f"  {res['scenario']:<18}{cells}" + ("n/a".rjust(17) if gap != gap else f"{gap:>+17.4f}"))
+    load = os.getloadavg()
+    print(f"\ntotal {time.time() - t0:.0f} s; load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    if a.json:
+        import json
 
-    print(f"model_quality: {cfg.customers} customers, {cfg.days} days, seed {cfg.seed}, "
-          f"model {a.model}, horizon {a.horizon:g} d, lead {a.lead:g} d, observed every {a.every} d")
-    print(f"replay took {took:.0f} s; {len(r.states)} customers seen, {r.snapshots} snapshots, "
-          f"churns {dict(r.churns)}")
-    print(f"labels seen by the model: {r.model.labels_seen} ({r.model.positives} positive); "
-          f"ready (>= {a.min_labels} labels, both classes) on day {(ready - r.start_t) / DAY:.0f}")
-    table(rows[rows["t"] >= ready], "after the model became ready")
-    table(rows[rows["t"] >= half], "second half of the period")
-    sub = rows[(rows["t"] >= half) & (rows["cancel"] == 0)]
-    table(sub, "second half, without pending cancellations")
+        settings = {k: getattr(a, k) for k in ("customers", "days", "seed", "model", "horizon", "lead",
+                                               "min_labels", "every")}
+        def finite(v):  # NaN (a rank has no Brier) is not JSON: null
+            if isinstance(v, dict):
+                return {k: finite(x) for k, x in v.items()}
+            if isinstance(v, list):
+                return [finite(x) for x in v]
+            return None if isinstance(v, float) and v != v else v
 
-    alerts_summary(r)
-    r.quality.flush()
-    q = r.quality.report()
-    print("\nlive Quality tracker (all labels, as the worker would export it):")
-    print(f"  labels {q['labels']}, ROC AUC {q['roc_auc']:.4f} (rolling {q['roc_auc_rolling']:.4f}), "
-          f"log loss {q['log_loss']:.4f} (rolling {q['log_loss_rolling']:.4f}), Brier {q['brier']:.4f}, "
-          f"top-decile lift {q['top_decile_lift']:.2f}, drift events {q['drift_events']}")
-    print("  calibration (bin: count, mean predicted, observed):")
-    for b in q["calibration"]:
-        if b["count"]:
-            print(f"    [{b['lo']:.1f}, {b['hi']:.1f}): {b['count']:>7}  {b['mean_predicted']:.3f}  {b['observed_rate']:.3f}")
+        with open(a.json, "w") as f:
+            json.dump(finite({"settings": settings, "results": results}), f, indent=1, sort_keys=True,
+                      allow_nan=False)
+            f.write("\n")
     return 0
 
 
