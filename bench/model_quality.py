@@ -24,10 +24,12 @@ simulator's truth file. Each labelled snapshot is scored by:
   the worker's risk changes), at snapshot time;
 - rules: the rule-based health score (`health.py`);
 - recency: days since last activity (a rank, not a probability: no calibration);
-- BG/NBD (populations of purchase-only customers only): `purchases.fit` on a
-  `PurchaseSummary` of every purchase-only customer's (x, t_x, T) in weeks,
-  refitted once per simulated week, and `p_no_purchase` over the horizon at
-  snapshot time.
+- BG/NBD (the purchase-only scenario): that scenario runs through the
+  worker's own processor (`run_buyers`: `process.Replay`), whose buyers'
+  question is "no purchase within the horizon" and whose risk is BG/NBD's
+  P(no purchase), fitted once a day from the stream, or the purchase model
+  over it (`purchases.PurchaseModel`); every label is judged as the worker
+  judges it (progressive validation), model = the risk served.
 
 Columns: ROC AUC, top-decile lift (churn rate in the top 10 % of scores /
 overall), Brier score and expected calibration error (10 equal-width bins of
@@ -56,10 +58,10 @@ from stream_app.features import features, monthly_value  # noqa: E402
 from stream_app.health import health_risk  # noqa: E402
 from stream_app.config import Settings  # noqa: E402
 from stream_app.labels import (  # noqa: E402
-    LabelBook, Policy, expire, is_observation_day, observe, on_churn, snapshot_time,
+    LabelBook, Policy, expire, is_observation_day, observe, on_churn,
 )
 from stream_app.model import ChurnModel, Quality  # noqa: E402
-from stream_app.purchases import History, PurchaseSummary, p_no_purchase  # noqa: E402
+from stream_app.purchases import PurchaseModel  # noqa: E402
 from stream_app.simulator import SCENARIOS, SimConfig, Simulation, scenario  # noqa: E402
 from stream_app.state import ACTIVE, Rules, advance, apply, day_of, new_state  # noqa: E402
 
@@ -147,48 +149,11 @@ def served_score(model: ChurnModel, state, feats: dict, now: float) -> float:
     return model.score(feats)
 
 
-class BGNBD:
-    """BG/NBD baseline: the population's purchase histories, refitted weekly.
-
-    Kept apart from the model on purpose: it is the reference the model must
-    match on purchase-only populations (issue 12), fitted with
-    `stream_app.purchases` exactly as the worker would fit it.
-    """
-
-    def __init__(self, horizon_days: float, refit_every_days: int = 7) -> None:
-        self.summary = PurchaseSummary()
-        self.histories: dict[str, History] = {}
-        self.horizon_weeks = horizon_days / 7.0
-        self.refit_every = refit_every_days
-        self.fits = 0
-
-    def bought(self, cid: str, day: int) -> None:
-        old = self.histories.get(cid)
-        new = History.start(day) if old is None else old.bought(day)
-        self.histories[cid] = new
-        self.summary.move(old, new)
-
-    def end_of_day(self, day: int) -> None:
-        if self.summary.cells and (day + 1) % self.refit_every == 0:
-            self.summary.refit(day)
-            self.fits += 1
-
-    def score(self, cid: str, day: int) -> float:
-        """P(no purchase within the horizon) at the end of `day` (NaN before the first fit)."""
-        h = self.histories.get(cid)
-        params = self.summary.params
-        if h is None or params is None:
-            return float("nan")
-        x, t_x, T = h.repeats, (h.last_day - h.first_day) / 7.0, (day - h.first_day) / 7.0
-        return float(p_no_purchase(params, self.horizon_weeks, x, t_x, T))
-
-
 # --------------------------------------------------------------------------- replay
 
 
 class Replay:
-    def __init__(self, cfg: SimConfig, kind: str, horizon: float, lead: float, min_labels: int, every: int = 1,
-                 bgnbd: bool = False) -> None:
+    def __init__(self, cfg: SimConfig, kind: str, horizon: float, lead: float, min_labels: int, every: int = 1) -> None:
         self.cfg = cfg
         self.rules = Rules(grace_s=cfg.grace_days * DAY)
         self.model = ChurnModel(kind, min_labels=min_labels)
@@ -199,8 +164,6 @@ class Replay:
         self.books: dict[str, LabelBook] = {}
         # (y, p_model, p_health, days_inactive, snapshot_t, cancel_pending, p_bgnbd)
         self.rows: list[tuple] = []
-        self.bgnbd = BGNBD(horizon) if bgnbd else None
-        self.bg_scores: dict[tuple[str, float], float] = {}  # (customer, snapshot time) -> BG/NBD score
         self.ready_t: float | None = None
         self.churns = defaultdict(int)
         self.churn_times: dict[str, list[float]] = defaultdict(list)
@@ -218,12 +181,10 @@ class Replay:
 
     def learn(self, cid: str, examples) -> None:
         m, q = self.model, self.quality
-        bg = self.bg_scores
         for ex in examples:
             f = ex.features
-            p_bg = bg.pop((cid, ex.snapshot_t), float("nan"))
             self.rows.append((ex.label, ex.score, health_risk(f)[0], f["days_since_last_activity"],
-                              ex.snapshot_t, f["cancel_pending"], p_bg))
+                              ex.snapshot_t, f["cancel_pending"], float("nan")))
             q.update(ex.label, ex.score, ex.labelled_t)
             m.learn(f, ex.label)
         if self.ready_t is None and m.ready:
@@ -247,9 +208,6 @@ class Replay:
         for cid, b in self.books.items():
             if b.size:
                 self.learn(cid, expire(b, now, self.policy))
-        bgnbd = self.bgnbd
-        if bgnbd is not None:
-            bgnbd.end_of_day(day)
         model = self.model
         for cid, st in self.states.items():
             if st.status != ACTIVE:
@@ -258,8 +216,6 @@ class Replay:
             p = served_score(model, st, f, now)
             if is_observation_day(cid, day, self.policy.every_days):
                 observe(self.book(cid), day, f, p, self.policy)
-                if bgnbd is not None and not st.contractual:
-                    self.bg_scores[(cid, snapshot_time(day))] = bgnbd.score(cid, day)
                 self.snapshots += 1
             self.alert(cid, st, f, p, now)
 
@@ -309,8 +265,6 @@ class Replay:
             st, eff = apply(st, ev, rules)
             if eff.churn is not None:
                 self.churned(st, eff)
-            if self.bgnbd is not None and ev["type"] == "purchase" and not st.contractual:
-                self.bgnbd.bought(cid, d)
         if cur is not None:
             self.end_of_day(cur)
         self.start_t = float(sim.start_epoch)
@@ -389,11 +343,60 @@ def alerts_summary(r: Replay) -> None:
               f"{hit}/{len(judged)} = {hit / len(judged):.1%}")
 
 
+class RecordingPurchaseModel(PurchaseModel):
+    """The worker's purchase model, keeping a row per label it judges: the
+    risk served for that snapshot's customer (the layer's if it served then,
+    else BG/NBD's), the rules, days since the last purchase and BG/NBD."""
+
+    def __init__(self, **kw) -> None:
+        super().__init__(**kw)
+        self.rows: list[tuple] = []
+
+    def add(self, feats: dict[str, float], label: bool) -> None:
+        serving = self.serving
+        super().add(feats, label)
+        _, then, bgnbd = self._judged[-1]
+        self.rows.append((bool(label), then if serving else bgnbd, health_risk(feats)[0], feats["recency_days"],
+                          float("nan"), 0.0, bgnbd))
+
+
+def run_buyers(name: str, a) -> dict:
+    """A purchase-only population through the worker's own processor
+    (`process.Replay`): its labels are "no purchase within the horizon"
+    (`labels.on_purchase`), its risk BG/NBD's or the purchase model's
+    (`purchases.PurchaseModel`), judged by progressive validation as the
+    worker judges them (each label against the layer's weights from before
+    it existed, and against BG/NBD's score in the snapshot)."""
+    from stream_app.process import Replay as Worker
+
+    cfg = scenario(name, customers=a.customers, days=a.days, seed=a.seed)
+    t0 = time.time()
+    settings = Settings(horizon_days=a.horizon, snapshot_every_days=a.every, min_labels=a.min_labels)
+    w = Worker(settings, batch=500, caught_up=True)
+    pm = w.processor.purchase_model = RecordingPurchaseModel(min_labels=a.min_labels)
+    for ev in Simulation(cfg).events():
+        w.feed(ev)
+        w.examples.clear()
+    w.finish()
+    took = time.time() - t0
+    rows = np.array(pm.rows, dtype=ROWS_DTYPE)
+    print(f"\n=== scenario {name} (through the worker's processor) ===")
+    print(f"replay took {took:.0f} s; {len(w.customers)} customers, {pm.labels_seen} buyer labels "
+          f"(no purchase within {a.horizon:g} days) after the first BG/NBD fit; last fit {w.processor.bgnbd}; "
+          f"purchase model serving at the end: {pm.serving}")
+    m = table(rows, f"{name}: every buyer label after the first BG/NBD fit (model = the risk served)")
+    return {"scenario": name, "seconds": round(took, 1), "customers_seen": len(w.customers),
+            "snapshots": pm.labels_seen, "churns": {}, "labels": pm.labels_seen, "ready_day": None,
+            "bgnbd_refits": None, "scorers": m, "scorers_without_pending_cancellations": m}
+
+
 def run_scenario(name: str, a) -> dict:
     """Replay one scenario with the command line's settings; print its tables; return its figures."""
     cfg = scenario(name, customers=a.customers, days=a.days, seed=a.seed)
+    if cfg.purchase_only_share >= 1.0:
+        return run_buyers(name, a)
     t0 = time.time()
-    r = Replay(cfg, a.model, a.horizon, a.lead, a.min_labels, a.every, bgnbd=cfg.purchase_only_share >= 1.0)
+    r = Replay(cfg, a.model, a.horizon, a.lead, a.min_labels, a.every)
     r.run(progress=not a.quiet)
     took = time.time() - t0
 
@@ -401,7 +404,7 @@ def run_scenario(name: str, a) -> dict:
     ready = r.ready_t if r.ready_t is not None else r.end_t
     print(f"\n=== scenario {name} ===")
     print(f"replay took {took:.0f} s; {len(r.states)} customers seen, {r.snapshots} snapshots, "
-          f"churns {dict(r.churns)}" + (f", BG/NBD refits {r.bgnbd.fits}" if r.bgnbd else ""))
+          f"churns {dict(r.churns)}")
     print(f"labels seen by the model: {r.model.labels_seen} ({r.model.positives} positive); "
           f"ready (>= {a.min_labels} labels, both classes) on day {(ready - r.start_t) / DAY:.0f}")
     after = rows[rows["t"] >= ready]
@@ -428,7 +431,7 @@ def run_scenario(name: str, a) -> dict:
                       f"{b['observed_rate']:.3f}")
     return {"scenario": name, "seconds": round(took, 1), "customers_seen": len(r.states),
             "snapshots": r.snapshots, "churns": dict(r.churns), "labels": r.model.labels_seen,
-            "ready_day": round((ready - r.start_t) / DAY), "bgnbd_refits": r.bgnbd.fits if r.bgnbd else 0,
+            "ready_day": round((ready - r.start_t) / DAY), "bgnbd_refits": None,
             "scorers": m, "scorers_without_pending_cancellations": m_open}
 
 

@@ -65,11 +65,14 @@ def test_a_subscription_scenario_is_scored_by_model_rules_and_recency(mq, capsys
     assert 0.0 <= m["model"]["ece"] <= 1.0
 
 
-def test_purchase_only_adds_bgnbd_fitted_from_the_population(mq, capsys):
+def test_purchase_only_runs_through_the_workers_processor_with_bgnbd(mq, capsys):
     res = mq.run_scenario("purchase-only", args(customers=300, days=150))
-    assert res["bgnbd_refits"] in (21, 22)  # once per simulated week (150 days)
-    bg = res["scorers"]["BG/NBD p_no_purchase"]
-    assert 0.5 < bg["roc_auc"] <= 1.0 and 0.0 <= bg["brier"] <= 1.0
+    assert res["labels"] > 1000  # buyer labels judged after the first BG/NBD fit
+    m = res["scorers"]
+    assert set(m) == {"model", "rules (health.py)", "recency (days inactive)", "BG/NBD p_no_purchase"}
+    assert 0.0 <= m["BG/NBD p_no_purchase"]["brier"] <= 1.0 and 0.0 <= m["model"]["brier"] <= 1.0
+    assert all(0.0 <= v["roc_auc"] <= 1.0 for v in m.values())
+    assert "through the worker's processor" in capsys.readouterr().out
 
 
 def test_all_scenarios_print_a_summary_and_write_valid_json(mq, capsys, tmp_path):
