@@ -355,7 +355,7 @@ class RecordingPurchaseModel(PurchaseModel):
     def add(self, feats: dict[str, float], label: bool) -> None:
         serving = self.serving
         super().add(feats, label)
-        _, then, bgnbd = self._judged[-1]
+        _, then, bgnbd = self.last_judged()
         self.rows.append((bool(label), then if serving else bgnbd, health_risk(feats)[0], feats["recency_days"],
                           float("nan"), 0.0, bgnbd))
 

@@ -71,6 +71,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import msgspec
+import numpy as np
 
 from .config import DAY
 from .features import FEATURES, NEUTRAL
@@ -85,18 +86,16 @@ _WIDTH = len(FEATURES)
 _ROW = struct.Struct(f"<{_WIDTH}f")  # a dense row: float32 rounding of every feature
 _MASK_BYTES = (_WIDTH + 7) // 8
 _NEUTRAL_ROW = _ROW.unpack(_ROW.pack(*[NEUTRAL[k] for k in FEATURES]))
+_NEUTRAL_F32 = np.array(_NEUTRAL_ROW, dtype=np.float32)
+_NEUTRAL_NAN = np.isnan(_NEUTRAL_F32)
 _NAN = float("nan")
 
 
 def _pack(feats: dict[str, float]) -> bytes:
     """One sparse row: the mask of non-neutral features, then their float32 values."""
-    dense = _ROW.unpack(_ROW.pack(*[feats.get(k, NEUTRAL[k]) for k in FEATURES]))
-    mask, kept = 0, []
-    for i, (v, n) in enumerate(zip(dense, _NEUTRAL_ROW)):
-        if v != n and not (v != v and n != n):
-            mask |= 1 << i
-            kept.append(v)
-    return mask.to_bytes(_MASK_BYTES, "little") + struct.pack(f"<{len(kept)}f", *kept)
+    dense = np.array([feats.get(k, NEUTRAL[k]) for k in FEATURES], dtype=np.float32)
+    keep = (dense != _NEUTRAL_F32) & ~(np.isnan(dense) & _NEUTRAL_NAN)
+    return np.packbits(keep, bitorder="little").tobytes() + dense[keep].tobytes()
 
 
 def _row_end(values: bytes, start: int) -> int:
@@ -105,9 +104,10 @@ def _row_end(values: bytes, start: int) -> int:
 
 
 def _unpack(values: bytes, start: int) -> dict[str, float]:
-    mask = int.from_bytes(values[start:start + _MASK_BYTES], "little")
-    kept = iter(struct.unpack_from(f"<{mask.bit_count()}f", values, start + _MASK_BYTES))
-    return {k: next(kept) if mask >> i & 1 else n for i, (k, n) in enumerate(zip(FEATURES, _NEUTRAL_ROW))}
+    keep = np.unpackbits(np.frombuffer(values, np.uint8, _MASK_BYTES, start), count=_WIDTH, bitorder="little").astype(bool)
+    dense = _NEUTRAL_F32.copy()
+    dense[keep] = np.frombuffer(values, np.float32, int(keep.sum()), start + _MASK_BYTES)
+    return dict(zip(FEATURES, dense.tolist()))
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequen
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+import numpy as np
 import orjson
 
 from .alerts import AlertConfig, decide, sweep_trigger
@@ -55,7 +56,7 @@ from .labels import (
 from .metrics import Metrics
 from .model import Assessment, ChurnModel
 from .partition import Before, PartitionBook
-from .purchases import Params, PurchaseModel, winback_counts
+from .purchases import WINBACK_BANDS, Params, PurchaseModel, fit, winback_counts
 from .schedule import checkin_at, next_visit
 from .scoring import RiskMemory, example_message, update_risk
 from .state import CustomerState, Effects, Rules, advance, apply, compact, day_of, new_state, next_deadline, prune
@@ -150,7 +151,8 @@ class Processor:
         # BG/NBD's population parameters, fitted from the books' purchase
         # summaries once per event-time day (`_refit`); None until enough buyers
         self.bgnbd: Params | None = None
-        self._bgnbd_day: int | None = None
+        self._bgnbd_day: int | None = None  # the newest day `refit` ran for
+        self._fitted_day, self._fitted_changes = -1, 0  # when BG/NBD was last fitted, and the summaries' changes then
         self.purchase_model = PurchaseModel(min_labels=settings.min_labels)
         # metric children bound once: (processed, duplicate, late) per input topic
         m = self.metrics
@@ -232,57 +234,61 @@ class Processor:
             # nothing waits behind this sweep, so it may do more
             sweep_limit = max(sweep_limit, s.sweep_idle_visits)
         self._finish(book, visits, out, sweep_limit)
-        today = self._buyers_day()
+        today = day_of(book.clock) if book.clock is not None else None
         if today is not None and (self._bgnbd_day is None or today > self._bgnbd_day):
             # after the visits: the summary has every purchase applied so far
             self.refit(today)
         book.fold()
         return out
 
-    def _buyers_day(self) -> int | None:
-        """The day every partition with a clock has reached: a fit on a day one
-        partition has not applied yet would miss its latest purchases and
-        read them as silence (on CDNOW a fit before the visits gave a 1.75
-        for a 0.79)."""
-        days = [day_of(b.clock) for b in self.books.values() if b.clock is not None]
-        return min(days) if days else None
+    def refit(self, today: int, force: bool = False) -> Params | None:
+        """Judge and maybe refit the purchase model, and fit BG/NBD to this
+        worker's buyers: called once per day of event time, the BG/NBD fit
+        runs when a week has passed since the last one or 2 % of the buyers'
+        histories changed (a population's parameters move slowly; a fit is
+        some 30 ms, every day of a year's backlog would be seconds), or when
+        `force`d.
 
-    def refit(self, today: int) -> Params | None:
-        """Fit BG/NBD to this worker's buyers as of day `today` (once a day:
-        a population's parameters move slowly, and a fit costs milliseconds).
-
-        The population is the worker's partitions, a hash sample of all
-        customers: two workers fit nearly the same parameters, not exactly,
-        so a buyer's risk (never a KPI) can differ in the last digits after a
-        rebalance. Too few buyers, or too few repeat buyers, to tell the
-        population's rhythm: no fit (buyers are scored by the rules)."""
+        Each partition's buyers are taken as of that partition's own clock
+        day: in a backlog one partition may be weeks of event time ahead of
+        another, and one clock for all would read the laggards' customers as
+        silent or the leaders' as buying in the future (CDNOW through a
+        worker: a 0 for the paper's a 0.79). The population is the worker's
+        partitions, a hash sample of all customers: two workers fit nearly
+        the same parameters, not exactly, so a buyer's risk (never a KPI)
+        can differ in the last digits after a rebalance. Too few buyers, or
+        too few repeat buyers, to tell the population's rhythm: no fit
+        (buyers are scored by the churn model or the rules)."""
         self._bgnbd_day = today
         self.purchase_model.refit()
         self.metrics.set_purchase_model(self.purchase_model)
-        books = [b.buyers for b in self.books.values() if b.buyers.cells]
-        if not books:
+        parts = [(b.buyers, day_of(b.clock)) for b in self.books.values() if b.buyers.cells and b.clock is not None]
+        if not parts:
             return self.bgnbd
-        summary = books[0]
-        for other in books[1:]:
-            summary = summary.merge(other)
-        counts = summary.cells.values()
-        buyers = sum(counts)
-        repeaters = sum(n for (_f, _o, x), n in summary.cells.items() if x > 0)
+        buyers = sum(sum(summary.cells.values()) for summary, _ in parts)
+        repeaters = sum(n for summary, _ in parts for (_f, _o, x), n in summary.cells.items() if x > 0)
         if buyers < self.settings.bgnbd_min_buyers or repeaters * 5 < buyers:
             return self.bgnbd
-        summary.params = self.bgnbd
+        changes = sum(summary.changes for summary, _ in parts)
+        if not (force or self.bgnbd is None or today - self._fitted_day >= 7
+                or abs(changes - self._fitted_changes) >= 0.02 * buyers):
+            return self.bgnbd
+        x, t_x, T, w = (np.concatenate(c) for c in zip(*(summary.arrays(day) for summary, day in parts)))
         try:
-            self.bgnbd = summary.refit(today)
-        except (ValueError, FloatingPointError, ArithmeticError) as exc:  # keep the last good fit
+            self.bgnbd = fit(x, t_x, T, weights=w, init=self.bgnbd)
+        except (ValueError, FloatingPointError, ArithmeticError, RuntimeError) as exc:  # keep the last good fit
             self.metrics.bgnbd_fit_failures.inc()
             _log.warning("BG/NBD refit on day %d failed (%s); keeping %s", today, exc, self.bgnbd)
-        else:
-            self.metrics.set_bgnbd(self.bgnbd, buyers)
-            st = self.settings
-            bands = winback_counts(summary, today, self.bgnbd, self.purchase_model, st.horizon_days,
-                                   st.inactivity_days, st.winback_days, st.winback_bands)
-            for band, n in bands.items():
-                self.metrics.winback.labels(band=band).set(n)
+            return self.bgnbd
+        self._fitted_day, self._fitted_changes = today, changes
+        self.metrics.set_bgnbd(self.bgnbd, buyers)
+        st = self.settings
+        bands = Counter()
+        for summary, day in parts:
+            bands.update(winback_counts(summary, day, self.bgnbd, self.purchase_model, st.horizon_days,
+                                        st.inactivity_days, st.winback_days, st.winback_bands))
+        for band in WINBACK_BANDS:
+            self.metrics.winback.labels(band=band).set(bands.get(band, 0.0))
         return self.bgnbd
 
     def mark_caught_up(self, partition: int) -> bool:
@@ -381,6 +387,8 @@ class Processor:
     def _bought(self, v: _Visit, t: float, out: Output) -> None:
         """A buyer's purchase decides the snapshots before it (`labels.on_purchase`)."""
         st = v.state
+        if st.label_due_t is None and v.memory is None:
+            return  # no snapshot waits (`oldest_expiry`), none was taken in this visit: the book need not be read
         book = self._book(v)
         if not book.size or book.day_list()[0] >= day_of(t):
             return

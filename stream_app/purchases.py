@@ -58,7 +58,6 @@ cross-check, not as a dependency.
 from __future__ import annotations
 
 import math
-from collections import deque
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -442,6 +441,7 @@ class PurchaseSummary:
     cutoff_day: int | None = None  # first-purchase days before it are not counted (multiple of step_days)
     params: Params | None = None  # the last fit, the next fit's starting point
     cells: dict[tuple[int, int, int], int] = field(default_factory=dict)  # (first bin, offset bin, x bin) -> customers
+    changes: int = field(default=0, compare=False, repr=False)  # histories moved (`move`), for when to refit
 
     def __post_init__(self) -> None:
         if self.max_cells < MIN_CELLS:
@@ -474,6 +474,7 @@ class PurchaseSummary:
         population, e.g. by subscribing)."""
         if old == new:
             return
+        self.changes += 1
         if old is not None:
             self.add(*old, n=-1)
         if new is not None:
@@ -656,27 +657,41 @@ class PurchaseModel:
     def __init__(self, window: int = 50000, min_labels: int = 500) -> None:
         self.window = window
         self.min_labels = min_labels
-        self._x: deque = deque(maxlen=window)
-        self._y: deque = deque(maxlen=window)
-        self._judged: deque = deque(maxlen=window)  # (label, layer score then or NaN, BG/NBD score)
+        # the window as rings (a row per label, oldest overwritten): inputs,
+        # label, the layer's score when the label came (NaN: no layer yet),
+        # and BG/NBD's score in the snapshot
+        self._x = np.zeros((window, len(PURCHASE_INPUTS)))
+        self._y = np.zeros(window)
+        self._then = np.full(window, np.nan)
+        self._bgnbd = np.zeros(window)
+        self._n = 0  # rows filled
         self.weights: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._folded: tuple[float, list[float]] | None = None  # intercept, weights on the raw inputs
         self.serving = False
         self.auc_model = self.auc_bgnbd = float("nan")
         self.labels_seen = 0
         self._fitted_at = 0  # labels_seen at the last refit
+        self._judged_at = 0  # ... and at the last judgement
 
     def add(self, feats: dict[str, float], label: bool) -> None:
         x = [feats[k] for k in PURCHASE_INPUTS]
-        then = self._score_row(x) if self.weights is not None else float("nan")
-        self._judged.append((bool(label), then, feats["bgnbd_no_purchase"]))
-        self._x.append(x)
-        self._y.append(bool(label))
+        i = self.labels_seen % self.window
+        self._x[i] = x
+        self._y[i] = 1.0 if label else 0.0
+        self._then[i] = self._score_row(x) if self._folded is not None else math.nan
+        self._bgnbd[i] = feats["bgnbd_no_purchase"]
+        self._n = min(self._n + 1, self.window)
         self.labels_seen += 1
 
+    def last_judged(self) -> tuple[bool, float, float]:
+        """(label, the layer's score then or NaN, BG/NBD's) of the latest label."""
+        i = (self.labels_seen - 1) % self.window
+        return bool(self._y[i]), float(self._then[i]), float(self._bgnbd[i])
+
     def _score_row(self, x) -> float:
-        w, mean, scale = self.weights
-        z = float(np.dot((np.asarray(x) - mean) / scale, w[:-1]) + w[-1])
-        return float(special.expit(z))
+        b, w = self._folded
+        z = b + math.fsum(c * v for c, v in zip(w, x))
+        return 1.0 / (1.0 + math.exp(-z)) if z > -700.0 else 0.0
 
     def score_rows(self, X: np.ndarray) -> np.ndarray:
         """`score` of many rows of `PURCHASE_INPUTS` at once."""
@@ -688,22 +703,26 @@ class PurchaseModel:
         return self._score_row([feats[k] for k in PURCHASE_INPUTS])
 
     def refit(self) -> None:
-        """Judge the two on the labels so far (once a day: an AUC over the
-        window is milliseconds), then refit the layer on the window once a
+        """Judge the two on the labels so far (once 1 % of the window is new:
+        an AUC over the window is milliseconds), then refit the layer on the window once a
         tenth of it (at least `min_labels`) is new: a refit of 50,000 rows
         costs ~0.1 s, and a backlog replays a day of event time in far less."""
-        if self._judged:
-            y, mine, theirs = (np.array(c, dtype=float) for c in zip(*self._judged))
+        n = self._n
+        if n and self.labels_seen - self._judged_at >= max(min(100, self.min_labels), n // 100):  # 1 % new: the AUCs can move
+            self._judged_at = self.labels_seen
+            y, mine, theirs = self._y[:n], self._then[:n], self._bgnbd[:n]
             scored = ~np.isnan(mine)
             self.auc_bgnbd = _auc(y[scored], theirs[scored]) if scored.any() else _auc(y, theirs)
             self.auc_model = _auc(y[scored], mine[scored]) if scored.sum() >= self.min_labels else float("nan")
             self.serving = bool(self.auc_model > self.auc_bgnbd)
-        if self.weights is not None and self.labels_seen - self._fitted_at < max(self.min_labels, len(self._y) // 10):
+        if self.weights is not None and self.labels_seen - self._fitted_at < max(self.min_labels, n // 10):
             return
-        y = np.array(self._y, dtype=float)
-        if len(y) >= self.min_labels and 0 < y.sum() < len(y):
+        y = self._y[:n]
+        if n >= self.min_labels and 0 < y.sum() < n:
             self._fitted_at = self.labels_seen
-            self.weights = _logistic_fit(np.array(self._x, dtype=float), y)
+            self.weights = w, mean, scale = _logistic_fit(self._x[:n], y)
+            coef = w[:-1] / scale
+            self._folded = (float(w[-1] - np.dot(mean, coef)), [float(c) for c in coef])
 
 
 # --------------------------------------------------------------------------- win-back
