@@ -4,10 +4,18 @@ Every worker reads churn.models from the start and scores with the newest
 snapshot there, so whoever can produce to that topic decides what every
 worker loads. Snapshots used to be pickles, and unpickling runs code. Now:
 
-- the logistic model (`logreg`) travels as data: its inputs in order, their
-  weights, the intercept, the optimizer's step count and the scaler's
-  statistics (`ChurnModel.linear_state`), as JSON. Decoding it runs no code
-  and every field is checked (known inputs only, finite bounded numbers);
+- the logistic models (`logreg`, `linear`) travel as data: their inputs in
+  order, their weights, the intercept, the optimizer's step count and the
+  scaler's statistics (`ChurnModel.linear_state`), as JSON. Decoding it runs
+  no code and every field is checked (known inputs only, finite bounded
+  numbers);
+- the Hoeffding tree (`tree`) travels as data too: its object graph as
+  tagged JSON (`plaindata`), rebuilt from an allowlist of river's tree
+  classes without calling anything the data names, then checked node by
+  node (`model.tree_problem`);
+- the candidate set (`select`) is its candidates' data plus the selection's
+  figures (which candidate serves, each one's score histogram), each part
+  checked as above;
 - a model kind that must stay a Python object (`arf`: river's forest) is a
   pickle signed with HMAC-SHA256 over header and body. The MAC is checked,
   in constant time, before anything is unpickled; without a key, or with a
@@ -56,12 +64,12 @@ import orjson
 
 from .contract import Rejection
 from .features import FEATURES
-from .model import HF_INPUTS, MODEL_KINDS, ChurnModel
+from .model import CANDIDATES, HF_INPUTS, MODEL_KINDS, SELECT_BINS, ChurnModel
 
 __all__ = ["MAGIC", "PICKLED_KINDS", "DATA_KINDS", "REJECTION_REASONS", "Snapshot", "encode", "decode", "mac"]
 
 MAGIC = b"churnmon-model/2"
-DATA_KINDS = ("logreg",)  # decoded as data: cannot run code
+DATA_KINDS = ("logreg", "linear", "tree", "select")  # decoded as data: cannot run code
 PICKLED_KINDS = ("arf",)  # Python objects: signed, verified before unpickling
 assert set(DATA_KINDS) | set(PICKLED_KINDS) == set(MODEL_KINDS), "every model kind needs a snapshot rule"
 
@@ -96,7 +104,7 @@ def encode(model: ChurnModel, *, training_offset: int, key: bytes | None = None)
     """The record value of `model`'s snapshot; signed when a key is given
     (always for a pickled kind: without a key that is a ValueError)."""
     if model.kind in DATA_KINDS:
-        body_kind, body = "json", orjson.dumps(model.linear_state())
+        body_kind, body = "json", orjson.dumps(model.state())
     elif model.kind in PICKLED_KINDS:
         if not key:
             raise ValueError(f"a {model.kind} snapshot is a pickle and must be signed: no model signing key")
@@ -160,10 +168,13 @@ def _decode(blob: Any, key: bytes | None) -> Snapshot | Rejection:
             state = orjson.loads(body)
         except orjson.JSONDecodeError:
             return Rejection("bad_value", "the body is not JSON")
-        problem = _linear_state_problem(state)
+        problem = _state_problem(kind, state)
         if problem:
             return Rejection("bad_value", problem)
-        model.load_linear_state(state)
+        try:
+            model.load_state(state)
+        except ValueError as exc:  # the tree's own checks (model.load_state)
+            return Rejection("bad_value", str(exc)[:200])
     else:
         pipeline = pickle.loads(body)  # noqa: S301 - only after the MAC verified (above)
         if type(pipeline) is not type(model.pipeline):
@@ -187,6 +198,56 @@ def _meta(meta: dict, kind: str) -> dict | Rejection:
         return Rejection("bad_value", f"meta.created_at must be Unix seconds or null (got {_short(created)})")
     out["created_at"] = None if created is None else float(created)
     return out
+
+
+def _state_problem(kind: str, state: Any) -> str | None:
+    """What is wrong with a data kind's body before it is loaded (None = go on;
+    a tree is checked while it is loaded)."""
+    if kind in ("logreg", "linear"):
+        return _linear_state_problem(state)
+    if kind == "tree":
+        return None
+    return _candidates_problem(state)
+
+
+def _candidates_problem(state: Any) -> str | None:
+    """A `select` body: the selection's figures and one valid body per learnt candidate."""
+    if not isinstance(state, dict) or not isinstance(state.get("selection"), dict) or not isinstance(state.get("members"), dict):
+        return "a select body is an object with a selection and members"
+    members = state["members"]
+    learnt = [n for n in CANDIDATES if n != "rules"]
+    if sorted(members) != sorted(learnt):
+        return f"members must be exactly {learnt}"
+    for name in learnt:
+        body = members[name]
+        if not isinstance(body, dict) or not isinstance(body.get("meta"), dict):
+            return f"members.{name} must be an object with meta and state"
+        meta = _meta(body["meta"] | {"training_offset": -1}, name)
+        if isinstance(meta, Rejection):
+            return f"members.{name}: {meta.detail}"
+        body["meta"] = {k: v for k, v in meta.items() if k != "training_offset"}
+        problem = _state_problem(name, body.get("state"))
+        if problem:
+            return f"members.{name}: {problem}"
+    sel = state["selection"]
+    if sel.get("names") != list(CANDIDATES) or sel.get("serving") not in CANDIDATES:
+        return f"selection.names must be {list(CANDIDATES)} and selection.serving one of them"
+    for name in ("switches", "labels"):
+        if not _is_int(sel.get(name)) or not 0 <= sel[name] <= MAX_INT:
+            return f"selection.{name} must be a non-negative integer"
+    if not _is_number(sel.get("weight")) or not 0.0 < sel["weight"] <= 1e101:
+        return "selection.weight must be a positive number"
+    for hist in ("pos", "neg"):
+        rows = sel.get(hist)
+        if not isinstance(rows, list) or len(rows) != len(CANDIDATES):
+            return f"selection.{hist} must hold one histogram per candidate"
+        for row in rows:
+            problem = _numbers(row, SELECT_BINS, 1e120, f"selection.{hist}")
+            if problem:
+                return problem
+            if any(v < 0 for v in row):
+                return f"selection.{hist} must not be negative"
+    return None
 
 
 def _linear_state_problem(state: Any) -> str | None:

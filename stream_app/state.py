@@ -53,7 +53,8 @@ MAX_FEATURES = 64
 MAX_OPEN_TICKETS = 64
 MAX_PLAN_CHANGES = 10
 ONBOARDING_DAYS = 14
-TICKET_DAYS = 31  # ticket buckets: the 30-day ticket count, plus today
+TICKET_DAYS = 92  # ticket buckets: the 30- and 90-day ticket counts, today and a day of slack
+# (rings written when this was 31 are grown on their next ticket: `_count`)
 _TOPIC_INDEX = {t: i for i, t in enumerate(TOPICS)}
 
 
@@ -233,6 +234,18 @@ class CustomerState(msgspec.Struct, array_like=True, gc=False):
     retained_through: int = -1
     retained: int = 0
     retained_mrr: bytes = b""
+    # support, payment and price history the features need beyond the
+    # current values above (`features.py`: recencies and counts): when the
+    # last ticket was opened, every CSAT answer summed and counted (their
+    # mean, next to the last one in `csat`), payment failures ever and the
+    # last one (`failed_payments` and `first_failed_t` are reset by a
+    # recovery; these are not)
+    last_ticket_t: float | None = None
+    csat_sum: int = 0
+    csat_n: int = 0
+    failures_total: int = 0
+    last_failed_t: float | None = None
+
     def __post_init__(self) -> None:
         # decoded strings are fresh objects; the handful of codes every
         # customer shares are kept once
@@ -341,6 +354,9 @@ def _count(state: CustomerState, name: str, day: int, n: int, size: int) -> None
     ring = getattr(state, name)
     if ring is None:
         ring = DayRing.new(size)
+        setattr(state, name, ring)
+    elif ring.size < size:  # written by a release that kept fewer days
+        ring = ring.resized(size)
         setattr(state, name, ring)
     ring.add(day, n)
 
@@ -625,6 +641,9 @@ def _on_payment_failed(state, ev, t, rules):
     state.failed_payments += 1
     if state.first_failed_t is None:
         state.first_failed_t = t
+    state.failures_total += 1
+    if state.last_failed_t is None or t > state.last_failed_t:
+        state.last_failed_t = t
     return state, NO_EFFECTS
 
 
@@ -742,6 +761,8 @@ def _count_purchase(state: CustomerState, day: int) -> None:
 
 def _on_ticket_opened(state, ev, t, rules):
     _count(state, "tickets", day_of(t), 1, TICKET_DAYS)
+    if state.last_ticket_t is None or t > state.last_ticket_t:
+        state.last_ticket_t = t
     tid = ev["ticket_id"]
     if tid not in state.open_tickets and len(state.open_tickets) < MAX_OPEN_TICKETS:
         state.open_tickets += (tid,)
@@ -757,6 +778,8 @@ def _on_ticket_resolved(state, ev, t, rules):
 
 def _on_csat(state, ev, t, rules):
     state.csat = int(ev["score"])
+    state.csat_sum += state.csat
+    state.csat_n += 1
     return state, NO_EFFECTS
 
 
