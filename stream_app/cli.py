@@ -180,7 +180,7 @@ def _quiet_kafka_logs() -> None:
 
 @cli.command()
 def simulate(
-    scenario: str = typer.Option("default", "--scenario", help="population: default (subscriptions, 10 % purchase-only) or purchase-only"),
+    scenario: str = typer.Option("default", "--scenario", help="population and what drives its churn: default (subscriptions, 10 % purchase-only; usage decay, support, price, payments), usage-decay (the default mechanisms, subscriptions only), support-trouble (tickets left open, low CSAT), payment-price (failed payments and a price rise on the pro plan midway), purchase-only (buyers with rhythms of their own)"),
     customers: int = typer.Option(2000, "--customers", min=1, help="initial population"),
     days: int = typer.Option(365, "--days", min=1, help="days of event time"),
     seed: int = typer.Option(42, "--seed"),

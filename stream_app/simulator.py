@@ -28,6 +28,19 @@ stated reason is the dominant episode's reason.  Payments fail at renewal with a
 probability set by *payment reliability*; failures are recovered within the
 grace period or become involuntary churn.
 
+Scenarios
+---------
+`SCENARIOS` names populations whose churn has different causes, built from
+the same customer by re-weighting its mechanisms (`SimConfig`'s fields after
+``max_purchases``): ``default`` and ``usage-decay`` (the mechanisms above),
+``support-trouble`` (a product that needs support more often; customers leave
+over tickets left open and bad CSAT, usage falls little), ``payment-price``
+(unreliable payment methods, dunning and involuntary churn, and a list-price
+rise on the pro plan midway: a ``plan_changed`` with the same plan and a
+higher ``mrr``, after which price-sensitive customers downgrade or leave over
+price) and ``purchase-only``. Every mechanism acts through events the monitor
+reads; the default weights reproduce the default population byte for byte.
+
 Event stream
 ------------
 Events are plain dicts (``event_id``, ``customer_id``, ``type``, ``ts`` plus the
@@ -85,12 +98,14 @@ import hashlib
 import math
 import random
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Iterator
+from typing import Iterator, Mapping
 
 __all__ = [
     "SimConfig",
+    "SCENARIOS",
+    "scenario",
     "Truth",
     "Simulation",
     "events",
@@ -195,7 +210,13 @@ _WORK_LO, _WORK_HI = 6 * 3600, 23 * 3600
 
 @dataclass(frozen=True)
 class SimConfig:
-    """Simulation parameters (see module docstring for what each population means)."""
+    """Simulation parameters (see module docstring for what each population means).
+
+    The fields after ``max_purchases`` weigh the churn mechanisms against each
+    other; their defaults are the ``default`` population's (byte-identical
+    events for a seed), and `SCENARIOS` turns them to build populations whose
+    churn has other causes. Each one acts through events the monitor reads.
+    """
 
     customers: int = 2000  # initial population size at day 0 (more arrive over time)
     days: int = 365
@@ -209,12 +230,90 @@ class SimConfig:
     # drawn per customer, uniform in 1..max_purchases), then stop; None = no cap
     max_purchases: int | None = None
 
+    # ---- weights of the churn mechanisms ------------------------------------
+    #: multiplier of each risk-episode kind's start rate (keys: the episode kinds,
+    #: "price", "customer_service", "product_fit", "user_experience", "competitor",
+    #: "missing_features", "changing_needs"; a missing kind keeps 1.0)
+    episode_rates: Mapping[str, float] = field(default_factory=dict)
+    #: how much an episode suppresses usage, as a share of its default effect
+    #: (1 = usage falls with every episode as today, 0 = only the episode's own
+    #: traces: tickets, CSAT, plan changes)
+    usage_damping: float = 1.0
+    #: baseline risk of a customer who barely needs the product, times (1 - engagement)
+    engagement_risk: float = 0.15
+    #: scale of the risk a failed onboarding adds (the usage it suppresses is unchanged)
+    onboarding_risk: float = 1.0
+    #: scale of the everyday ticket rate (before any customer-service episode)
+    ticket_rate: float = 1.0
+    #: risk added by support trouble the customer lived through: 0.1 per ticket
+    #: open more than 7 days (up to 3) plus a memory of bad ratings (0.15 per
+    #: CSAT <= 2, 0.05 per CSAT 3, fading 3 % a day), times this weight; 0 = off
+    support_frustration: float = 0.0
+    #: Beta(a, b) of payment-method reliability: lower means more failed renewals
+    #: and fewer recovered within the grace period (involuntary churn)
+    reliability_beta: tuple[float, float] = (6.0, 1.3)
+    #: scale of the reliability-driven chance that a renewal payment fails
+    payment_fail_scale: float = 1.0
+    #: a list-price rise on one plan: every paying customer of the plan gets a
+    #: ``plan_changed`` (same plan, higher ``mrr``) on `price_rise_day`, new
+    #: customers pay the new price, and price-sensitive customers react (a price
+    #: episode, some a downgrade); None = no rise
+    price_rise_plan: str | None = None
+    price_rise_factor: float = 1.0  # new price = old price x this
+    price_rise_day: int | None = None  # day of the rise; None = the middle of the period
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.episode_rates) - set(_EP_KINDS))
+        if unknown:
+            raise ValueError(f"episode_rates: unknown episode kind(s) {unknown}: one of {', '.join(_EP_KINDS)}")
+        if any(v < 0 for v in self.episode_rates.values()):
+            raise ValueError(f"episode_rates: multipliers must be >= 0, got {dict(self.episode_rates)}")
+        if self.price_rise_plan is not None and self.price_rise_plan not in PLANS:
+            raise ValueError(f"price_rise_plan {self.price_rise_plan!r}: one of {', '.join(PLANS)}")
+        if len(self.reliability_beta) != 2 or min(self.reliability_beta) <= 0:
+            raise ValueError(f"reliability_beta {self.reliability_beta!r}: two positive Beta parameters")
+
 
 #: Named populations for `churnmon simulate --scenario NAME`: SimConfig overrides.
+#: Each documents what drives its churn; the mechanisms are the `_Customer`'s,
+#: weighted by the SimConfig fields above.
+_QUIET_EPISODES = {k: 0.25 for k in ("product_fit", "user_experience", "competitor",
+                                     "missing_features", "changing_needs")}
 SCENARIOS: dict[str, dict] = {
     # subscriptions (90 %) whose churn follows usage decay, support trouble,
     # price shocks and failed payments, plus 10 % purchase-only customers
     "default": {},
+    # the default mechanisms on subscriptions only: churn mostly follows
+    # usage decay (product fit, competitors, failed onboarding, changing needs)
+    "usage-decay": {"purchase_only_share": 0.0},
+    # subscriptions whose churn is mostly support trouble: a product that
+    # needs support twice as often, four times the customer-service episodes,
+    # and customers who leave over tickets left open and bad ratings; usage
+    # falls little before they go
+    "support-trouble": {
+        "purchase_only_share": 0.0,
+        "episode_rates": {**_QUIET_EPISODES, "customer_service": 4.0, "price": 0.25},
+        "usage_damping": 0.25,
+        "engagement_risk": 0.05,
+        "onboarding_risk": 0.3,
+        "ticket_rate": 2.0,
+        "support_frustration": 1.0,
+    },
+    # subscriptions whose churn is mostly money: unreliable payment methods
+    # (failed renewals, dunning, involuntary churn after the grace period) and
+    # a 30 % price rise on the pro plan midway that price-sensitive customers
+    # leave over (reason price) or downgrade after; usage falls little
+    "payment-price": {
+        "purchase_only_share": 0.0,
+        "episode_rates": dict(_QUIET_EPISODES),
+        "usage_damping": 0.25,
+        "engagement_risk": 0.05,
+        "onboarding_risk": 0.3,
+        "reliability_beta": (2.5, 1.5),
+        "payment_fail_scale": 1.5,
+        "price_rise_plan": "pro",
+        "price_rise_factor": 1.3,
+    },
     # a business that sells without subscriptions: every customer only buys,
     # 1 to 30 times, each with a rhythm of its own (mean gap 5-40 days)
     "purchase-only": {"purchase_only_share": 1.0, "max_purchases": 30, "new_per_day": 0.0},
@@ -346,6 +445,7 @@ class _Customer:
         "started_at", "converted_at", "churn_epoch", "churn_kind", "reason",
         "drivers", "react_day", "reactivated_at", "risk_sum", "risk_days",
         "counting", "trial_failed", "pending_epoch", "is_trial",
+        "frust", "frust_risk",  # support trouble lived through (SimConfig.support_frustration)
         # purchase-only
         "gap_mean", "spend", "next_purchase", "lapsing", "lapse_left", "growth",
         "last_purchase", "p_lapse", "n_lapse_purchases", "purchases_left",
@@ -366,10 +466,10 @@ class _Customer:
         self.eng = r.betavariate(2.2, 2.0)
         self.price_sens = r.betavariate(2.0, 3.0)
         self.support_trouble = r.betavariate(1.5, 5.0)
-        self.reliability = r.betavariate(6.0, 1.3)
+        self.reliability = r.betavariate(*cfg.reliability_beta)
         u_onboard = r.random()
         self.plan = _pick(r, PLANS, PLAN_WEIGHTS)
-        self.mrr = PLAN_MRR[self.plan]
+        self.mrr = sim.price(self.plan, start_day)
         feats = list(FEATURES)
         r.shuffle(feats)
         self.features = feats
@@ -398,11 +498,14 @@ class _Customer:
             0.00012 * (0.5 + eng),  # missing_features
             0.00012,  # changing_needs
         )
+        if cfg.episode_rates:
+            w = tuple(x * cfg.episode_rates.get(k, 1.0) for x, k in zip(w, _EP_KINDS))
         self.ep_weights = w
         self.ep_total = sum(w)
         self.eps: list[list] = []
         self.open_tickets: list[list] = []
         self.n_tickets = 0
+        self.frust = self.frust_risk = 0.0
         self.immortal = False
         self.converted_at = None
         self.churn_epoch = None
@@ -453,7 +556,7 @@ class _Customer:
             self.started_at = _fmt_ts(base + self.anchor)
             if r.random() < 0.15:  # a risk episode already under way at day 0 (its
                 # plan change, if any, happened before the stream: not emitted)
-                self._new_episode(start_day - r.randint(0, 90), emit=False)
+                self._new_episode(start_day - r.randint(0, 90), emit=False, sim=sim)
             sim._emit(self.anchor, self.cid, "subscription_started", {"plan": self.plan, "mrr": self.mrr})
             return
 
@@ -488,7 +591,7 @@ class _Customer:
             else:
                 trigger = "downgrade"
                 self.plan = PLANS[PLANS.index(self.plan) - 1]
-                self.mrr = PLAN_MRR[self.plan]
+                self.mrr = sim.price(self.plan, day)
             if emit:
                 sim._emit(sec, self.cid, "plan_changed", {"plan": self.plan, "mrr": self.mrr})
         self.eps.append([kind, day, ramp, plateau, peak, resolves, trigger])
@@ -539,7 +642,45 @@ class _Customer:
             for x in s:
                 if x not in sig:
                     sig.append(x)
+        if self.frust_risk >= 0.15 and "support_trouble" not in sig:
+            sig.append("support_trouble")
         return sig
+
+    def _frustration(self, cfg: SimConfig, day: int) -> float:
+        """Risk from support trouble the customer has lived through.
+
+        Why: customers leave over a ticket nobody answers and over bad
+        experiences they rated, not over a latent trait; both are events the
+        monitor sees (``ticket_opened`` without ``ticket_resolved``, ``csat``).
+        """
+        self.frust *= 0.97
+        overdue = sum(1 for t in self.open_tickets if day - t[2] > 7)
+        self.frust_risk = cfg.support_frustration * (0.1 * min(3, overdue) + self.frust)
+        return self.frust_risk
+
+    def _price_rise(self, sim: "Simulation", day: int) -> None:
+        """The plan's list price rises today: a ``plan_changed`` at midnight
+        (same plan, new ``mrr``), then the customer's reaction.
+
+        Why a reaction per customer: price-sensitive customers either move to
+        the cheaper plan (contraction, they stay) or start a price episode that
+        may end in a ``price`` cancellation weeks later; the others accept it.
+        Drawn from a stream of its own so the rest of the customer's life is
+        only changed by the reaction, not by the draws.
+        """
+        cfg = sim.cfg
+        rr = random.Random(_derive_seed(cfg.seed, ("price_rise", self.idx)))
+        self.mrr = round(self.mrr * cfg.price_rise_factor, 2)
+        sim._emit(0, self.cid, "plan_changed", {"plan": self.plan, "mrr": self.mrr})
+        if self.immortal or rr.random() >= 0.1 + 0.8 * self.price_sens:
+            return
+        if self.plan != PLANS[0] and rr.random() < 0.25:
+            self.plan = PLANS[PLANS.index(self.plan) - 1]
+            self.mrr = sim.price(self.plan, day)
+            sim._emit(1, self.cid, "plan_changed", {"plan": self.plan, "mrr": self.mrr})
+            return
+        peak = 0.3 + 0.6 * self.price_sens
+        self.eps.append(["price", day, rr.randint(3, 20), rr.randint(20, 60), peak, rr.random() < 0.3, "price_rise"])
 
     # ------------------------------------------------------------------ daily step
     def step(self, sim: "Simulation", day: int) -> bool:
@@ -599,7 +740,11 @@ class _Customer:
         levels = self._levels(day) if self.eps else {}
         ep_sum = sum(levels.values())
         onb = self._onboard_level(age)
-        risk = min(1.0, 0.05 + 0.15 * (1.0 - self.eng) + ep_sum + onb)
+        onb_risk = onb * cfg.onboarding_risk
+        raw = 0.05 + cfg.engagement_risk * (1.0 - self.eng) + ep_sum + onb_risk
+        if cfg.support_frustration:
+            raw += self._frustration(cfg, day)
+        risk = min(1.0, raw)
         if self.immortal:
             risk = 0.05
         if self.counting:
@@ -611,12 +756,15 @@ class _Customer:
         if fresh:  # nothing before today's subscription_started / trial_started
             lo = max(lo, self.anchor + 60)
         state = self.state
+        if day == sim.rise_day and self.plan == cfg.price_rise_plan and (state == _ACTIVE or state == _DUNNING) and not fresh:
+            self._price_rise(sim, day)
 
         # ---- billing -----------------------------------------------------
         if state == _TRIAL:
             if day == self.trial_end:
                 p_conv = 0.12 + 0.6 * self.onboard_ok + 0.25 * self.eng
                 if r.random() < p_conv:
+                    self.mrr = sim.price(self.plan, day)  # a price rise during the trial applies
                     emit(self.anchor, cid, "trial_converted", {"plan": self.plan, "mrr": self.mrr})
                     emit(self.anchor + 1, cid, "payment_succeeded", {"amount": self.mrr})
                     self.converted_at = _fmt_ts(base + self.anchor)
@@ -629,7 +777,8 @@ class _Customer:
                     self.state = _GONE
                     return False
         elif state == _ACTIVE and day == self.next_renewal:
-            p_fail = 0.0 if self.immortal else 0.02 + 0.3 * (1.0 - self.reliability) ** 2 + 0.04 * risk
+            p_fail = 0.0 if self.immortal else (
+                0.02 + cfg.payment_fail_scale * 0.3 * (1.0 - self.reliability) ** 2 + 0.04 * risk)
             if r.random() >= p_fail:
                 emit(self.anchor, cid, "subscription_renewed", {})
                 emit(self.anchor + 1, cid, "payment_succeeded", {"amount": self.mrr})
@@ -666,7 +815,7 @@ class _Customer:
                 risk < 0.25 and self.plan != "business" and r.random() < 0.0012 * self.eng
             ):  # expansion
                 self.plan = PLANS[PLANS.index(self.plan) + 1]
-                self.mrr = PLAN_MRR[self.plan]
+                self.mrr = sim.price(self.plan, day)
                 emit(r.randrange(_WORK_LO, _WORK_HI), cid, "plan_changed", {"plan": self.plan, "mrr": self.mrr})
             to_renewal = self.next_renewal - day
             window = 2.2 if to_renewal <= 7 else 0.55
@@ -684,8 +833,10 @@ class _Customer:
                     drivers, immediate_p = [], 0.2
                 else:
                     comps = list(levels.items())
-                    if onb > 0:
-                        comps.append(("onboarding", onb))
+                    if onb_risk > 0:
+                        comps.append(("onboarding", onb_risk))
+                    if self.frust_risk > 0:  # tickets left open, bad ratings
+                        comps.append(("customer_service", self.frust_risk))
                     kind = _pick(r, [c[0] for c in comps], [c[1] ** 2 for c in comps]) if comps else "other"
                     if kind == "onboarding":
                         reason = _pick(r, ("onboarding", "product_fit", "user_experience"), (7, 1.5, 1.5))
@@ -740,7 +891,7 @@ class _Customer:
         self.state = _ACTIVE
         self.anchor = r.randrange(_WORK_LO, 21 * 3600)
         self.plan = _pick(r, PLANS, PLAN_WEIGHTS)
-        self.mrr = PLAN_MRR[self.plan]
+        self.mrr = sim.price(self.plan, day)
         self.next_renewal = day + 30
         base = sim.start_epoch + day * DAY
         self.reactivated_at = _fmt_ts(base + self.anchor)
@@ -754,8 +905,9 @@ class _Customer:
         emit = sim._emit
         state = self.state
         damp = 0.0
+        scale = sim.cfg.usage_damping
         for kind, lvl in levels.items():
-            damp += lvl * _EP_USAGE[kind]
+            damp += lvl * _EP_USAGE[kind] * scale
         if damp > 0.92:
             damp = 0.92
         mult = sim._weekday_mult[day % 7]
@@ -795,7 +947,7 @@ class _Customer:
                 self._csat(sim, sec, cs, risk)
             self.open_tickets = still
         p_ticket = (
-            0.008 + 0.03 * self.support_trouble + 0.25 * cs
+            (0.008 + 0.03 * self.support_trouble) * sim.cfg.ticket_rate + 0.25 * cs
             + 0.05 * levels.get("user_experience", 0.0) + 0.03 * levels.get("missing_features", 0.0)
         )
         if state == _PENDING or state == _LOST:
@@ -825,7 +977,7 @@ class _Customer:
                 emit(rsec, cid, "ticket_resolved", {"ticket_id": tid})
                 self._csat(sim, rsec, cs, risk)
             else:
-                self.open_tickets.append([tid, day + delay])
+                self.open_tickets.append([tid, day + delay, day])
 
         if (age % 90) == self.nps_phase and lo < hi and r.random() < 0.45:
             score = int(round(r.gauss(9.9 - 9.0 * risk, 1.1)))
@@ -836,6 +988,8 @@ class _Customer:
         if r.random() < 0.55:
             mean = 4.7 - 3.3 * cs - 1.5 * max(0.0, risk - cs - 0.2)
             score = int(round(r.gauss(mean, 0.6)))
+            if score <= 3:  # remembered (SimConfig.support_frustration)
+                self.frust += 0.15 if score <= 2 else 0.05
             sim._emit(min(DAY - 1, sec + r.randint(60, 7200)), self.cid, "csat", {"score": min(5, max(1, score))})
 
     # ------------------------------------------------------------------ truth
@@ -907,8 +1061,19 @@ class Simulation:
         self.event_count = 0
         self._buf: list[tuple] = []
         self._used = False
+        cfg = self.cfg
+        #: the day of SimConfig's price rise (None: no rise)
+        self.rise_day = None if cfg.price_rise_plan is None else (
+            cfg.days // 2 if cfg.price_rise_day is None else cfg.price_rise_day)
         wd0 = (self.start_epoch // DAY + 3) % 7  # 0 = Monday (1970-01-01 was a Thursday)
         self._weekday_mult = [0.55 if (wd0 + d) % 7 >= 5 else 1.1 for d in range(7)]
+
+    def price(self, plan: str, day: int) -> float:
+        """The plan's list price on `day` (after SimConfig's price rise, if any)."""
+        p = PLAN_MRR[plan]
+        if self.rise_day is not None and plan == self.cfg.price_rise_plan and day >= self.rise_day:
+            return round(p * self.cfg.price_rise_factor, 2)
+        return p
 
     def _emit(self, sec: int, cid: str, typ: str, payload: dict) -> None:
         buf = self._buf

@@ -27,6 +27,8 @@ def churnmon(*args: str, env: dict | None = None) -> subprocess.CompletedProcess
         (["replay", "/nonexistent.jsonl", "--broker", "kafka://127.0.0.1:1"], {}, "no such file"),
         (["simulate", "--start", "yesterday", "--out", "/tmp/x.jsonl"], {}, "--start 'yesterday' is not an RFC 3339"),
         (["simulate", "--customers", "0"], {}, "--customers"),
+        (["simulate", "--scenario", "churny", "--out", "/tmp/x.jsonl"], {},
+         "--scenario 'churny': one of default, usage-decay, support-trouble, payment-price, purchase-only"),
         (["simulate", "--format", "hubspot", "--out", "/tmp/x.jsonl"], {}, "--format 'hubspot': one of contract, stripe, segment, zendesk"),
         (["worker"], {"CHURNMON_SEGMENT_CUSTOMER": "accountId"}, "segment_customer must be groupId or userId"),
         (["worker"], {"CHURNMON_SEGMENT_MAPPING_FILE": "/nonexistent.toml"}, "segment mapping file /nonexistent.toml"),
@@ -76,6 +78,18 @@ def test_simulate_writes_events_and_truth(tmp_path):
     done = churnmon("simulate", "--customers", "20", "--days", "30", "--out", str(out), "--truth", str(truth))
     assert done.returncode == 0, done.stderr
     assert out.stat().st_size > 0 and truth.read_text().count("\n") >= 20
+
+
+def test_simulate_writes_a_named_scenario(tmp_path):
+    """--scenario picks the population: payment-price raises the pro plan's price midway."""
+    import orjson
+
+    out = tmp_path / "e.jsonl"
+    done = churnmon("simulate", "--scenario", "payment-price", "--customers", "60", "--days", "40", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    evs = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    risen = [e["mrr"] for e in evs if e["type"] == "plan_changed" and e["ts"] == "2025-01-21T00:00:00Z"]
+    assert risen and 128.7 in risen and all(m >= 128.7 for m in risen), risen
 
 
 @pytest.mark.parametrize("fmt", ["stripe", "segment", "zendesk"])

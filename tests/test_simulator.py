@@ -283,6 +283,23 @@ def test_cancellations_mostly_take_effect_at_period_end(small):
 # --------------------------------------------------------------------------- learnability
 
 
+def sessions_before(by_customer, tr, moment, skip_reasons=()):
+    """Sessions/day of each voluntary churner in the 14 days before `moment(cid,
+    truth)` and in days 60-90 before it (two lists; churners younger than 90
+    days at that moment, or whose reason is in `skip_reasons`, left out)."""
+    before, earlier = [], []
+    for cid, t in tr.items():
+        if t.churn_kind != "voluntary" or t.reason in skip_reasons:
+            continue
+        ch = moment(cid, t)
+        if ch - 90 * DAY < epoch(t.started_at):
+            continue
+        sess = [epoch(e["ts"]) for e in by_customer[cid] if e["type"] == "session"]
+        before.append(sum(ch - 14 * DAY <= s < ch for s in sess) / 14)
+        earlier.append(sum(ch - 90 * DAY <= s < ch - 60 * DAY for s in sess) / 30)
+    return before, earlier
+
+
 def test_usage_decays_before_voluntary_churn(small, by_customer):
     """Sessions/day in the 14 days before churn vs the same customers 60-90 days earlier.
 
@@ -290,16 +307,7 @@ def test_usage_decays_before_voluntary_churn(small, by_customer):
     carry no warning, which keeps it well above 0); 0.75 leaves headroom.
     """
     _, tr = small
-    before, earlier = [], []
-    for cid, t in tr.items():
-        if t.churn_kind != "voluntary":
-            continue
-        ch = epoch(t.churned_at)
-        if ch - 90 * DAY < epoch(t.started_at):
-            continue
-        sess = [epoch(e["ts"]) for e in by_customer[cid] if e["type"] == "session"]
-        before.append(sum(ch - 14 * DAY <= s < ch for s in sess) / 14)
-        earlier.append(sum(ch - 90 * DAY <= s < ch - 60 * DAY for s in sess) / 30)
+    before, earlier = sessions_before(by_customer, tr, lambda cid, t: epoch(t.churned_at))
     assert len(before) >= 15
     assert statistics.mean(before) < 0.75 * statistics.mean(earlier), (statistics.mean(before),
                                                                      statistics.mean(earlier))
