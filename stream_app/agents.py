@@ -666,6 +666,7 @@ def register(app: faust.App, settings: Settings, broker_url: str, metrics: Metri
             from .alerts import normalise_reasons
 
             view.update(features=x, risk_now=a.risk, scored_by=a.scored_by, model_version=pipeline.model.version,
+                        model_candidate=getattr(pipeline.model, "serving", pipeline.model.kind),
                         reasons=normalise_reasons(a.reasons))
         if memory is not None:
             view["label_snapshots_waiting"] = memory.labels.size

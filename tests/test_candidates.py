@@ -3,7 +3,9 @@ switch is reported, and the set travels between workers as checked data."""
 
 from __future__ import annotations
 
+import math
 import random
+import zlib
 
 import orjson
 import pytest
@@ -36,11 +38,13 @@ def interaction(rnd: random.Random) -> tuple[dict[str, float], bool]:
 
 
 def linear_signal(rnd: random.Random) -> tuple[dict[str, float], bool]:
-    """Churn odds rise smoothly with a signal the rules ignore (failures ever)."""
+    """Churn log-odds are a sum of three continuous signals the rules ignore:
+    a linear model's own shape, which a tree only approximates in steps."""
     x = base(rnd)
-    k = float(rnd.randint(0, 6))
-    x.update(payment_failures_total=k, days_since_payment_failure=rnd.uniform(0, 365))
-    return x, rnd.random() < 0.005 * (2.0 ** k)
+    a, b, c = rnd.gauss(0, 1), rnd.gauss(0, 1), rnd.gauss(0, 1)
+    x.update(days_since_payment_failure=180 + 60 * a, csat_mean=3 + b, days_since_last_ticket=180 + 60 * c)
+    z = -3.5 - 1.2 * a - 1.2 * b + 1.2 * c
+    return x, rnd.random() < 1 / (1 + math.exp(-z))
 
 
 def rules_signal(rnd: random.Random) -> tuple[dict[str, float], bool]:
@@ -176,8 +180,8 @@ def test_a_fresh_candidate_set_round_trips():
 def tampered(m: CandidateModel, change) -> bytes:
     body = orjson.loads(orjson.dumps(m.state()))
     change(body)
-    head = orjson.dumps({"kind": "select", "body": "json", "meta": {**m.meta(), "training_offset": 1}})
-    return b"\n".join((snapshots.MAGIC, b"-", head, orjson.dumps(body)))
+    head = orjson.dumps({"kind": "select", "body": "zjson", "meta": {**m.meta(), "training_offset": 1}})
+    return b"\n".join((snapshots.MAGIC, b"-", head, zlib.compress(orjson.dumps(body))))
 
 
 def _tree(body):
@@ -205,6 +209,14 @@ def test_a_crafted_candidate_set_is_refused(tree_world, change, reason):
     got = decode(tampered(tree_world, change))
     assert isinstance(got, Rejection) and got.reason == "bad_value", got
     assert reason in got.detail
+
+
+def test_a_compressed_body_that_inflates_too_far_is_refused(tree_world):
+    head = orjson.dumps({"kind": "select", "body": "zjson", "meta": {**tree_world.meta(), "training_offset": 1}})
+    bomb = zlib.compress(b" " * (snapshots.MAX_INFLATED + 10), 9)
+    for body in (bomb, b"not zlib at all"):
+        got = decode(b"\n".join((snapshots.MAGIC, b"-", head, body)))
+        assert isinstance(got, Rejection) and got.reason == "bad_value" and "inflating" in got.detail
 
 
 def test_plaindata_refuses_what_is_not_a_tree():
