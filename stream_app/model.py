@@ -101,7 +101,8 @@ def base_feature(name: str) -> str:
 
 
 def make_pipeline(kind: str = "logreg", seed: int = 42):
-    """The river pipeline for a model kind.
+    """The river pipeline for a model kind (`select` has none: it is its
+    candidates, `CandidateModel`).
 
     `logreg`: health factors, then the raw features standardised and clipped
     alongside the factors as they are (already 0..1), then a logistic
@@ -493,7 +494,8 @@ class Selection:
     last year's population does not keep serving on this year's.
 
     The choice is made every `SELECT_EVERY` labels among the candidates
-    that are ready (enough labels of both classes); a challenger replaces
+    that are ready (`min_labels` labels of both classes, and
+    `SELECT_MIN_POSITIVES` churners for a learnt one); a challenger replaces
     the serving candidate only when its AUC leads by `SELECT_MARGIN`, so
     two candidates of equal skill do not take turns. Plain numbers
     throughout: the selection travels in the model snapshot (`state`).
