@@ -60,10 +60,10 @@ def run(name: str, kind: str, a: argparse.Namespace) -> dict:
     if len(after) and 0 < after["y"].sum() < len(after):
         out.update(model=mq.auc(after["y"], after["p_model"]), rules=mq.auc(after["y"], after["p_health"]),
                    recency=mq.auc(after["y"], after["inactive"]))
-    cands = getattr(r.model, "candidates", None)
+    cands = r.model.candidates()
     if cands:
         print("  candidates at the end (faded progressive-validation ROC AUC):")
-        for n, c in cands().items():
+        for n, c in cands.items():
             print(f"    {n:<8} roc_auc {c['roc_auc']:.4f}{'  (serving)' if c['serving'] else ''}")
         for t, old, new in getattr(r, "switch_log", []):
             print(f"  day {(t - r.start_t) / DAY:.0f}: serving {old} -> {new}")

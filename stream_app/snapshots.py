@@ -67,7 +67,7 @@ import orjson
 
 from .contract import Rejection
 from .features import FEATURES
-from .model import CANDIDATES, HF_INPUTS, MODEL_KINDS, SELECT_BINS, ChurnModel
+from .model import CANDIDATES, HF_INPUTS, MODEL_KINDS, SELECT_BINS, SELECT_LAG, ChurnModel
 
 __all__ = ["MAGIC", "PICKLED_KINDS", "DATA_KINDS", "REJECTION_REASONS", "Snapshot", "encode", "decode", "mac"]
 
@@ -252,6 +252,15 @@ def _candidates_problem(state: Any) -> str | None:
         problem = _state_problem(name, body.get("state"))
         if problem:
             return f"members.{name}: {problem}"
+    pending = state.get("pending")
+    if not isinstance(pending, list) or len(pending) > SELECT_LAG:
+        return f"pending must be a list of at most {SELECT_LAG} labels"
+    for item in pending:
+        if not isinstance(item, list) or len(item) != 2 or not isinstance(item[1], bool):
+            return "pending holds [features, label] pairs"
+        problem = _numbers(item[0], len(FEATURES), MAX_STAT, "pending features")
+        if problem:
+            return problem
     sel = state["selection"]
     if sel.get("names") != list(CANDIDATES) or sel.get("serving") not in CANDIDATES:
         return f"selection.names must be {list(CANDIDATES)} and selection.serving one of them"

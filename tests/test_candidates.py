@@ -26,14 +26,15 @@ def base(rnd: random.Random) -> dict[str, float]:
 
 
 def interaction(rnd: random.Random) -> tuple[dict[str, float], bool]:
-    """Churn only where two signals the rules do not read meet (tickets in a
-    quarter and price changes): a tree finds the corner, a linear model only
-    half of it, the rules not at all."""
+    """Churn where exactly one of two signals the rules do not read is high
+    (tickets in a quarter, a price change; an exclusive or): a tree finds
+    the two corners, a linear model cannot weigh its way there, the rules
+    do not look."""
     x = base(rnd)
     t90 = float(rnd.randint(0, 8))
     ratio = rnd.uniform(-0.3, 0.5)
     x.update(tickets_90d=t90, price_change_log_ratio=ratio, days_since_last_ticket=rnd.uniform(0, 200))
-    p = 0.6 if (t90 >= 5 and ratio > 0.2) else 0.01
+    p = 0.3 if (t90 >= 5) != (ratio > 0.2) else 0.01
     return x, rnd.random() < p
 
 
@@ -104,7 +105,7 @@ def test_serving_candidate_scores_explains_and_is_reported(tree_world):
     m = tree_world
     rnd = random.Random(5)
     x, _ = interaction(rnd)
-    x.update(tickets_90d=7.0, price_change_log_ratio=0.4)
+    x.update(tickets_90d=7.0, price_change_log_ratio=-0.2)
     a = m.assess(x)
     assert a.scored_by == "model" and a.risk == m.members["tree"].score(x) == m.score(x)
     # the tree's reasons: the drop in risk when a feature goes back to neutral
