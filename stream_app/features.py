@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 
 from .config import DAY
-from .state import ACTIVE, CustomerState, day_of
+from .state import ACTIVE, CustomerState, bad_csat_at, day_of
 
 __all__ = ["FEATURES", "NEUTRAL", "features", "p_alive", "monthly_value", "PLAN_TIERS"]
 
@@ -50,6 +50,7 @@ MAX_DAYS = 365.0  # day counts are capped so one dormant account cannot dominate
 PRIOR_GAP_DAYS = 30.0  # inter-purchase gap assumed before a second purchase shows the real one
 INACTIVITY_DAYS = 90.0  # Settings.inactivity_days default
 HORIZON_DAYS = 30.0  # labels.DEFAULT_HORIZON_DAYS: "about to lapse" means within it
+OVERDUE_TICKET_DAYS = 7.0  # a ticket open longer than a week is overdue
 
 # MBG/NBD priors (population-level, not fitted; see `p_alive`).
 PA_R, PA_ALPHA, PA_A, PA_B = 1.0, 20.0, 1.0, 9.0
@@ -94,6 +95,9 @@ NEUTRAL: dict[str, float] = {
     "days_since_last_ticket": MAX_DAYS,
     "csat_mean": 4.0,
     "csat_answers": 0.0,
+    "bad_csat_recent": 0.0,
+    "overdue_tickets": 0.0,
+    "oldest_open_ticket_days": 0.0,
     # payment
     "failed_payments": 0.0,
     "dunning_days": 0.0,
@@ -317,6 +321,14 @@ def features(state: CustomerState, now: float, *, inactivity_days: float = INACT
     if state.csat_n:
         f["csat_mean"] = state.csat_sum / state.csat_n
         f["csat_answers"] = float(state.csat_n)
+    f["bad_csat_recent"] = bad_csat_at(state, now)
+    # tickets left open: how long the oldest has waited, and how many are
+    # past a week (a common support SLA); unknown ages (a state from before
+    # they were kept) count as neither
+    if state.open_ticket_ts and len(state.open_ticket_ts) == len(state.open_tickets):
+        ages = [_days(now, t) for t in state.open_ticket_ts]
+        f["oldest_open_ticket_days"] = max(ages)
+        f["overdue_tickets"] = float(sum(1 for a in ages if a > OVERDUE_TICKET_DAYS))
     if state.nps is not None:
         f["nps"] = float(state.nps)
         f["nps_known"] = 1.0

@@ -289,3 +289,16 @@ def test_price_change_ratio_and_days_since_the_increase():
 def test_usage_over_90_days():
     s = run(ev("subscription_started", 0, plan="pro", mrr=99.0), *[ev("session", d, duration_s=60) for d in (1, 40, 80, 95)])
     assert features(s, T0 + 96 * DAY)["usage_90d"] == 3.0  # day 1 is out of the window
+
+
+def test_tickets_left_open_and_bad_ratings_fade():
+    s = run(ev("subscription_started", 0, plan="pro", mrr=99.0),
+            ev("ticket_opened", 1, ticket_id="a", priority="high", category="bug"),
+            ev("ticket_opened", 9, ticket_id="b", priority="low", category="bug"),
+            ev("ticket_opened", 10, ticket_id="c", priority="low", category="bug"),
+            ev("ticket_resolved", 11, ticket_id="a"),
+            ev("csat", 11, score=1), ev("csat", 12, score=3), ev("csat", 13, score=5))
+    f = features(s, T0 + 20 * DAY)
+    assert f["oldest_open_ticket_days"] == pytest.approx(11.0) and f["overdue_tickets"] == 2.0
+    assert f["bad_csat_recent"] == pytest.approx(0.5 ** (9 / 30) + 0.5 ** (8 / 30) / 3, rel=1e-3)
+    assert features(s, T0 + 200 * DAY)["bad_csat_recent"] < 0.02
