@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import model_quality as mq  # noqa: E402
 
 from stream_app.config import DAY  # noqa: E402
+from stream_app import model as model_module  # noqa: E402
 from stream_app.model import MODEL_KINDS  # noqa: E402
 from stream_app.simulator import SCENARIOS, scenario  # noqa: E402
 
@@ -81,7 +82,10 @@ def main(argv=None) -> int:
     ap.add_argument("--horizon", type=float, default=30.0)
     ap.add_argument("--min-labels", type=int, default=500)
     ap.add_argument("--every", type=int, default=10)
+    ap.add_argument("--half-life", type=int, default=model_module.SELECT_HALF_LIFE,
+                    help="labels after which a label's weight in the selection halves (an experiment: the worker uses the default)")
     a = ap.parse_args(argv)
+    model_module.Selection._GROWTH = 2.0 ** (1.0 / a.half_life)
     names = list(SCENARIOS) if a.scenario == "all" else [a.scenario]
     results = [run(n, a.kind, a) for n in names]
     print(f"\nsummary (model {a.kind}; ROC AUC after the model became ready; target: model >= recency + 0.05 and >= rules)")
