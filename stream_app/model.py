@@ -560,6 +560,34 @@ class Selection:
         self.switches += 1
         return True
 
+    def calibration(self, name: str) -> list[float]:
+        """The churn rate of each score bin among the recent labels, made
+        non-decreasing (pool adjacent violators), empty bins taking their
+        left neighbour's rate: a monotone map of the candidate's score onto
+        a probability, from the histograms the selection keeps anyway.
+
+        >>> s = Selection(("a",))
+        >>> for p, y in ((0.1, False), (0.1, False), (0.1, True), (0.9, True), (0.9, False)):
+        ...     s.update("a", y, p)
+        >>> t = s.calibration("a"); round(t[_bin(0.1)], 3), round(t[_bin(0.9)], 3), t[0] == t[_bin(0.1)]
+        (0.333, 0.5, True)
+        """
+        blocks: list[list[float]] = []  # [positives, total, first bin]
+        for i, (p, n) in enumerate(zip(self.pos[name], self.neg[name])):
+            if p + n <= 0.0:
+                continue
+            blocks.append([p, p + n, i])
+            while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] >= blocks[-1][0] / blocks[-1][1]:
+                q, w, _ = blocks.pop()
+                blocks[-1][0] += q
+                blocks[-1][1] += w
+        table = [0.0] * SELECT_BINS
+        for k, (p, w, start) in enumerate(blocks):
+            end = blocks[k + 1][2] if k + 1 < len(blocks) else SELECT_BINS
+            for i in range(0 if k == 0 else start, end):
+                table[i] = p / w
+        return table
+
     def state(self) -> dict[str, Any]:
         return {"names": list(self.names), "serving": self.serving, "switches": self.switches,
                 "labels": self.labels, "weight": self.weight,
@@ -605,6 +633,7 @@ class CandidateModel(ChurnModel):
         self.members = {name: ChurnModel(name, min_labels=min_labels, seed=seed) for name in CANDIDATES if name != "rules"}
         self.selection = Selection(CANDIDATES)
         self.pending: deque[tuple[list[float], bool]] = deque()  # scored, not learnt yet (oldest first)
+        self._rules_table: list[float] | None = None  # derived from the selection (`_recalibrate`)
         self.labels_seen = 0
         self.positives = 0
         self.version = 0
@@ -619,8 +648,22 @@ class CandidateModel(ChurnModel):
             return health_risk(x)[0]
         return self.members[name].score(x)
 
+    def _served_rules(self, risk: float) -> float:
+        """The rules' score as it is served: once they have been scored on
+        `SELECT_MIN_POSITIVES` churners, the churn rate of their score among
+        the recent labels (`Selection.calibration`), so that the served risk
+        is a probability whichever candidate serves (alert thresholds mean
+        the same before and after a switch); the raw 0..1 sum until then."""
+        table = self._rules_table
+        return risk if table is None else table[_bin(risk)]
+
+    def _recalibrate(self) -> None:
+        self._rules_table = self.selection.calibration("rules") if self.positives >= SELECT_MIN_POSITIVES else None
+
     def score(self, x: Mapping[str, float]) -> float:
-        return self.candidate_score(self.serving, x)
+        if self.serving == "rules":
+            return self._served_rules(health_risk(x)[0])
+        return self.members[self.serving].score(x)
 
     def learn(self, x: Mapping[str, float], y: bool) -> None:
         sel = self.selection
@@ -637,6 +680,7 @@ class CandidateModel(ChurnModel):
         self.positives += 1 if y else 0
         if self.labels_seen % SELECT_EVERY == 0:
             sel.choose({"rules"} | {n for n, m in self.members.items() if m.ready and m.positives >= SELECT_MIN_POSITIVES})
+            self._recalibrate()
 
     @property
     def ready(self) -> bool:
@@ -652,7 +696,8 @@ class CandidateModel(ChurnModel):
     def assess(self, x: Mapping[str, float]) -> Assessment:
         if self.serving == "rules":
             risk, factors = health_risk(x)
-            return Assessment(risk, "rules", factors, risk)
+            served = self._served_rules(risk)
+            return Assessment(served, "rules", factors, served)
         a = self.members[self.serving].assess(x)
         return Assessment(a.risk, "model", a.reasons, a.risk)
 
@@ -678,6 +723,7 @@ class CandidateModel(ChurnModel):
         self.members = members
         self.selection = Selection.from_state(state["selection"])
         self.pending = deque((list(map(float, v)), bool(y)) for v, y in state["pending"])
+        self._recalibrate()
 
 
 # ---------------------------------------------------------------------------

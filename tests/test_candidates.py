@@ -101,6 +101,21 @@ def test_the_rules_keep_serving_when_nothing_learnt_ranks_better():
     assert m.serving == "rules", m.candidates()  # ... and did not beat the rules by the margin
 
 
+def test_serving_rules_are_served_as_a_churn_rate():
+    """Once the rules have been scored on enough churners their risk is served
+    as the churn rate of their score (monotone), so a switch to a learnt
+    candidate does not change what a risk of 0.3 means."""
+    m = replay(rules_signal, 4_000, min_labels=300)
+    assert m.serving == "rules"
+    rnd = random.Random(8)
+    xs = sorted((rules_signal(rnd)[0] for _ in range(400)), key=lambda x: health_risk(x)[0])
+    served = [m.assess(x).risk for x in xs]
+    assert served == sorted(served) and served == [m.score(x) for x in xs]
+    assert served != [health_risk(x)[0] for x in xs] and all(0.0 <= p <= 1.0 for p in served)
+    a = m.assess(xs[-1])
+    assert a.scored_by == "rules" and a.reasons == health_risk(xs[-1])[1]  # the rules' own reasons
+
+
 def test_serving_candidate_scores_explains_and_is_reported(tree_world):
     m = tree_world
     rnd = random.Random(5)
