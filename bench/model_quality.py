@@ -60,7 +60,7 @@ from stream_app.config import Settings  # noqa: E402
 from stream_app.labels import (  # noqa: E402
     LabelBook, Policy, expire, is_observation_day, observe, on_churn,
 )
-from stream_app.model import ChurnModel, Quality  # noqa: E402
+from stream_app.model import MODEL_KINDS, ChurnModel, Quality  # noqa: E402
 from stream_app.purchases import PurchaseModel  # noqa: E402
 from stream_app.simulator import SCENARIOS, SimConfig, Simulation, scenario  # noqa: E402
 from stream_app.state import ACTIVE, Rules, advance, apply, day_of, new_state  # noqa: E402
@@ -443,7 +443,8 @@ def main(argv=None) -> int:
     ap.add_argument("--customers", type=int, default=d.customers)
     ap.add_argument("--days", type=int, default=d.days)
     ap.add_argument("--seed", type=int, default=d.seed)
-    ap.add_argument("--model", choices=("logreg", "arf"), default="logreg")
+    ap.add_argument("--model", choices=MODEL_KINDS, default=Settings().model_kind,
+                    help="the worker's model_kind (default: the worker's default)")
     ap.add_argument("--horizon", type=float, default=30.0, help="label horizon H in days")
     ap.add_argument("--lead", type=float, default=0.0, help="lead time in days (fight-churn)")
     ap.add_argument("--min-labels", type=int, default=500)

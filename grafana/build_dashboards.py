@@ -1052,6 +1052,21 @@ def snapshots_refused() -> Panel:
         description="Records on churn.models a worker refused (unsigned, badly signed, old pickle format, malformed) and skipped, keeping the model it had: a forgery, or workers with different signing keys. Every worker counts each one (each reads the topic), and again after a restart. Runbook: ChurnModelSnapshotRefused.")
 
 
+def candidate_auc_over_time() -> Panel:
+    return timeseries("Candidates: progressive-validation ROC AUC", [
+        target("max by (candidate) (churn_model_candidate_roc_auc)", "{{candidate}}"),
+    ], "none", decimals=3, w=12,
+        description="model_kind select: every label is scored by every candidate (rules, linear, tree) before any learns it; older labels fade (half weight after 20,000 labels). The best one serves; a challenger must lead by 0.005.")
+
+
+def candidate_serving_over_time() -> Panel:
+    return timeseries("Candidate serving", [
+        target("max by (candidate) (churn_model_serving)", "{{candidate}}"),
+        target("max(churn_model_candidate_switches)", "switches (lineage)"),
+    ], "none", decimals=0, w=12,
+        description="1 for the candidate whose scores, reasons and scored_by the model in use serves (rules: scored_by=rules). Switches count every change of the serving candidate in the model's lineage.")
+
+
 def model_quality() -> dict:
     return dashboard(
         "churn-model",
@@ -1063,6 +1078,7 @@ def model_quality() -> dict:
             ("Calibration", [calibration_bins(), calibration_counts()]),
             ("Labels", [labels_per_minute(), churned_label_share()]),
             ("Model in use", [model_version_over_time(), model_age_over_time(), ready_over_time()]),
+            ("Candidates", [candidate_auc_over_time(), candidate_serving_over_time()]),
             ("Drift", [drift_over_time(), drift_events_in_range()]),
             ("Snapshots", [snapshots_refused()]),
         ],

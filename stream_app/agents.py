@@ -469,6 +469,9 @@ class Pipeline:
                         self.metrics.model_version.set(self.model.version)
                         self.metrics.model_created.set(self.model.created_at or 0.0)
                         self.metrics.model_ready.set(1.0 if self.model.ready else 0.0)
+                        candidates = self.model.candidates()
+                        if candidates:
+                            self.metrics.record_candidates(candidates, self.model.meta().get("switches", 0))
                 if not self.models_seen.is_set() and await consumer.position(tp) >= end:
                     self.models_seen.set()
         finally:

@@ -14,6 +14,11 @@ from typing import Any
 
 DAY = 86400.0
 MIN_KEY_BYTES = 16  # a model signing key shorter than this is refused
+#: logreg: logistic regression warm-started as the rules; arf: a bounded forest;
+#: linear: logistic regression learnt from zero; tree: a bounded Hoeffding
+#: tree; select: rules, linear and tree side by side, the best one serving
+#: (stream_app/model.py builds them)
+MODEL_KINDS = ("logreg", "arf", "linear", "tree", "select")
 
 
 def _env(name: str) -> str:
@@ -51,7 +56,7 @@ class Settings:
     # -- risk model and alerts (issue: online models on delayed labels) -------
     horizon_days: float = field(default=30.0, metadata={"help": "the target: churns within this many days"})
     snapshot_every_days: int = field(default=10, metadata={"help": "a live customer is observed (a label snapshot) once per this many days, and re-scored at that pace while silent and not near an alert"})
-    model_kind: str = field(default="logreg", metadata={"help": "logreg (StandardScaler | LogisticRegression) or arf (bounded ARFClassifier)"})
+    model_kind: str = field(default="select", metadata={"help": "select (the rules, a logistic regression and a Hoeffding tree side by side; the best progressive-validation ROC AUC serves), or one model alone: logreg (logistic regression warm-started as the rules), linear (logistic regression from zero), tree (bounded Hoeffding tree), arf (bounded ARFClassifier, signed pickles)"})
     min_labels: int = field(default=500, metadata={"help": "labels (of both classes) the model needs before it replaces the rule-based score"})
     publish_every: int = field(default=200, metadata={"help": "the trainer publishes a model snapshot after this many new labels ..."})
     publish_interval_s: float = field(default=2.0, metadata={"help": "... or this many wall seconds after the first unpublished label"})
@@ -137,8 +142,8 @@ class Settings:
             problems.append(f"winback_bands must be two increasing probabilities in (0, 1) (got {self.winback_bands})")
         if self.snapshot_every_days < 1:
             problems.append(f"snapshot_every_days must be >= 1 (got {self.snapshot_every_days})")
-        if self.model_kind not in ("logreg", "arf"):
-            problems.append(f"model_kind must be logreg or arf (got {self.model_kind!r})")
+        if self.model_kind not in MODEL_KINDS:
+            problems.append(f"model_kind must be one of {', '.join(MODEL_KINDS)} (got {self.model_kind!r})")
         if not (0 <= self.alert_lower <= self.alert_upper <= 1):
             problems.append(f"need 0 <= alert_lower <= alert_upper <= 1 (got {self.alert_lower}, {self.alert_upper})")
         for name in ("sweep_max_visits", "sweep_idle_visits", "batch_max_events"):

@@ -106,5 +106,17 @@ class DayRing(msgspec.Struct, array_like=True, gc=False):
         for d in range(start, horizon):
             view[d % size] = 0
 
+    def resized(self, size: int) -> "DayRing":
+        """The same counts in a ring of `size` days (the newest `size` days kept).
+
+        >>> r = DayRing.new(2); r.add(5); r.add(6, 3)
+        >>> r.resized(4).items(), r.resized(4).size
+        ([(5, 1), (6, 3)], 4)
+        """
+        out = DayRing.new(size)
+        for d, v in self.items():
+            out.add(d, v)
+        return out
+
     def total(self) -> int:
         return sum(memoryview(self.counts).cast("H"))

@@ -34,7 +34,7 @@ import math
 
 from .config import DAY
 from .purchases import History, Params, p_no_purchase_one
-from .state import ACTIVE, CustomerState, day_of
+from .state import ACTIVE, CustomerState, bad_csat_at, day_of
 
 __all__ = ["FEATURES", "NEUTRAL", "features", "p_alive", "monthly_value", "PLAN_TIERS"]
 
@@ -51,6 +51,7 @@ MAX_DAYS = 365.0  # day counts are capped so one dormant account cannot dominate
 PRIOR_GAP_DAYS = 30.0  # inter-purchase gap assumed before a second purchase shows the real one
 INACTIVITY_DAYS = 90.0  # Settings.inactivity_days default
 HORIZON_DAYS = 30.0  # labels.DEFAULT_HORIZON_DAYS: "about to lapse" means within it
+OVERDUE_TICKET_DAYS = 7.0  # a ticket open longer than a week is overdue
 
 # MBG/NBD priors (population-level, not fitted; see `p_alive`).
 PA_R, PA_ALPHA, PA_A, PA_B = 1.0, 20.0, 1.0, 9.0
@@ -70,6 +71,7 @@ NEUTRAL: dict[str, float] = {
     "no_activity_7d": 0.0,
     "usage_7d": 0.0,
     "usage_30d": 0.0,
+    "usage_90d": 0.0,
     "usage_trend": 1.0,
     "usage_trend_90d": 1.0,
     "usage_trend_log": 0.0,
@@ -89,14 +91,27 @@ NEUTRAL: dict[str, float] = {
     "nps": 8.0,
     "nps_known": 0.0,
     "nps_detractor": 0.0,
+    "tickets_90d": 0.0,
+    "ticket_trend_log": 0.0,
+    "days_since_last_ticket": MAX_DAYS,
+    "csat_mean": 4.0,
+    "csat_answers": 0.0,
+    "bad_csat_recent": 0.0,
+    "overdue_tickets": 0.0,
+    "oldest_open_ticket_days": 0.0,
     # payment
     "failed_payments": 0.0,
     "dunning_days": 0.0,
+    "in_dunning": 0.0,
+    "payment_failures_total": 0.0,
+    "days_since_payment_failure": MAX_DAYS,
     # price / plan
     "recent_downgrade": 0.0,
     "price_increase_recent": 0.0,
     "days_since_price_change": MAX_DAYS,
     "price_change_90d": 0.0,
+    "price_change_log_ratio": 0.0,
+    "days_since_price_increase": MAX_DAYS,
     # contract
     "days_to_renewal": BILLING_CYCLE_DAYS / 2,
     "renewal_within_7d": 0.0,
@@ -196,6 +211,28 @@ def monthly_value(state: CustomerState, now: float) -> float:
     return state.purchase_amount / months
 
 
+def _price_change_log_ratio(state: CustomerState, now: float, within_days: float = 180.0) -> float:
+    """How much the price moved at the newest MRR change of the last
+    `within_days` days: log(MRR after / MRR before), 0 without one.
+
+    The newest change left the current MRR behind it, so its "before" is
+    the MRR less its delta. A 30 % rise on a small plan and on a large one
+    are the same shock, hence a ratio; its log is symmetric in rises and cuts.
+
+    >>> from stream_app.state import CustomerState
+    >>> s = CustomerState("c", mrr=130.0, plan_changes=((5 * DAY, "pro", 30.0),))
+    >>> round(_price_change_log_ratio(s, 10 * DAY), 4), _price_change_log_ratio(s, 300 * DAY)
+    (0.2624, 0.0)
+    """
+    if not state.plan_changes:
+        return 0.0
+    t, _plan, delta = state.plan_changes[-1]
+    before = state.mrr - delta
+    if t > now or now - t > within_days * DAY or before <= 0.0 or state.mrr <= 0.0:
+        return 0.0
+    return max(-5.0, min(5.0, math.log(state.mrr / before)))
+
+
 def features(state: CustomerState, now: float, *, inactivity_days: float = INACTIVITY_DAYS,
              bgnbd: Params | None = None, horizon_days: float = HORIZON_DAYS) -> dict[str, float]:
     """The fixed feature dict of one customer at event time `now`.
@@ -253,6 +290,7 @@ def features(state: CustomerState, now: float, *, inactivity_days: float = INACT
                     u7 += v
     f["usage_7d"] = float(u7)
     f["usage_30d"] = float(u30)
+    f["usage_90d"] = float(u90)
     f["no_activity_7d"] = 1.0 if u7 == 0 else 0.0
     w7, w30, w90 = min(7.0, observed), min(30.0, observed), min(90.0, observed)
     # Smoothed rate ratios: +0.1 a day keeps a quiet customer's ratio near 1
@@ -275,12 +313,35 @@ def features(state: CustomerState, now: float, *, inactivity_days: float = INACT
         f["onboarding_incomplete"] = 1.0  # early-life churn: never got going
 
     # -- support -------------------------------------------------------------
+    # counts, recency and trend of tickets: a burst of tickets this month
+    # after a quiet quarter is trouble starting; CSAT both last and mean
+    # (one bad answer vs a pattern)
     f["open_tickets"] = float(len(state.open_tickets))
-    f["tickets_30d"] = float(state.tickets_in(today, 30))
+    t30 = state.tickets_in(today, 30)
+    t90 = state.tickets_in(today, 90)
+    f["tickets_30d"] = float(t30)
+    f["tickets_90d"] = float(t90)
+    if t90:
+        # smoothed like the usage trend: a rate of 0.02 tickets a day is "quiet"
+        f["ticket_trend_log"] = math.log((t30 / w30 + 0.02) / ((t90 - t30) / max(1.0, w90 - 30.0) + 0.02)) \
+            if observed > 37.0 else math.log((t30 / w30 + 0.02) / 0.02)
+    if state.last_ticket_t is not None:
+        f["days_since_last_ticket"] = _days(now, state.last_ticket_t)
     if state.csat is not None:
         f["csat"] = float(state.csat)
         f["csat_known"] = 1.0
         f["csat_low"] = 1.0 if state.csat <= 2 else 0.0
+    if state.csat_n:
+        f["csat_mean"] = state.csat_sum / state.csat_n
+        f["csat_answers"] = float(state.csat_n)
+    f["bad_csat_recent"] = bad_csat_at(state, now)
+    # tickets left open: how long the oldest has waited, and how many are
+    # past a week (a common support SLA); unknown ages (a state from before
+    # they were kept) count as neither
+    if state.open_ticket_ts and len(state.open_ticket_ts) == len(state.open_tickets):
+        ages = [_days(now, t) for t in state.open_ticket_ts]
+        f["oldest_open_ticket_days"] = max(ages)
+        f["overdue_tickets"] = float(sum(1 for a in ages if a > OVERDUE_TICKET_DAYS))
     if state.nps is not None:
         f["nps"] = float(state.nps)
         f["nps_known"] = 1.0
@@ -290,6 +351,12 @@ def features(state: CustomerState, now: float, *, inactivity_days: float = INACT
     f["failed_payments"] = float(state.failed_payments)
     if state.first_failed_t is not None:
         f["dunning_days"] = _days(now, state.first_failed_t)
+    f["in_dunning"] = 1.0 if state.failed_payments > 0 else 0.0
+    # a recovered failure still says something about the card (and the
+    # next renewal): how many there were, and how long ago the last
+    f["payment_failures_total"] = float(max(state.failures_total, state.failed_payments))
+    if state.last_failed_t is not None:
+        f["days_since_payment_failure"] = _days(now, state.last_failed_t)
 
     # -- price / plan ------------------------------------------------------------
     # A price shock's churn comes weeks to months later (DOMAIN: price is the
@@ -307,8 +374,10 @@ def features(state: CustomerState, now: float, *, inactivity_days: float = INACT
     lp = state.last_price_increase_t
     if lp is not None and lp <= now:
         last_change = lp if last_change is None else max(last_change, lp)
+        f["days_since_price_increase"] = _days(now, lp)
         if lp >= recent:
             f["price_increase_recent"] = 1.0
+    f["price_change_log_ratio"] = _price_change_log_ratio(state, now)
     if last_change is not None:
         f["days_since_price_change"] = _days(now, last_change)
         f["price_change_90d"] = 1.0 if last_change >= quarter else 0.0

@@ -141,6 +141,9 @@ class Metrics:
         self.bgnbd_fit_failures = Counter(*_doc("churn_bgnbd_fit_failures_total", "counter", [], "BG/NBD refits that failed; the worker keeps the last good parameters."), registry=r)
         self.drift = Gauge(*_doc("churn_model_drift_detected", "gauge", [], "1 after ADWIN detected a change in the model's error on the last update."), registry=r)
         self.drift_events = Gauge(*_doc("churn_model_drift_events", "gauge", [], "Drift events detected by ADWIN since the trainer started (monotonic within a trainer process)."), registry=r)
+        self.serving = Gauge(*_doc("churn_model_serving", "gauge", ["candidate"], "1 for the candidate whose scores the model this worker scores with serves (model_kind select: rules, linear, tree), 0 for the others."), ["candidate"], registry=r)
+        self.candidate_auc = Gauge(*_doc("churn_model_candidate_roc_auc", "gauge", ["candidate"], "Each candidate's progressive-validation ROC AUC in the model this worker scores with: every label scored by every candidate before any learns it, older labels fading (half weight after 20,000 labels); the best serves."), ["candidate"], registry=r)
+        self.candidate_switches = Gauge(*_doc("churn_model_candidate_switches", "gauge", [], "Times the serving candidate has changed in the model's lineage (monotonic across snapshots)."), registry=r)
         self._movement_children = {k: self.movement.labels(kind=k) for k in MOVEMENT_KINDS}
         for label in ("0-30", "31-60", "61-90", "90+"):
             self.churned_by_tenure.labels(tenure=label)
@@ -193,6 +196,13 @@ class Metrics:
                 self.calibration.labels(bin=str(i), stat=stat).set(b[stat])
         self.drift.set(1.0 if report["drift"] else 0.0)
         self.drift_events.set(report["drift_events"])
+
+    def record_candidates(self, candidates: dict[str, dict], switches: int) -> None:
+        """Which candidate serves and how each one ranks (`CandidateModel.candidates`)."""
+        for name, c in candidates.items():
+            self.serving.labels(candidate=name).set(1.0 if c["serving"] else 0.0)
+            self.candidate_auc.labels(candidate=name).set(c["roc_auc"])
+        self.candidate_switches.set(switches)
 
     def watch_ledgers(self, source: Callable[[], tuple[dict[Series, float], float | None, int, float | None]]) -> None:
         """Export ledger-derived gauges; `source()` -> (summed values, clock, partitions owned, oldest newest-event time)."""

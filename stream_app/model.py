@@ -40,21 +40,33 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, NamedTuple
 
-from river import compose, drift, forest, linear_model, metrics, optim, preprocessing, utils
+from river import compose, drift, forest, linear_model, metrics, optim, preprocessing, proba, stats, tree, utils
+from river.tree import nodes as tree_nodes
+from river.tree.splitter import GaussianSplitter
 
+from . import plaindata
 from .alerts import REASON_CATEGORY
-from .features import NEUTRAL
+from .config import MODEL_KINDS
+from .features import FEATURES, NEUTRAL
 from .health import FACTORS, health_risk
 
-__all__ = ["ChurnModel", "Quality", "Assessment", "MODEL_KINDS", "make_pipeline", "with_health_factors"]
+__all__ = ["ChurnModel", "CandidateModel", "Selection", "Quality", "Assessment", "MODEL_KINDS", "CANDIDATES",
+           "make_pipeline", "with_health_factors"]
 
-MODEL_KINDS = ("logreg", "arf")
+LINEAR_KINDS = ("logreg", "linear")
+#: the candidates of `select`, in the order they are reported
+CANDIDATES = ("rules", "linear", "tree")
 
 HF_PREFIX = "hf_"  # model inputs derived from the health-score factors
 HF_INPUTS: tuple[str, ...] = tuple(HF_PREFIX + name for name, _ in FACTORS)
 CLIP = 5.0  # standard deviations
 PRIOR_RATE = 0.03  # prior P(churn within the horizon): a typical monthly churn rate
 RULES_PRIOR_WEIGHT = 5.0  # initial log-odds per unit of health-factor contribution
+LINEAR_LR = 0.002  # `linear`: SGD step (weights start at 0). Of 0.0002 .. 0.02, scored 128 labels before learning them, 0.002 ranked best on two populations
+LINEAR_L2 = 0.0001
+TREE_DEPTH = 8  # `tree`: at most 256 leaves
+TREE_GRACE = 100  # labels a leaf sees between split attempts
+TREE_DELTA = 0.01  # Hoeffding bound confidence (1e-3 .. 1e-6 split less and ranked worse on the simulated year)
 _KEYS = frozenset(NEUTRAL)
 
 
@@ -89,7 +101,8 @@ def base_feature(name: str) -> str:
 
 
 def make_pipeline(kind: str = "logreg", seed: int = 42):
-    """The river pipeline for a model kind.
+    """The river pipeline for a model kind (`select` has none: it is its
+    candidates, `CandidateModel`).
 
     `logreg`: health factors, then the raw features standardised and clipped
     alongside the factors as they are (already 0..1), then a logistic
@@ -118,14 +131,26 @@ def make_pipeline(kind: str = "logreg", seed: int = 42):
     0.55 on the simulated year, 0.85 without). Drift is watched once, by
     `Quality`, per class and per day; rebuild the model when it fires.
     """
-    if kind == "logreg":
-        lr = linear_model.LogisticRegression(
-            optimizer=optim.SGD(0.0001),
-            intercept_lr=0.0003,
-            intercept_init=math.log(PRIOR_RATE / (1.0 - PRIOR_RATE)),
-        )
-        for name in HF_INPUTS:
-            lr._weights[name] = RULES_PRIOR_WEIGHT
+    if kind in LINEAR_KINDS:
+        if kind == "logreg":
+            lr = linear_model.LogisticRegression(
+                optimizer=optim.SGD(0.0001),
+                intercept_lr=0.0003,
+                intercept_init=math.log(PRIOR_RATE / (1.0 - PRIOR_RATE)),
+            )
+            for name in HF_INPUTS:
+                lr._weights[name] = RULES_PRIOR_WEIGHT
+        else:
+            # `linear`: the same inputs, but every weight starts at 0: what it
+            # knows comes from the labels, the rules' thresholds are inputs it
+            # may weigh or ignore. A larger step than logreg's (it starts from
+            # nothing), a little L2 so the many correlated inputs share weight.
+            lr = linear_model.LogisticRegression(
+                optimizer=optim.SGD(LINEAR_LR),
+                intercept_lr=LINEAR_LR,
+                l2=LINEAR_L2,
+                intercept_init=math.log(PRIOR_RATE / (1.0 - PRIOR_RATE)),
+            )
         scaled = (
             compose.Discard(*HF_INPUTS)
             | preprocessing.StandardScaler()
@@ -135,6 +160,22 @@ def make_pipeline(kind: str = "logreg", seed: int = 42):
             compose.FuncTransformer(with_health_factors)
             | compose.TransformerUnion(scaled, compose.Select(*HF_INPUTS))
             | lr
+        )
+    if kind == "tree":
+        # the raw features only: a tree finds its own thresholds. Split on
+        # Hellinger distance, which is insensitive to class imbalance: with
+        # 3-4 % churners, information gain hardly ever split (ROC AUC 0.51 on
+        # the simulated year, 0.75 with Hellinger). Majority-class leaves
+        # (their churn rate is the score): naive Bayes leaves put 10 % of
+        # the customers at exactly 0 or 1. Bounded by depth (at most
+        # 2**TREE_DEPTH leaves; a leaf at the bottom drops its split
+        # statistics), so its memory and snapshot stay small. Plain Hoeffding
+        # tree, not the adaptive one: the per-node ADWIN of the adaptive tree
+        # watches the 0/1 error in label-arrival order, which the label
+        # bursts make look like drift (see `arf` below).
+        return tree.HoeffdingTreeClassifier(
+            grace_period=TREE_GRACE, delta=TREE_DELTA, max_depth=TREE_DEPTH,
+            leaf_prediction="mc", split_criterion="hellinger",
         )
     if kind == "arf":
         return compose.FuncTransformer(with_health_factors) | forest.ARFClassifier(
@@ -195,7 +236,16 @@ class Assessment(NamedTuple):
 
 
 class ChurnModel:
-    """One online churn model: score, learn, explain, snapshot, restore."""
+    """One online churn model: score, learn, explain, snapshot, restore.
+
+    `ChurnModel("select", ...)` builds a `CandidateModel` (several candidates,
+    the best serving), so every caller builds models the same way.
+    """
+
+    def __new__(cls, kind: str = "logreg", *args: Any, **kwargs: Any) -> "ChurnModel":
+        if cls is ChurnModel and kind == "select":
+            cls = CandidateModel
+        return object.__new__(cls)
 
     def __init__(self, kind: str = "logreg", *, min_labels: int = 500, seed: int = 42) -> None:
         self.kind = kind
@@ -218,7 +268,7 @@ class ChurnModel:
         score exactly as the trainer that wrote it, or replays and
         thresholds stop being reproducible.
         """
-        if self.kind == "logreg":
+        if self.kind in LINEAR_KINDS:
             terms, intercept = self._linear_terms(x)
             return _sigmoid(math.fsum(terms.values()) + intercept)
         with _pure_inference():
@@ -261,7 +311,7 @@ class ChurnModel:
         """
         x = dict(x)
         out: dict[str, float] = {}
-        if self.kind == "logreg":
+        if self.kind in LINEAR_KINDS:
             terms, _ = self._linear_terms(x)
             for k, c in terms.items():
                 b = base_feature(k)
@@ -280,7 +330,7 @@ class ChurnModel:
         """The risk an alert should use: the model once `ready`, else the rules;
         with the model's score either way, computed once."""
         if self.ready:
-            if self.kind == "logreg":  # one pass: the terms give both the score and the reasons
+            if self.kind in LINEAR_KINDS:  # one pass: the terms give both the score and the reasons
                 terms, intercept = self._linear_terms(x)
                 score = _sigmoid(math.fsum(terms.values()) + intercept)
                 merged: dict[str, float] = {}
@@ -294,6 +344,10 @@ class ChurnModel:
             return Assessment(score, "model", reasons, score)
         risk, factors = health_risk(x)
         return Assessment(risk, "rules", factors, self.score(x))
+
+    def candidates(self) -> dict[str, dict[str, Any]]:
+        """Candidates side by side (`CandidateModel`); a single model has none."""
+        return {}
 
     # -- persistence (stream_app/snapshots.py frames, signs and checks) -------------
     def publish(self, created_at: float | None = None) -> None:
@@ -325,7 +379,7 @@ class ChurnModel:
 
     def _linear_parts(self):
         """(StandardScaler, LogisticRegression) of a `logreg` pipeline (see `make_pipeline`)."""
-        if self.kind != "logreg":
+        if self.kind not in LINEAR_KINDS:
             raise ValueError(f"a {self.kind} model has no linear state")
         steps = list(self.pipeline.steps.values())
         union, lr = steps[1], steps[-1]
@@ -371,6 +425,418 @@ class ChurnModel:
             scaler.counts[f] = int(n)
             scaler.means[f] = float(mean)
             scaler.vars[f] = float(var)
+
+    def state(self) -> Any:
+        """The learnt state as plain data (JSON-compatible): the linear
+        kinds' `linear_state`, a tree's object graph (`plaindata.dump`)."""
+        if self.kind in LINEAR_KINDS:
+            return self.linear_state()
+        if self.kind == "tree":
+            return plaindata.dump(self.pipeline)
+        raise ValueError(f"a {self.kind} model does not travel as data")
+
+    def load_state(self, state: Any) -> None:
+        """Set the learnt state from `state` output; raises ValueError when
+        it is not a model of this kind (a tree is checked node by node)."""
+        if self.kind in LINEAR_KINDS:
+            self.load_linear_state(state)
+            return
+        if self.kind == "tree":
+            try:
+                t = plaindata.load(state, TREE_CLASSES)
+            except plaindata.PlainDataError as exc:
+                raise ValueError(f"tree: {exc}") from None
+            problem = tree_problem(t)
+            if problem:
+                raise ValueError(f"tree: {problem}")
+            self.pipeline = t
+            return
+        raise ValueError(f"a {self.kind} model does not travel as data")
+
+
+# ---------------------------------------------------------------------------
+# Candidates side by side: the best progressive-validation score serves
+# ---------------------------------------------------------------------------
+
+SELECT_BINS = 480  # score bins of the selection's AUC, evenly spaced in log-odds
+SELECT_LOGIT = 12.0  # the bins span log-odds -12 .. 12 (probabilities 6e-6 .. 1 - 6e-6)
+SELECT_HALF_LIFE = 20_000  # labels after which a label's weight in the selection has halved
+SELECT_EVERY = 100  # labels between two choices
+SELECT_MARGIN = 0.005  # ROC AUC a challenger must lead the serving candidate by to replace it
+# churners a learnt candidate must have been scored on before it may serve:
+# an AUC over a few dozen positives is mostly noise (its standard error is
+# near 0.03 at 50, 0.02 at 150 for AUCs around 0.8)
+SELECT_MIN_POSITIVES = 150
+SELECT_LAG = 128  # labels between scoring a label and learning it (see CandidateModel)
+
+
+def _bin(p: float) -> int:
+    """The selection bin of a score (monotone in the score; ties share one)."""
+    p = min(1.0, max(0.0, float(p))) if p == p else 0.0
+    if p <= 0.0:
+        return 0
+    if p >= 1.0:
+        return SELECT_BINS - 1
+    z = math.log(p / (1.0 - p))
+    i = int((z + SELECT_LOGIT) / (2.0 * SELECT_LOGIT) * SELECT_BINS)
+    return 0 if i < 0 else (SELECT_BINS - 1 if i >= SELECT_BINS else i)
+
+
+class Selection:
+    """Which candidate serves: each one's progressive-validation ROC AUC.
+
+    Every label is scored by every candidate *before* any of them learns it
+    (`CandidateModel.learn`), and counted here in the candidate's score
+    histogram (`SELECT_BINS` bins in log-odds, so the ranking of the small
+    probabilities churn models live in is kept; ties within a bin count
+    half, as tied scores do in ROC AUC). Old labels fade: a label's weight
+    halves every `SELECT_HALF_LIFE` labels (Gama et al. 2013's fading
+    factor for prequential evaluation), so a candidate that was better on
+    last year's population does not keep serving on this year's.
+
+    The choice is made every `SELECT_EVERY` labels among the candidates
+    that are ready (`min_labels` labels of both classes, and
+    `SELECT_MIN_POSITIVES` churners for a learnt one); a challenger replaces
+    the serving candidate only when its AUC leads by `SELECT_MARGIN`, so
+    two candidates of equal skill do not take turns. Plain numbers
+    throughout: the selection travels in the model snapshot (`state`).
+
+    >>> s = Selection(("a", "b"), serving="b")
+    >>> for i in range(1000):
+    ...     y = i % 10 == 0
+    ...     s.update("a", y, 0.9 if y else 0.1); s.update("b", y, 0.5)
+    >>> s.choose({"a", "b"}), s.serving, s.switches, round(s.auc("a"), 3), s.auc("b")
+    (True, 'a', 1, 1.0, 0.5)
+    """
+
+    def __init__(self, names: tuple[str, ...], serving: str | None = None) -> None:
+        self.names = tuple(names)
+        self.serving = serving or self.names[0]
+        self.switches = 0
+        self.labels = 0
+        self.weight = 1.0  # weight of the next label (grows; the histograms are rescaled)
+        self.pos = {n: [0.0] * SELECT_BINS for n in self.names}
+        self.neg = {n: [0.0] * SELECT_BINS for n in self.names}
+
+    _GROWTH = 2.0 ** (1.0 / SELECT_HALF_LIFE)
+
+    def update(self, name: str, y: bool, p: float) -> None:
+        """Candidate `name` scored `p` for a label `y` (call for every candidate, then `tick`)."""
+        (self.pos if y else self.neg)[name][_bin(p)] += self.weight
+
+    def tick(self) -> None:
+        """One label done: the next weighs a little more (old ones fade)."""
+        self.labels += 1
+        self.weight *= self._GROWTH
+        if self.weight > 1e100:
+            for hist in (*self.pos.values(), *self.neg.values()):
+                for i, v in enumerate(hist):
+                    hist[i] = v / self.weight
+            self.weight = 1.0
+
+    def auc(self, name: str) -> float:
+        """The candidate's faded ROC AUC (0.5 when a class is missing)."""
+        pos, neg = self.pos[name], self.neg[name]
+        p_total, n_total = sum(pos), sum(neg)
+        if p_total <= 0.0 or n_total <= 0.0:
+            return 0.5
+        below = 0.0
+        acc = 0.0
+        for p, n in zip(pos, neg):
+            acc += p * (below + 0.5 * n)
+            below += n
+        return acc / (p_total * n_total)
+
+    def choose(self, ready: set[str]) -> bool:
+        """Serve the best ready candidate (with the margin); True if it changed."""
+        scores = {n: self.auc(n) for n in self.names if n in ready}
+        if not scores:
+            return False
+        best = max(scores, key=lambda n: (scores[n], -self.names.index(n)))
+        current = scores.get(self.serving)
+        if best == self.serving or (current is not None and scores[best] < current + SELECT_MARGIN):
+            return False
+        self.serving = best
+        self.switches += 1
+        return True
+
+    def calibration(self, name: str) -> list[float]:
+        """The churn rate of each score bin among the recent labels, made
+        non-decreasing (pool adjacent violators), empty bins taking their
+        left neighbour's rate: a monotone map of the candidate's score onto
+        a probability, from the histograms the selection keeps anyway.
+
+        >>> s = Selection(("a",))
+        >>> for p, y in ((0.1, False), (0.1, False), (0.1, True), (0.9, True), (0.9, False)):
+        ...     s.update("a", y, p)
+        >>> t = s.calibration("a"); round(t[_bin(0.1)], 3), round(t[_bin(0.9)], 3), t[0] == t[_bin(0.1)]
+        (0.333, 0.5, True)
+        """
+        blocks: list[list[float]] = []  # [positives, total, first bin]
+        for i, (p, n) in enumerate(zip(self.pos[name], self.neg[name])):
+            if p + n <= 0.0:
+                continue
+            blocks.append([p, p + n, i])
+            while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] >= blocks[-1][0] / blocks[-1][1]:
+                q, w, _ = blocks.pop()
+                blocks[-1][0] += q
+                blocks[-1][1] += w
+        table = [0.0] * SELECT_BINS
+        for k, (p, w, start) in enumerate(blocks):
+            end = blocks[k + 1][2] if k + 1 < len(blocks) else SELECT_BINS
+            for i in range(0 if k == 0 else start, end):
+                table[i] = p / w
+        return table
+
+    def state(self) -> dict[str, Any]:
+        return {"names": list(self.names), "serving": self.serving, "switches": self.switches,
+                "labels": self.labels, "weight": self.weight,
+                "pos": [self.pos[n] for n in self.names], "neg": [self.neg[n] for n in self.names]}
+
+    @classmethod
+    def from_state(cls, st: Mapping[str, Any]) -> "Selection":
+        s = cls(tuple(st["names"]), st["serving"])
+        s.switches, s.labels, s.weight = int(st["switches"]), int(st["labels"]), float(st["weight"])
+        s.pos = {n: [float(v) for v in h] for n, h in zip(s.names, st["pos"])}
+        s.neg = {n: [float(v) for v in h] for n, h in zip(s.names, st["neg"])}
+        return s
+
+
+class CandidateModel(ChurnModel):
+    """The rules, a logistic regression and a tree, side by side; the best serves.
+
+    All candidates see the same delayed labels: each label is scored by
+    every candidate (re-scored at label time, from the snapshot's features,
+    before any candidate learns it: progressive validation, the same for
+    all), counted in the `Selection`, then the learning candidates learn it
+    `SELECT_LAG` labels later. The lag is what makes the comparison fair:
+    a churn labels up to H/every snapshots of one customer at once, and a
+    candidate that had just learnt the first would score its near-copies
+    with the answer in hand (a logistic model with a large step gained
+    0.1 ROC AUC that way, a tree much less). The waiting labels travel in
+    the snapshot with the rest.
+    The rules (`health.py`) are a candidate like the others: they serve
+    first, and keep serving only while nothing learnt ranks better.
+
+    What serves decides the score, the reasons and `scored_by`: the rules'
+    risk and factors ("rules"), or the learnt candidate's probability and
+    contributions ("model": exact log-odds terms for the logistic model,
+    the drop in score when a feature is set to its neutral value for the
+    tree). `version` is the snapshot's, as for every kind.
+    """
+
+    def __init__(self, kind: str = "select", *, min_labels: int = 500, seed: int = 42) -> None:
+        self.kind = "select"
+        self.seed = seed
+        self.min_labels = min_labels
+        self.pipeline = None
+        self.members = {name: ChurnModel(name, min_labels=min_labels, seed=seed) for name in CANDIDATES if name != "rules"}
+        self.selection = Selection(CANDIDATES)
+        self.pending: deque[tuple[list[float], bool]] = deque()  # scored, not learnt yet (oldest first)
+        self._rules_table: list[float] | None = None  # derived from the selection (`_recalibrate`)
+        self.labels_seen = 0
+        self.positives = 0
+        self.version = 0
+        self.created_at: float | None = None
+
+    @property
+    def serving(self) -> str:
+        return self.selection.serving
+
+    def candidate_score(self, name: str, x: Mapping[str, float]) -> float:
+        if name == "rules":
+            return health_risk(x)[0]
+        return self.members[name].score(x)
+
+    def _served_rules(self, risk: float) -> float:
+        """The rules' score as it is served: once they have been scored on
+        `SELECT_MIN_POSITIVES` churners, the churn rate of their score among
+        the recent labels (`Selection.calibration`), so that the served risk
+        is a probability whichever candidate serves (alert thresholds mean
+        the same before and after a switch); the raw 0..1 sum until then."""
+        table = self._rules_table
+        return risk if table is None else table[_bin(risk)]
+
+    def _recalibrate(self) -> None:
+        self._rules_table = self.selection.calibration("rules") if self.positives >= SELECT_MIN_POSITIVES else None
+
+    def score(self, x: Mapping[str, float]) -> float:
+        if self.serving == "rules":
+            return self._served_rules(health_risk(x)[0])
+        return self.members[self.serving].score(x)
+
+    def learn(self, x: Mapping[str, float], y: bool) -> None:
+        sel = self.selection
+        for name in CANDIDATES:
+            sel.update(name, y, self.candidate_score(name, x))
+        sel.tick()
+        self.pending.append(([float(x.get(k, NEUTRAL[k])) for k in FEATURES], bool(y)))
+        if len(self.pending) > SELECT_LAG:
+            values, label = self.pending.popleft()
+            old = dict(zip(FEATURES, values))
+            for m in self.members.values():
+                m.learn(old, label)
+        self.labels_seen += 1
+        self.positives += 1 if y else 0
+        if self.labels_seen % SELECT_EVERY == 0:
+            sel.choose({"rules"} | {n for n, m in self.members.items() if m.ready and m.positives >= SELECT_MIN_POSITIVES})
+            self._recalibrate()
+
+    @property
+    def ready(self) -> bool:
+        """A learnt candidate has enough labels of both classes to compete
+        with the rules (whether it serves is the selection's call: `serving`)."""
+        return any(m.ready for m in self.members.values())
+
+    def contributions(self, x: Mapping[str, float]) -> list[tuple[str, float]]:
+        if self.serving == "rules":
+            return [(name, c) for name, c, _ in health_risk(x)[1]]
+        return self.members[self.serving].contributions(x)
+
+    def assess(self, x: Mapping[str, float]) -> Assessment:
+        if self.serving == "rules":
+            risk, factors = health_risk(x)
+            served = self._served_rules(risk)
+            return Assessment(served, "rules", factors, served)
+        a = self.members[self.serving].assess(x)
+        return Assessment(a.risk, "model", a.reasons, a.risk)
+
+    def candidates(self) -> dict[str, dict[str, Any]]:
+        """Each candidate's live figures (for /metrics): serving or not, faded ROC AUC, labels."""
+        sel = self.selection
+        return {n: {"serving": n == sel.serving, "roc_auc": sel.auc(n), "labels": sel.labels} for n in CANDIDATES}
+
+    def meta(self) -> dict[str, Any]:
+        return {**super().meta(), "serving": self.serving, "switches": self.selection.switches}
+
+    def state(self) -> dict[str, Any]:
+        return {"selection": self.selection.state(), "pending": [[v, y] for v, y in self.pending],
+                "members": {n: {"meta": m.meta(), "state": m.state()} for n, m in self.members.items()}}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Set every candidate and the selection (checked by the caller, `snapshots`)."""
+        members = {}
+        for name, body in state["members"].items():
+            m = ChurnModel.from_meta(body["meta"])
+            m.load_state(body["state"])
+            members[name] = m
+        self.members = members
+        self.selection = Selection.from_state(state["selection"])
+        self.pending = deque((list(map(float, v)), bool(y)) for v, y in state["pending"])
+        self._recalibrate()
+
+
+# ---------------------------------------------------------------------------
+# The tree as data: which classes it is made of, and what each must hold
+# ---------------------------------------------------------------------------
+
+TREE_CLASSES: dict[str, type] = {c.__name__: c for c in (
+    tree.HoeffdingTreeClassifier, tree_nodes.branch.NumericBinaryBranch,
+    tree_nodes.htc_nodes.LeafMajorityClass, tree_nodes.htc_nodes.LeafNaiveBayes,
+    tree_nodes.htc_nodes.LeafNaiveBayesAdaptive, GaussianSplitter, proba.Gaussian, stats.Var, stats.Mean,
+)}
+TREE_MAX_NODES = 4096
+_LEAVES = (tree_nodes.htc_nodes.LeafMajorityClass, tree_nodes.htc_nodes.LeafNaiveBayes,
+           tree_nodes.htc_nodes.LeafNaiveBayesAdaptive)
+_FEATURE_SET = frozenset(FEATURES)
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _class_weights(d: Any) -> bool:
+    return isinstance(d, dict) and all(isinstance(k, bool) and _finite(v) and v >= 0 for k, v in d.items())
+
+
+def _gaussian_problem(g: Any) -> str | None:
+    if type(g) is not proba.Gaussian:
+        return "a splitter estimator is not a Gaussian"
+    var = g.__dict__.get("_var")
+    mean = getattr(var, "mean", None)
+    if type(var) is not stats.Var or type(mean) is not stats.Mean or not isinstance(var.ddof, int):
+        return "a Gaussian without its variance and mean"
+    if not all(_finite(v) for v in (var._S, mean.n, mean._mean)):
+        return "a Gaussian with a non-finite statistic"
+    return None
+
+
+def _leaf_problem(leaf: Any) -> str | None:
+    d = leaf.__dict__
+    if not _class_weights(d.get("stats")) or not isinstance(d.get("depth"), int):
+        return "a leaf without class weights or depth"
+    if not _finite(d.get("_last_split_attempt_at", 0.0)):
+        return "a leaf with a bad split counter"
+    for k in ("_mc_correct_weight", "_nb_correct_weight"):
+        if k in d and not _finite(d[k]):
+            return "a leaf with a bad accuracy counter"
+    splitters = d.get("splitters")  # None: a leaf that no longer grows
+    if splitters is not None and not isinstance(splitters, dict) or not isinstance(d.get("_disabled_attrs"), set):
+        return "a leaf without its splitters"
+    if d.get("splitter") is not None and type(d["splitter"]) is not GaussianSplitter:
+        return "a leaf with a splitter that is not Gaussian"
+    prototype = [("", d["splitter"])] if d.get("splitter") is not None else []
+    for f, sp in list((splitters or {}).items()) + prototype:
+        if (f not in _FEATURE_SET and f != "") or type(sp) is not GaussianSplitter:
+            return f"a splitter on {str(f)[:40]!r}, not a model feature"
+        sd = sp.__dict__
+        if not isinstance(sd.get("n_splits"), int) or not 1 <= sd["n_splits"] <= 100:
+            return "a splitter with a bad n_splits"
+        lo, hi, dists = sd.get("_min_per_class"), sd.get("_max_per_class"), sd.get("_att_dist_per_class")
+        if not all(isinstance(m, dict) and all(isinstance(k, bool) and _finite(v) for k, v in m.items()) for m in (lo, hi)):
+            return "a splitter with bad bounds"
+        if not isinstance(dists, dict) or not all(isinstance(k, bool) for k in dists) or set(dists) != set(lo) or set(lo) != set(hi):
+            return "a splitter whose classes do not match"
+        for g in dists.values():
+            problem = _gaussian_problem(g)
+            if problem:
+                return problem
+    return None
+
+
+def tree_problem(t: Any) -> str | None:
+    """What is wrong with a loaded tree (None = fine to score and learn with).
+
+    Structure and types, node by node: numeric binary branches on model
+    features with finite thresholds, leaves with class weights and Gaussian
+    split statistics, at most `TREE_MAX_NODES` nodes and `TREE_DEPTH` levels
+    (plus one: a leaf below the deepest branch).
+    """
+    if type(t) is not tree.HoeffdingTreeClassifier:
+        return "the body is not a Hoeffding tree"
+    d = t.__dict__
+    if d.get("max_depth") != TREE_DEPTH or d.get("_leaf_prediction") not in ("mc", "nb", "nba"):
+        return "a tree with other settings than this release's"
+    for k in ("grace_period", "delta", "tau", "nb_threshold", "_train_weight_seen_by_model"):
+        if not _finite(d.get(k)):
+            return f"tree.{k} must be a finite number"
+    if type(d.get("splitter")) is not GaussianSplitter or d.get("nominal_attributes") not in (None, [], ()):
+        return "a tree with another splitter than Gaussian, or nominal attributes"
+    if d.get("_split_criterion") not in ("info_gain", "gini", "hellinger"):
+        return "a tree with an unknown split criterion"
+    stack, seen = [(d.get("_root"), 0)], 0
+    while stack:
+        node, depth = stack.pop()
+        seen += 1
+        if node is None and seen == 1:
+            return None  # an empty tree (nothing learnt yet)
+        if seen > TREE_MAX_NODES or depth > TREE_DEPTH + 1:
+            return f"more than {TREE_MAX_NODES} nodes or {TREE_DEPTH} levels"
+        if type(node) is tree_nodes.branch.NumericBinaryBranch:
+            nd = node.__dict__
+            if nd.get("feature") not in _FEATURE_SET or not _finite(nd.get("threshold")):
+                return "a branch on an unknown feature or a non-finite threshold"
+            children = nd.get("children")
+            if not isinstance(children, list) or len(children) != 2 or not _class_weights(nd.get("stats")):
+                return "a branch without two children or class weights"
+            stack.extend((c, depth + 1) for c in children)
+        elif type(node) in _LEAVES:
+            problem = _leaf_problem(node)
+            if problem:
+                return problem
+        else:
+            return f"a node of type {type(node).__name__}"
+    return None
 
 
 # ---------------------------------------------------------------------------

@@ -4,10 +4,18 @@ Every worker reads churn.models from the start and scores with the newest
 snapshot there, so whoever can produce to that topic decides what every
 worker loads. Snapshots used to be pickles, and unpickling runs code. Now:
 
-- the logistic model (`logreg`) travels as data: its inputs in order, their
-  weights, the intercept, the optimizer's step count and the scaler's
-  statistics (`ChurnModel.linear_state`), as JSON. Decoding it runs no code
-  and every field is checked (known inputs only, finite bounded numbers);
+- the logistic models (`logreg`, `linear`) travel as data: their inputs in
+  order, their weights, the intercept, the optimizer's step count and the
+  scaler's statistics (`ChurnModel.linear_state`), as JSON. Decoding it runs
+  no code and every field is checked (known inputs only, finite bounded
+  numbers);
+- the Hoeffding tree (`tree`) travels as data too: its object graph as
+  tagged JSON (`plaindata`), rebuilt from an allowlist of river's tree
+  classes without calling anything the data names, then checked node by
+  node (`model.tree_problem`);
+- the candidate set (`select`) is its candidates' data plus the selection's
+  figures (which candidate serves, each one's score histogram), each part
+  checked as above;
 - a model kind that must stay a Python object (`arf`: river's forest) is a
   pickle signed with HMAC-SHA256 over header and body. The MAC is checked,
   in constant time, before anything is unpickled; without a key, or with a
@@ -20,8 +28,10 @@ Wire format, one record value::
 
     churnmon-model/2\\n
     <mac>\\n       hex HMAC-SHA256(key, header + b"\\n" + body), or "-" (unsigned)
-    <header>\\n    JSON: {"kind": ..., "body": "json" | "pickle", "meta": {...}}
-    <body>        JSON (data kinds) or a pickle (signed kinds)
+    <header>\\n    JSON: {"kind": ..., "body": "json" | "zjson" | "pickle", "meta": {...}}
+    <body>        JSON (logistic kinds), zlib-compressed JSON (tree, select: a
+                  tree's split statistics are ~1 MB of JSON, 13 times less
+                  compressed; inflated with a bound), or a pickle (signed kinds)
 
 `meta` carries the version and the training offset the snapshot has learnt
 to, so both are covered by the MAC; the record headers of the same names
@@ -50,18 +60,19 @@ import hashlib
 import hmac
 import math
 import pickle
+import zlib
 from typing import Any, NamedTuple
 
 import orjson
 
 from .contract import Rejection
 from .features import FEATURES
-from .model import HF_INPUTS, MODEL_KINDS, ChurnModel
+from .model import CANDIDATES, HF_INPUTS, MODEL_KINDS, SELECT_BINS, SELECT_LAG, ChurnModel
 
 __all__ = ["MAGIC", "PICKLED_KINDS", "DATA_KINDS", "REJECTION_REASONS", "Snapshot", "encode", "decode", "mac"]
 
 MAGIC = b"churnmon-model/2"
-DATA_KINDS = ("logreg",)  # decoded as data: cannot run code
+DATA_KINDS = ("logreg", "linear", "tree", "select")  # decoded as data: cannot run code
 PICKLED_KINDS = ("arf",)  # Python objects: signed, verified before unpickling
 assert set(DATA_KINDS) | set(PICKLED_KINDS) == set(MODEL_KINDS), "every model kind needs a snapshot rule"
 
@@ -80,6 +91,8 @@ MODEL_INPUTS: frozenset[str] = frozenset(FEATURES) | frozenset(HF_INPUTS)
 MAX_WEIGHT = 1e6  # a logit term is weight x (clipped) input: bounded weights keep the sum finite
 MAX_STAT = 1e15  # scaler means; variances up to its square
 MAX_INT = 2**53  # counters and versions stay exact as JSON numbers
+MAX_INFLATED = 64 * 1024 * 1024  # a compressed body inflates to at most this (a zip bomb stops here)
+ZJSON_KINDS = ("tree", "select")  # data kinds whose JSON body is compressed
 
 
 class Snapshot(NamedTuple):
@@ -95,8 +108,10 @@ def mac(key: bytes, header: bytes, body: bytes) -> str:
 def encode(model: ChurnModel, *, training_offset: int, key: bytes | None = None) -> bytes:
     """The record value of `model`'s snapshot; signed when a key is given
     (always for a pickled kind: without a key that is a ValueError)."""
-    if model.kind in DATA_KINDS:
-        body_kind, body = "json", orjson.dumps(model.linear_state())
+    if model.kind in ZJSON_KINDS:
+        body_kind, body = "zjson", zlib.compress(orjson.dumps(model.state()), 6)
+    elif model.kind in DATA_KINDS:
+        body_kind, body = "json", orjson.dumps(model.state())
     elif model.kind in PICKLED_KINDS:
         if not key:
             raise ValueError(f"a {model.kind} snapshot is a pickle and must be signed: no model signing key")
@@ -136,7 +151,7 @@ def _decode(blob: Any, key: bytes | None) -> Snapshot | Rejection:
     kind, body_kind = head.get("kind"), head.get("body")
     if kind not in DATA_KINDS and kind not in PICKLED_KINDS:
         return Rejection("unknown_kind", f"model kind {_short(kind)} is not one of {list(MODEL_KINDS)}")
-    expected_body = "json" if kind in DATA_KINDS else "pickle"
+    expected_body = "zjson" if kind in ZJSON_KINDS else ("json" if kind in DATA_KINDS else "pickle")
     if body_kind != expected_body:
         return Rejection("bad_value", f"a {kind} snapshot has a {expected_body} body, not {_short(body_kind)}")
 
@@ -156,20 +171,39 @@ def _decode(blob: Any, key: bytes | None) -> Snapshot | Rejection:
         return meta
     model = ChurnModel.from_meta(meta)
     if kind in DATA_KINDS:
+        if body_kind == "zjson":
+            body = _inflate(body)
+            if body is None:
+                return Rejection("bad_value", f"the body is not zlib data inflating to at most {MAX_INFLATED} bytes")
         try:
             state = orjson.loads(body)
         except orjson.JSONDecodeError:
             return Rejection("bad_value", "the body is not JSON")
-        problem = _linear_state_problem(state)
+        problem = _state_problem(kind, state)
         if problem:
             return Rejection("bad_value", problem)
-        model.load_linear_state(state)
+        try:
+            model.load_state(state)
+        except ValueError as exc:  # the tree's own checks (model.load_state)
+            return Rejection("bad_value", str(exc)[:200])
     else:
         pipeline = pickle.loads(body)  # noqa: S301 - only after the MAC verified (above)
         if type(pipeline) is not type(model.pipeline):
             return Rejection("bad_value", f"the signed body is a {type(pipeline).__name__}, not a pipeline")
         model.pipeline = pipeline
     return Snapshot(model, meta["training_offset"])
+
+
+def _inflate(body: bytes) -> bytes | None:
+    """A zlib body inflated, or None if it is not zlib or inflates beyond the bound."""
+    d = zlib.decompressobj()
+    try:
+        out = d.decompress(body, MAX_INFLATED)
+    except zlib.error:
+        return None
+    if d.unconsumed_tail or not d.eof:
+        return None
+    return out
 
 
 def _meta(meta: dict, kind: str) -> dict | Rejection:
@@ -187,6 +221,65 @@ def _meta(meta: dict, kind: str) -> dict | Rejection:
         return Rejection("bad_value", f"meta.created_at must be Unix seconds or null (got {_short(created)})")
     out["created_at"] = None if created is None else float(created)
     return out
+
+
+def _state_problem(kind: str, state: Any) -> str | None:
+    """What is wrong with a data kind's body before it is loaded (None = go on;
+    a tree is checked while it is loaded)."""
+    if kind in ("logreg", "linear"):
+        return _linear_state_problem(state)
+    if kind == "tree":
+        return None
+    return _candidates_problem(state)
+
+
+def _candidates_problem(state: Any) -> str | None:
+    """A `select` body: the selection's figures and one valid body per learnt candidate."""
+    if not isinstance(state, dict) or not isinstance(state.get("selection"), dict) or not isinstance(state.get("members"), dict):
+        return "a select body is an object with a selection and members"
+    members = state["members"]
+    learnt = [n for n in CANDIDATES if n != "rules"]
+    if sorted(members) != sorted(learnt):
+        return f"members must be exactly {learnt}"
+    for name in learnt:
+        body = members[name]
+        if not isinstance(body, dict) or not isinstance(body.get("meta"), dict):
+            return f"members.{name} must be an object with meta and state"
+        meta = _meta(body["meta"] | {"training_offset": -1}, name)
+        if isinstance(meta, Rejection):
+            return f"members.{name}: {meta.detail}"
+        body["meta"] = {k: v for k, v in meta.items() if k != "training_offset"}
+        problem = _state_problem(name, body.get("state"))
+        if problem:
+            return f"members.{name}: {problem}"
+    pending = state.get("pending")
+    if not isinstance(pending, list) or len(pending) > SELECT_LAG:
+        return f"pending must be a list of at most {SELECT_LAG} labels"
+    for item in pending:
+        if not isinstance(item, list) or len(item) != 2 or not isinstance(item[1], bool):
+            return "pending holds [features, label] pairs"
+        problem = _numbers(item[0], len(FEATURES), MAX_STAT, "pending features")
+        if problem:
+            return problem
+    sel = state["selection"]
+    if sel.get("names") != list(CANDIDATES) or sel.get("serving") not in CANDIDATES:
+        return f"selection.names must be {list(CANDIDATES)} and selection.serving one of them"
+    for name in ("switches", "labels"):
+        if not _is_int(sel.get(name)) or not 0 <= sel[name] <= MAX_INT:
+            return f"selection.{name} must be a non-negative integer"
+    if not _is_number(sel.get("weight")) or not 0.0 < sel["weight"] <= 1e101:
+        return "selection.weight must be a positive number"
+    for hist in ("pos", "neg"):
+        rows = sel.get(hist)
+        if not isinstance(rows, list) or len(rows) != len(CANDIDATES):
+            return f"selection.{hist} must hold one histogram per candidate"
+        for row in rows:
+            problem = _numbers(row, SELECT_BINS, 1e120, f"selection.{hist}")
+            if problem:
+                return problem
+            if any(v < 0 for v in row):
+                return f"selection.{hist} must not be negative"
+    return None
 
 
 def _linear_state_problem(state: Any) -> str | None:

@@ -53,7 +53,8 @@ MAX_FEATURES = 64
 MAX_OPEN_TICKETS = 64
 MAX_PLAN_CHANGES = 10
 ONBOARDING_DAYS = 14
-TICKET_DAYS = 31  # ticket buckets: the 30-day ticket count, plus today
+TICKET_DAYS = 92  # ticket buckets: the 30- and 90-day ticket counts, today and a day of slack
+# (rings written when this was 31 are grown on their next ticket: `_count`)
 _TOPIC_INDEX = {t: i for i, t in enumerate(TOPICS)}
 
 
@@ -239,6 +240,25 @@ class CustomerState(msgspec.Struct, array_like=True, gc=False):
     # less one: `purchases.History`); `purchases` counts orders. 0 in records
     # written before it existed: `purchase_history` then estimates from orders
     purchase_day_count: int = 0
+    # support, payment and price history the features need beyond the
+    # current values above (`features.py`: recencies and counts): when the
+    # last ticket was opened, every CSAT answer summed and counted (their
+    # mean, next to the last one in `csat`), payment failures ever and the
+    # last one (`failed_payments` and `first_failed_t` are reset by a
+    # recovery; these are not)
+    last_ticket_t: float | None = None
+    csat_sum: int = 0
+    csat_n: int = 0
+    failures_total: int = 0
+    last_failed_t: float | None = None
+    # when each open ticket was opened (aligned with `open_tickets`; empty for
+    # a state written before it was kept: those tickets' ages are unknown),
+    # and bad CSAT answers as a sum that halves every `BAD_CSAT_HALF_LIFE_DAYS`
+    # (1 per answer of 1-2, 1/3 per 3), as of `csat_bad_t`
+    open_ticket_ts: tuple[float, ...] = ()
+    csat_bad: float = 0.0
+    csat_bad_t: float | None = None
+
     def __post_init__(self) -> None:
         # decoded strings are fresh objects; the handful of codes every
         # customer shares are kept once
@@ -362,6 +382,9 @@ def _count(state: CustomerState, name: str, day: int, n: int, size: int) -> None
     ring = getattr(state, name)
     if ring is None:
         ring = DayRing.new(size)
+        setattr(state, name, ring)
+    elif ring.size < size:  # written by a release that kept fewer days
+        ring = ring.resized(size)
         setattr(state, name, ring)
     ring.add(day, n)
 
@@ -646,6 +669,9 @@ def _on_payment_failed(state, ev, t, rules):
     state.failed_payments += 1
     if state.first_failed_t is None:
         state.first_failed_t = t
+    state.failures_total += 1
+    if state.last_failed_t is None or t > state.last_failed_t:
+        state.last_failed_t = t
     return state, NO_EFFECTS
 
 
@@ -767,8 +793,12 @@ def _count_purchase(state: CustomerState, day: int) -> None:
 
 def _on_ticket_opened(state, ev, t, rules):
     _count(state, "tickets", day_of(t), 1, TICKET_DAYS)
+    if state.last_ticket_t is None or t > state.last_ticket_t:
+        state.last_ticket_t = t
     tid = ev["ticket_id"]
     if tid not in state.open_tickets and len(state.open_tickets) < MAX_OPEN_TICKETS:
+        if len(state.open_ticket_ts) == len(state.open_tickets):  # ages known (see the field)
+            state.open_ticket_ts += (t,)
         state.open_tickets += (tid,)
     return state, NO_EFFECTS
 
@@ -776,13 +806,36 @@ def _on_ticket_opened(state, ev, t, rules):
 def _on_ticket_resolved(state, ev, t, rules):
     tid = ev["ticket_id"]
     if tid in state.open_tickets:
+        if len(state.open_ticket_ts) == len(state.open_tickets):
+            state.open_ticket_ts = tuple(ts for x, ts in zip(state.open_tickets, state.open_ticket_ts) if x != tid)
         state.open_tickets = tuple(x for x in state.open_tickets if x != tid)
     return state, NO_EFFECTS
 
 
 def _on_csat(state, ev, t, rules):
     state.csat = int(ev["score"])
+    state.csat_sum += state.csat
+    state.csat_n += 1
+    if state.csat <= 3:
+        state.csat_bad = bad_csat_at(state, t) + (1.0 if state.csat <= 2 else 1.0 / 3.0)
+        state.csat_bad_t = t if state.csat_bad_t is None else max(t, state.csat_bad_t)
     return state, NO_EFFECTS
+
+
+BAD_CSAT_HALF_LIFE_DAYS = 30.0
+
+
+def bad_csat_at(state: CustomerState, t: float) -> float:
+    """The customer's bad CSAT answers, faded to time `t` (a month halves them).
+
+    >>> s = new_state("c"); s.csat_bad, s.csat_bad_t = 1.0, 0.0
+    >>> bad_csat_at(s, 30 * 86400.0)
+    0.5
+    """
+    if state.csat_bad_t is None or not state.csat_bad:
+        return 0.0
+    age = max(0.0, t - state.csat_bad_t) / DAY
+    return state.csat_bad * 0.5 ** (age / BAD_CSAT_HALF_LIFE_DAYS)
 
 
 def _on_nps(state, ev, t, rules):

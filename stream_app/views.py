@@ -78,8 +78,9 @@ def risk_view(processor: "Processor", s: CustomerState, now: float) -> dict:
     win-back probability, band and the `winback` play."""
     x = processor.features_at(s, now)
     a = processor.assess(s, x)
-    out = {"features": x, "risk_now": a.risk, "scored_by": a.scored_by, "model_version": processor.model.version,
-           "reasons": normalise_reasons(a.reasons)}
+    model = processor.model
+    out = {"features": x, "risk_now": a.risk, "scored_by": a.scored_by, "model_version": model.version,
+           "model_candidate": getattr(model, "serving", model.kind), "reasons": normalise_reasons(a.reasons)}
     if not s.is_customer:
         p = 1.0 - a.risk
         out["winback"] = {"probability": round(p, 4), "band": winback_band(p, processor.settings.winback_bands),

@@ -240,3 +240,65 @@ def test_every_simulated_customer_has_every_feature_every_week():
         s = states.get(e["customer_id"]) or new_state(e["customer_id"])
         states[e["customer_id"]], _ = apply(s, e, RULES)
     assert {(ACTIVE, True), (ACTIVE, False), (CANCELLED, True)} <= seen_status
+
+
+# ----------------------------------------------------- support, payment and price history
+
+
+def test_tickets_count_recency_and_trend():
+    s = run(ev("subscription_started", 0, plan="pro", mrr=99.0),
+            *[ev("ticket_opened", d, ticket_id=f"t{d}", priority="high", category="bug") for d in (10, 50, 85, 88, 89)])
+    f = features(s, T0 + 90 * DAY)
+    assert (f["tickets_30d"], f["tickets_90d"]) == (3.0, 5.0)
+    assert f["days_since_last_ticket"] == pytest.approx(1.0)
+    assert f["ticket_trend_log"] == pytest.approx(math.log((3 / 30 + 0.02) / (2 / 60 + 0.02)))  # rising
+    quiet = features(s, T0 + 200 * DAY)
+    assert (quiet["tickets_90d"], quiet["ticket_trend_log"]) == (0.0, 0.0)
+    assert quiet["days_since_last_ticket"] == pytest.approx(111.0)
+
+
+def test_csat_mean_and_last_differ():
+    s = run(ev("subscription_started", 0, plan="pro", mrr=99.0), ev("csat", 1, score=5), ev("csat", 2, score=5), ev("csat", 3, score=1))
+    f = features(s, T0 + 4 * DAY)
+    assert (f["csat"], f["csat_mean"], f["csat_answers"]) == (1.0, pytest.approx(11 / 3), 3.0)
+
+
+def test_a_recovered_payment_failure_is_still_remembered():
+    s = run(ev("subscription_started", 0, plan="basic", mrr=29.0), ev("payment_failed", 30, amount=29.0),
+            ev("payment_failed", 33, amount=29.0))
+    f = features(s, T0 + 35 * DAY)
+    assert (f["in_dunning"], f["failed_payments"], f["payment_failures_total"]) == (1.0, 2.0, 2.0)
+    assert f["days_since_payment_failure"] == pytest.approx(2.0)
+    s, _ = apply(s, ev("payment_succeeded", 36, amount=29.0), RULES)
+    f = features(s, T0 + 40 * DAY)
+    assert (f["in_dunning"], f["failed_payments"], f["dunning_days"]) == (0.0, 0.0, 0.0)
+    assert f["payment_failures_total"] == 2.0 and f["days_since_payment_failure"] == pytest.approx(7.0)
+
+
+def test_price_change_ratio_and_days_since_the_increase():
+    s = run(ev("subscription_started", 0, plan="pro", mrr=100.0), ev("plan_changed", 20, plan="pro", mrr=130.0))
+    f = features(s, T0 + 30 * DAY)
+    assert f["price_change_log_ratio"] == pytest.approx(math.log(1.3))
+    assert f["days_since_price_increase"] == pytest.approx(10.0) and f["price_increase_recent"] == 1.0
+    s, _ = apply(s, ev("plan_changed", 40, plan="basic", mrr=29.0), RULES)  # then a downgrade
+    f = features(s, T0 + 45 * DAY)
+    assert f["price_change_log_ratio"] == pytest.approx(math.log(29 / 130))
+    assert features(s, T0 + 300 * DAY)["price_change_log_ratio"] == 0.0  # too long ago to matter
+
+
+def test_usage_over_90_days():
+    s = run(ev("subscription_started", 0, plan="pro", mrr=99.0), *[ev("session", d, duration_s=60) for d in (1, 40, 80, 95)])
+    assert features(s, T0 + 96 * DAY)["usage_90d"] == 3.0  # day 1 is out of the window
+
+
+def test_tickets_left_open_and_bad_ratings_fade():
+    s = run(ev("subscription_started", 0, plan="pro", mrr=99.0),
+            ev("ticket_opened", 1, ticket_id="a", priority="high", category="bug"),
+            ev("ticket_opened", 9, ticket_id="b", priority="low", category="bug"),
+            ev("ticket_opened", 10, ticket_id="c", priority="low", category="bug"),
+            ev("ticket_resolved", 11, ticket_id="a"),
+            ev("csat", 11, score=1), ev("csat", 12, score=3), ev("csat", 13, score=5))
+    f = features(s, T0 + 20 * DAY)
+    assert f["oldest_open_ticket_days"] == pytest.approx(11.0) and f["overdue_tickets"] == 2.0
+    assert f["bad_csat_recent"] == pytest.approx(0.5 ** (9 / 30) + 0.5 ** (8 / 30) / 3, rel=1e-3)
+    assert features(s, T0 + 200 * DAY)["bad_csat_recent"] < 0.02

@@ -98,7 +98,11 @@ def test_bounded_memory_even_without_expiry():
 
 
 def test_a_full_book_is_small():
-    """A daily book of a 30-day horizon (issue: at most 6 KB per customer with 31 snapshots)."""
+    """A daily book of a 30-day horizon (issue: at most 6 KB per customer with
+    31 snapshots). Rows are sparse (a bit mask, then the features away from
+    neutral), so the feature set can grow (47 then, 64 now) without the book:
+    a subscriber's purchase features and a buyer's subscription ones cost
+    nothing."""
     b = LabelBook()
     daily(b, range(DAILY.capacity))
     assert b.size == DAILY.capacity == 32

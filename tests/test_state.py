@@ -323,3 +323,25 @@ def test_fingerprint_ignores_the_order_days_were_recorded_in():
     assert fingerprint(a, 10 * DAY, RULES) == fingerprint(b, 10 * DAY, RULES)
     b.usage.add(6)
     assert fingerprint(a, 10 * DAY, RULES) != fingerprint(b, 10 * DAY, RULES)
+
+
+def test_a_state_written_before_the_support_and_payment_history_fields_still_decodes():
+    """The new fields sit at the end with defaults: an older record (a shorter
+    msgpack array) decodes, with the defaults, and its 31-day ticket ring
+    grows to the 90-day one on its next ticket, keeping its counts."""
+    import msgspec
+
+    from stream_app.dayring import DayRing
+    from stream_app.state import CustomerState, TICKET_DAYS
+
+    s = new_state("old")
+    s.tickets = DayRing.new(31)
+    s.tickets.add(100, 2)
+    fields = msgspec.msgpack.decode(s.to_bytes())  # the positional array, as stored
+    old = msgspec.msgpack.encode(fields[:-8])  # without the eight new fields
+    back = CustomerState.from_bytes(old)
+    assert (back.last_ticket_t, back.csat_n, back.failures_total, back.last_failed_t) == (None, 0, 0, None)
+    assert back.tickets.size == 31
+    back, _ = apply(back, {"event_id": "t", "customer_id": "old", "type": "ticket_opened", "_t": 101 * 86400.0,
+                           "ticket_id": "x", "priority": "low", "category": "bug"}, Rules())
+    assert back.tickets.size == TICKET_DAYS and back.tickets_in(101, 30) == 3 and back.last_ticket_t == 101 * 86400.0

@@ -224,7 +224,15 @@ def test_every_dashboard_panel_returns_data(broker, workers, app_id, tmp_path):
         wait_for(scraped, 30, "Prometheus to scrape the final state")
         time.sleep(2)
         m = w.metrics()
-        assert m.get('churn_customers_scored_total{scored_by="model"}', 0) > 0, "no event was scored by the model"
+        # model_kind select: exactly one candidate serves, and events were scored
+        # by it (the rules may rightly keep serving on this short replay; then
+        # the learnt candidates are ranked next to them all the same)
+        serving = {k: v for k, v in m.items() if k.startswith("churn_model_serving{")}
+        assert sorted(serving.values()) == [0.0, 0.0, 1.0], serving
+        served = next(k for k, v in serving.items() if v == 1.0).split('candidate="')[1].rstrip('"}')
+        scored_by = "rules" if served == "rules" else "model"
+        assert m.get(f'churn_customers_scored_total{{scored_by="{scored_by}"}}', 0) > 0, f"no event was scored by {served}"
+        assert all(0.0 < m[f'churn_model_candidate_roc_auc{{candidate="{c}"}}'] <= 1.0 for c in ("rules", "linear", "tree"))
 
         empty, allowed_empty, answered = [], [], 0
         for uid, title, ref, expr in dashboard_queries():
