@@ -35,9 +35,9 @@ from stream_app.simulator import SCENARIOS, scenario  # noqa: E402
 class Watched(mq.Replay):
     """The replay, noting when the serving candidate changes (event-time day)."""
 
-    def learn(self, examples) -> None:
+    def learn(self, cid: str, examples) -> None:
         before = getattr(self.model, "serving", None)
-        super().learn(examples)
+        super().learn(cid, examples)
         after = getattr(self.model, "serving", None)
         if after != before:
             self.switch_log = getattr(self, "switch_log", [])
@@ -50,8 +50,7 @@ def run(name: str, kind: str, a: argparse.Namespace) -> dict:
     t0 = time.time()
     r = Watched(cfg, kind, a.horizon, 0.0, a.min_labels, a.every)
     r.run(progress=False)
-    rows = np.array(r.rows, dtype=np.dtype([("y", bool), ("p_model", float), ("p_health", float),
-                                            ("inactive", float), ("t", float), ("cancel", float)]))
+    rows = np.array(r.rows, dtype=mq.ROWS_DTYPE)
     ready = r.ready_t if r.ready_t is not None else r.end_t
     print(f"\n=== scenario {name}: {cfg.customers} customers, {cfg.days} days, seed {cfg.seed}, model {kind}; "
           f"replay {time.time() - t0:.0f} s, churns {dict(r.churns)}, labels {r.model.labels_seen}")
