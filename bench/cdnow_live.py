@@ -47,6 +47,26 @@ END = parse_ts("1997-09-30T12:00:00Z")  # the worker's clock trails the last pur
 TARGET = 0.78
 
 
+SETTLED = ("churn_customers_active", "churn_customers_scored_total", "churn_training_examples_total")
+
+
+def wait_settled(worker, quiet_s: float = 10.0, timeout: float = 300.0) -> float:
+    """Seconds until the worker's figures stop moving for `quiet_s`: after the
+    last event is read, the sweep still works through the customers whose
+    lapse the clock made due (a bounded number per tick) and their labels."""
+    t0 = time.monotonic()
+    last, since = None, time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        text = worker.get("/metrics").decode()
+        now = tuple(metric_sum(text, name) for name in SETTLED)
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return since - t0
+        time.sleep(1.0)
+    raise RuntimeError(f"the worker's figures still moved after {timeout:.0f} s")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--keep", action="store_true", help="keep the logs and data directory")
@@ -74,8 +94,9 @@ def main() -> int:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the worker did not process the sample in 600 s:\n{worker.log_tail()}")
             time.sleep(0.5)
-        time.sleep(3.0)  # the ticks' last sweep
-        say(f"processed in {time.monotonic() - started:.1f} s; reading {len(ids):,} lookups")
+        say(f"processed in {time.monotonic() - started:.1f} s; waiting for the visits the clock made due")
+        settled = wait_settled(worker)
+        say(f"settled (lapses, labels, refits done) {settled:.1f} s later; reading {len(ids):,} lookups")
         views = [json.loads(worker.get(f"/customers/{c}")) for c in ids]
         text = worker.get("/metrics").decode()
     now = np.array([np.nan if v.get("risk_now") is None else v["risk_now"] for v in views])
