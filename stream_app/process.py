@@ -481,10 +481,15 @@ class Processor:
             v.changed = True
 
     def _examples(self, v: _Visit, examples: list[Example], out: Output) -> None:
-        key = v.state.customer_id.encode()
         if v.state.is_buyer and self.bgnbd is not None:
+            # a buyer's label ("no purchase within H") trains the purchase
+            # model, here; the churn model does not score buyers once BG/NBD
+            # does, and its trainer would spend most of a shop's labels on them
             for ex in examples:
                 self.purchase_model.add(ex.features, ex.label)
+            self.metrics.purchase_labels.inc(len(examples))
+            return
+        key = v.state.customer_id.encode()
         for ex in examples:
             out.examples.append((key, example_message(v.state.customer_id, ex)))
             self.metrics.examples.labels(label="churned" if ex.label else "stayed").inc()
