@@ -122,12 +122,14 @@ def main() -> int:
     statuses = Counter(v.get("status") for v in views)
     params = {p: metric_sum(text, f'churn_bgnbd_parameter{{param="{p}"}}') for p in ("r", "alpha", "a", "b")}
     serving = metric_sum(text, "churn_purchase_model_serving")
-    print(f"scored_by: {dict(by)}; statuses: {dict(statuses)}")
+    overdue = sum(1 for v in views if v.get("next_transition_at") and v["next_transition_at"] <= v["clock"])
+    print(f"scored_by: {dict(by)}; statuses: {dict(statuses)}; transitions overdue at the lookup's clock: {overdue}; "
+          f"clocks seen: {sorted(Counter(v['clock'][:13] for v in views).items())}")
     print("worker's BG/NBD fit (weeks): " + ", ".join(f"{k} {v:.4f}" for k, v in params.items())
           + f"; purchase model serving: {serving:.0f}")
     ok = result["lookup risk_now"]["roc_auc"] >= TARGET and result["lookup risk_now"]["without_risk"] == 0
     print(f"target: lookup ROC AUC >= {TARGET} with every customer ranked: {'met' if ok else 'MISSED'}")
-    result.update(scored_by=dict(by), statuses=dict(statuses), bgnbd=params, purchase_model_serving=serving, target_met=ok)
+    result.update(scored_by=dict(by), statuses=dict(statuses), overdue_transitions=overdue, bgnbd=params, purchase_model_serving=serving, target_met=ok)
     write_results("cdnow_live", result)
     return 0
 

@@ -291,6 +291,16 @@ class PartitionBook:
         else:
             self.due.setdefault(day_of(visit), set()).add(customer_id)
 
+    def has_due(self) -> bool:
+        """Some visit is due at the clock (a sweep's budget left it waiting)."""
+        clock = self.clock
+        if clock is None:
+            return False
+        if self.later_today and self.later_today[0][0] <= clock:
+            return True
+        today = day_of(clock)
+        return any(bucket for d, bucket in self.due.items() if d <= today)
+
     def pending_visits(self) -> int:
         return sum(len(b) for b in self.due.values()) + len(self.later_today)
 

@@ -488,6 +488,7 @@ class Processor:
             for ex in examples:
                 self.purchase_model.add(ex.features, ex.label)
             self.metrics.purchase_labels.inc(len(examples))
+            self.metrics.set_purchase_model(self.purchase_model)
             return
         key = v.state.customer_id.encode()
         for ex in examples:

@@ -682,6 +682,11 @@ class PurchaseModel:
         self._bgnbd[i] = feats["bgnbd_no_purchase"]
         self._n = min(self._n + 1, self.window)
         self.labels_seen += 1
+        if self.labels_seen - self._judged_at >= self._judge_every():
+            self.refit()  # as the labels come, not only at a day's turn: a backlog's last labels count too
+
+    def _judge_every(self) -> int:
+        return max(min(100, self.min_labels), self._n // 100)  # 1 % new: the AUCs can move
 
     def last_judged(self) -> tuple[bool, float, float]:
         """(label, the layer's score then or NaN, BG/NBD's) of the latest label."""
@@ -708,7 +713,7 @@ class PurchaseModel:
         tenth of it (at least `min_labels`) is new: a refit of 50,000 rows
         costs ~0.1 s, and a backlog replays a day of event time in far less."""
         n = self._n
-        if n and self.labels_seen - self._judged_at >= max(min(100, self.min_labels), n // 100):  # 1 % new: the AUCs can move
+        if n and self.labels_seen - self._judged_at >= self._judge_every():
             self._judged_at = self.labels_seen
             y, mine, theirs = self._y[:n], self._then[:n], self._bgnbd[:n]
             scored = ~np.isnan(mine)
