@@ -41,7 +41,6 @@ from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequen
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-import numpy as np
 import orjson
 
 from .alerts import AlertConfig, decide, sweep_trigger
@@ -56,7 +55,7 @@ from .labels import (
 from .metrics import Metrics
 from .model import Assessment, ChurnModel
 from .partition import Before, PartitionBook
-from .purchases import WINBACK_BANDS, Params, PurchaseModel, fit, winback_counts
+from .purchases import WINBACK_BANDS, Params, PurchaseModel, fit_summaries, winback_counts
 from .schedule import checkin_at, next_visit
 from .scoring import RiskMemory, example_message, update_risk
 from .state import CustomerState, Effects, Rules, advance, apply, compact, day_of, new_state, next_deadline, prune
@@ -273,9 +272,8 @@ class Processor:
         if not (force or self.bgnbd is None or today - self._fitted_day >= 7
                 or abs(changes - self._fitted_changes) >= 0.02 * buyers):
             return self.bgnbd
-        x, t_x, T, w = (np.concatenate(c) for c in zip(*(summary.arrays(day) for summary, day in parts)))
         try:
-            self.bgnbd = fit(x, t_x, T, weights=w, init=self.bgnbd)
+            self.bgnbd = fit_summaries(parts, init=self.bgnbd)
         except (ValueError, FloatingPointError, ArithmeticError, RuntimeError) as exc:  # keep the last good fit
             self.metrics.bgnbd_fit_failures.inc()
             _log.warning("BG/NBD refit on day %d failed (%s); keeping %s", today, exc, self.bgnbd)

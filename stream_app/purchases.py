@@ -67,7 +67,7 @@ from scipy import optimize, special, stats
 __all__ = [
     "Params", "loglik", "fit", "p_alive", "expected_purchases", "p_no_purchase",
     "History", "PurchaseSummary", "x_bin", "PurchaseModel", "PURCHASE_INPUTS", "WINBACK_BANDS", "winback_band",
-    "winback_counts",
+    "winback_counts", "fit_summaries",
 ]
 
 
@@ -532,9 +532,7 @@ class PurchaseSummary:
         """Fit the population parameters to the summary as of ``today``,
         starting from the last fit (a grown stream moves them a little), and
         keep them for the next refit."""
-        self.prune(today)
-        x, t_x, T, w = self.arrays(today)
-        self.params = fit(x, t_x, T, weights=w, init=self.params)
+        self.params = fit_summaries([(self, today)], init=self.params)
         return self.params
 
     def merge(self, other: PurchaseSummary) -> PurchaseSummary:
@@ -582,6 +580,16 @@ class PurchaseSummary:
         cells = {(int(f), int(o), int(x)): int(n) for f, o, x, n in d["cells"]}
         return cls(float(d["unit_days"]), int(d["step_days"]), int(d["max_cells"]), d["window_days"],
                    d["cutoff_day"], None if d["params"] is None else Params(*d["params"]), cells)
+
+
+def fit_summaries(parts: list[tuple[PurchaseSummary, int]], init: Params | None = None) -> Params:
+    """One fit to several summaries, each as of its own day: a worker's
+    partitions, whose clocks may be weeks apart in a backlog (each
+    customer's T runs to the day its partition has reached)."""
+    for summary, today in parts:
+        summary.prune(today)
+    x, t_x, T, w = (np.concatenate(c) for c in zip(*(summary.arrays(today) for summary, today in parts)))
+    return fit(x, t_x, T, weights=w, init=init)
 
 
 # --------------------------------------------------------------------------- the learnt layer on top
