@@ -235,17 +235,23 @@ def state_differences(a: Worker, b: Worker, cid: str) -> dict:
     return {k: (want.get(k), got.get(k)) for k in sorted((set(want) | set(got)) - _TIMING) if want.get(k) != got.get(k)}
 
 
-def send(url: str, messages: list[tuple[str, bytes, bytes]]) -> None:
-    """Produce (topic, key, value) messages one by one, each acknowledged."""
-    asyncio.run(_produce(url, messages))
+def send(url: str, messages: list[tuple[str, bytes, bytes]], batched: bool = False) -> None:
+    """Produce (topic, key, value) messages one by one, each acknowledged; or,
+    `batched`, in producer batches (in order per partition) acknowledged at the end."""
+    asyncio.run(_produce(url, messages, batched))
 
 
-async def _produce(url: str, messages: list[tuple[str, bytes, bytes]]) -> None:
-    p = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(url))
+async def _produce(url: str, messages: list[tuple[str, bytes, bytes]], batched: bool) -> None:
+    p = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(url), linger_ms=5 if batched else 0)
     await p.start()
     try:
+        acks = []
         for topic, key, value in messages:
-            await p.send_and_wait(topic, key=key, value=value)
+            if batched:
+                acks.append(await p.send(topic, key=key, value=value))
+            else:
+                await p.send_and_wait(topic, key=key, value=value)
+        await asyncio.gather(*acks)
     finally:
         await p.stop()
 

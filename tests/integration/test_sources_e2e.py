@@ -16,11 +16,13 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream_app.children import die_with_parent
+from stream_app.config import Settings
 from stream_app.dead_letters import read
 from stream_app.metrics import Metrics
 from stream_app.simulator import Simulation, scenario
-from stream_app.topics import bootstrap_servers
+from stream_app.topics import bootstrap_servers, ensure_topics
 from tests.data import stripe_story
+from tests.data.stripe_shapes import BASIC, event, invoice, item, subscription, t
 from tests.data import support_usage_stories as story
 from tests.integration.conftest import REPO, ledger_gauges, lookup, send, wait_for
 from tests.pure_pipeline import PurePipeline
@@ -67,6 +69,36 @@ def test_stripe_events_give_the_hand_computed_figures(broker, workers, app_id):
     gone = lookup(w, "cus_involuntary")
     assert (gone["status"], gone["churn_reason"]) == ("cancelled", "payment")
     assert lookup(w, "cus_stays")["cancelled_not_yet_churned"] is False
+
+
+def test_events_still_upstream_hold_the_clock_back(broker, workers, app_id):
+    """A partition whose inputs are read to their end is moved to the worker's
+    clock only once the source topics are mapped to their end too: its next
+    events may still be waiting for the adapter. Here a payment fails, the
+    adapter has 40,000 records to map before the invoice that pays it, and
+    another customer's event is 40 days ahead: moved early, the customer would
+    churn for the failed payment (14-day grace) before the payment is read."""
+    topic = "churn.source.stripe"
+    sub = subscription("sub_w1", "cus_waits", [item(BASIC)], created=t("2025-05-01T09:00"))
+    failed = invoice("in_w1", "cus_waits", "sub_w1", 2000, paid=False, created=t("2025-05-02T09:00"))
+    paid = invoice("in_w1", "cus_waits", "sub_w1", 2000, paid=True, created=t("2025-05-02T09:00"), attempt_count=2)
+    waits = [event("evt_w_created", "customer.subscription.created", sub, t("2025-05-01T09:00")),
+             event("evt_w_failed", "invoice.payment_failed", failed, t("2025-05-02T09:00"))]
+    waits += [event(f"evt_w_nochange{i}", "customer.subscription.updated", sub, t("2025-05-02T10:00"), {}) for i in range(40_000)]
+    waits += [event("evt_w_paid", "invoice.paid", paid, t("2025-05-04T09:00"))]
+    ahead = event("evt_a_created", "customer.subscription.created",
+                  subscription("sub_a1", "cus_ahead", [item(BASIC)], created=t("2025-06-10T09:00")), t("2025-06-10T09:00"))
+    # all of it on the source topic before the worker starts: the adapter maps faster than a producer writes
+    asyncio.run(ensure_topics(Settings(broker=broker.url, app_id=app_id), broker.url))
+    send(broker.url, [(topic, b"cus_waits", orjson.dumps(e)) for e in waits] + [(topic, b"cus_ahead", orjson.dumps(ahead))], batched=True)
+    w = workers(app_id, CHURNMON_IDLE_PARTITION_S="1")  # moved after 1 s idle: the adapter needs longer for the backlog
+    wait_for(lambda: w.metrics().get('churn_source_records_total{outcome="ignored",source="stripe"}') == 40_000, 240,
+             "the adapter to map the backlog", w)
+    clock = t("2025-06-10T09:00") - 3600
+    wait_for(lambda: w.metrics().get("churn_event_time_clock_seconds") == clock, 60, "the worker's clock at the newest event", w)
+    got = wait_for(lambda: (c := lookup(w, "cus_waits")) and c.get("failed_payments") == 0 and c, 60,
+                   "the invoice paid after the backlog", w)
+    assert (got["status"], got["churn_reason"], got["mrr"]) == ("active", None, 20.0), got
 
 
 def test_segment_calls_give_the_hand_computed_usage(broker, workers, app_id):
