@@ -32,14 +32,15 @@ from . import topics
 from .batches import backlog_by_highwater, take_batches
 from .config import Settings
 from .security import kafka_client_kwargs, lookup_denied, signing_key
-from .contract import Rejection, decode_example, format_ts, topic_for_type
+from .contract import Rejection, format_ts, topic_for_type
 from .kpis import merge
 from .metrics import Metrics
-from .model import ChurnModel, Quality
+from .model import ChurnModel
 from .partition import PartitionBook
 from .process import Output, Processor, Record
 from .scoring import RiskMemory
 from .state import CustomerState, day_of
+from .trainer import TrainerProcess
 from .views import customer_view, raw_view, risk_view
 
 log = logging.getLogger(__name__)
@@ -137,11 +138,6 @@ class Pipeline:
         self.models_topic = app.topic(topics.MODELS, key_serializer="raw", value_serializer="raw", partitions=1)
         self.signing_key = signing_key(settings)  # signs published snapshots, verifies followed ones
         self.models_seen = asyncio.Event()  # set once the model feed has read churn.models to its end
-        # the trainer (only on the worker that owns churn.training's one partition)
-        self.trainer: ChurnModel | None = None
-        self.learnt_to = -1
-        self.quality = Quality()
-        self.unpublished, self.first_unpublished = 0, 0.0
         self.clock_name = topics.clock_topic(settings)
         self.source = app.topic(*topics.INPUT_TOPICS, self.clock_name, key_serializer="raw", value_serializer="raw", partitions=n)
         self.dlq = app.topic(topics.DLQ, key_serializer="raw", value_serializer="raw", partitions=n)
@@ -361,81 +357,38 @@ class Pipeline:
                     await self.train_while_owner()
                 except (asyncio.CancelledError, KeyboardInterrupt):
                     raise
-                except Exception:  # a broker error: start again from the newest snapshot
-                    log.exception("trainer: stopped by an error; starting again from the newest snapshot")
+                except Exception:  # the process could not start: try again at the next tick
+                    log.exception("trainer: could not run the trainer process; trying again")
             await asyncio.sleep(self.settings.clock_tick_s)
 
     async def train_while_owner(self) -> None:
-        """Resume from the newest snapshot on churn.models and learn from the
-        offset after the one it contains, so every example is learnt exactly
-        once per model lineage, until the partition moves to another worker.
-        Then the model is dropped unpublished: the new owner resumes from the
-        newest snapshot and learns the rest, and so does this worker if the
-        partition comes back. Each example is followed by a turn of the event
-        loop: the trainer keeps up without holding a batch of events back."""
-        from aiokafka import AIOKafkaConsumer, TopicPartition
-
-        latest = snapshots.decode(self.latest_blob, key=self.signing_key) if self.latest_blob else None
-        if isinstance(latest, snapshots.Snapshot):  # a copy of its own: the scorer's model must not learn
-            self.trainer, self.learnt_to = latest.model, latest.training_offset
-        else:
-            self.trainer, self.learnt_to = ChurnModel(self.settings.model_kind, min_labels=self.settings.min_labels), -1
-        self.unpublished, self.first_unpublished = 0, 0.0
-        log.info("trainer: model version %s, learnt to offset %s of %s", self.trainer.version, self.learnt_to, topics.TRAINING)
-        consumer = AIOKafkaConsumer(bootstrap_servers=topics.bootstrap_servers(self.broker_url), group_id=None,
-                                    enable_auto_commit=False, auto_offset_reset="earliest", **kafka_client_kwargs(self.settings))
-        await consumer.start()
+        """Run the trainer process (`stream_app.trainer`) while this worker owns
+        churn.training, exporting what it reports; stop it when the partition
+        moves away. It resumes from the newest snapshot this worker has read,
+        so every example is learnt once per model lineage; what it has not
+        published when stopped is dropped, and the next owner learns it."""
+        child = TrainerProcess(self.settings, self.broker_url, self.latest_blob)
+        log.info("trainer: started process %s for %s", child.process.pid, topics.TRAINING)
         try:
-            tp = TopicPartition(topics.TRAINING, 0)
-            consumer.assign([tp])
-            consumer.seek(tp, self.learnt_to + 1)
-            while self.owns_training():
-                batch = await consumer.getmany(tp, timeout_ms=int(self.settings.clock_tick_s * 1000))
-                for msg in batch.get(tp, []):
-                    if not self.owns_training():
-                        break
-                    if msg.offset > self.learnt_to:
-                        await self.learn(Record(topics.TRAINING, 0, msg.offset, msg.key, msg.value, msg.headers or ()))
-                    await asyncio.sleep(0)
+            while self.owns_training() and child.alive():
+                self._trainer_reports(child.reports())
+                await asyncio.sleep(self.settings.trainer_report_s)
         finally:
-            await consumer.stop()
-            dropped, self.trainer, self.unpublished = self.unpublished, None, 0
-        log.info("trainer: %s moved to another worker; the model was dropped with %s labels unpublished", topics.TRAINING, dropped)
+            self._trainer_reports(await child.stop())
+        if child.process.exitcode not in (0, None):
+            log.warning("trainer: process exited with %s; starting again from the newest snapshot", child.process.exitcode)
 
-    async def learn(self, rec: Record) -> None:
-        offset = rec.offset
-        ex = decode_example(rec.key, rec.value, now=time.time(), limits=self.processor.limits)
-        if isinstance(ex, Rejection):  # never reaches the learner; learnt_to moves past it all the same
-            self.learnt_to = offset
-            await self.dead_letter(rec, ex)
-            return
-        if ex.get("score") is not None:
-            self.quality.update(ex["label"], ex["score"], ex["labelled_t"])
-        self.trainer.learn(ex["features"], ex["label"])
-        self.learnt_to = offset
-        self.metrics.model_labels.inc()
-        self.unpublished += 1
-        self.first_unpublished = self.first_unpublished or time.monotonic()
-        if self.unpublished >= self.settings.publish_every:
-            await self.publish()
-
-    async def publish(self) -> None:
-        """Snapshot the trainer's model to churn.models (also from the timer, so
-        the last labels of a quiet stream are not left unpublished)."""
-        if self.trainer is None or not self.unpublished:
-            return
-        self.unpublished, self.first_unpublished = 0, 0.0
-        self.trainer.publish(created_at=time.time())
-        blob = snapshots.encode(self.trainer, training_offset=self.learnt_to, key=self.signing_key)
-        await self.models_topic.send(
-            key=b"churn-model", value=blob,
-            headers=[("version", str(self.trainer.version).encode()), ("training_offset", str(self.learnt_to).encode())],
-        )
-        self.metrics.record_quality(self.quality.report())
-
-    async def maybe_publish(self) -> None:
-        if self.unpublished and time.monotonic() - self.first_unpublished >= self.settings.publish_interval_s:
-            await self.publish()
+    def _trainer_reports(self, reports) -> None:
+        m = self.metrics
+        for r in reports:
+            if r.learnt:
+                m.model_labels.inc(r.learnt)
+            for reason, _detail in r.rejected:
+                m.rejected.labels(topic=topics.TRAINING, reason=reason).inc()
+            if r.quality is not None:
+                m.record_quality(r.quality)
+            if r.dropped is not None:
+                log.info("trainer: %s stopped at offset %s; %s labels unpublished were dropped", topics.TRAINING, r.learnt_to, r.dropped)
 
     latest_blob: bytes | None = None
 
@@ -649,7 +602,6 @@ def register(app: faust.App, settings: Settings, broker_url: str, metrics: Metri
     @app.timer(settings.clock_tick_s)
     async def ticks():
         await pipeline.send_ticks()
-        await pipeline.maybe_publish()
 
     @app.on_partitions_assigned.connect
     async def assigned(sender, assigned, **kwargs):

@@ -60,6 +60,7 @@ class Settings:
     min_labels: int = field(default=500, metadata={"help": "labels (of both classes) the model needs before it replaces the rule-based score"})
     publish_every: int = field(default=200, metadata={"help": "the trainer publishes a model snapshot after this many new labels ..."})
     publish_interval_s: float = field(default=2.0, metadata={"help": "... or this many wall seconds after the first unpublished label"})
+    trainer_report_s: float = field(default=0.25, metadata={"help": "how often the worker that owns churn.training reads what its trainer process reports (labels learnt, quality) into /metrics"})
     winback_days: float = field(default=365.0, metadata={"help": "a lapsed purchase-only customer keeps a win-back probability (re-scored every snapshot_every_days, its snapshots labelled) for this many days after its last activity"})
     winback_bands: tuple[float, ...] = field(default=(0.1, 0.3), metadata={"help": "win-back probability band edges: low below the first, medium, high from the last (churn_winback_customers{band})"})
     bgnbd_min_buyers: int = field(default=50, metadata={"help": "purchase-only customers (with at least a fifth of them repeat buyers) a worker needs before it fits BG/NBD and scores them with it"})
@@ -131,7 +132,7 @@ class Settings:
             problems.append(f"web_port must be a TCP port (got {self.web_port})")
         if self.broker is not None and not self.broker.startswith(("kafka://", "aiokafka://")):
             problems.append(f"broker must look like kafka://host:port (got {self.broker!r})")
-        for name in ("grace_days", "inactivity_days", "trial_days", "billing_cycle_days"):
+        for name in ("grace_days", "inactivity_days", "trial_days", "billing_cycle_days", "trainer_report_s"):
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be > 0 (got {getattr(self, name)})")
         if not self.windows_days or any(w <= 0 for w in self.windows_days):

@@ -125,7 +125,7 @@ class Metrics:
         )
         for reason in sorted(SNAPSHOT_REJECTIONS):
             self.snapshots_rejected.labels(reason=reason)
-        self.model_labels = Counter(*_doc("churn_model_labels_total", "counter", [], "Labelled examples the trainer has learnt from (this process)."), registry=r)
+        self.model_labels = Counter(*_doc("churn_model_labels_total", "counter", [], "Labelled examples the trainer process of this worker has learnt from (0 on workers that do not own churn.training)."), registry=r)
         self.model_version = Gauge(*_doc("churn_model_version", "gauge", [], "Version of the model this worker scores with (0 = rules only so far)."), registry=r)
         self.model_created = Gauge(*_doc("churn_model_created_timestamp_seconds", "gauge", [], "When the model this worker scores with was published; age = time() - this."), registry=r)
         self.model_ready = Gauge(*_doc("churn_model_ready", "gauge", [], "1 when the model has seen enough labels of both classes to replace the rules."), registry=r)

@@ -9,6 +9,7 @@ import json
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +21,11 @@ pytestmark = pytest.mark.integration
 
 def version(w) -> float:
     return w.metrics().get("churn_model_version", 0.0)
+
+
+def children(pid: int) -> list[int]:
+    """The processes `pid` started (Linux /proc)."""
+    return [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
 
 
 def waiting(w, ids) -> dict[str, int]:
@@ -50,7 +56,11 @@ def test_trainer_and_worker_restart_keep_the_model_and_pending_labels(broker, wo
     ids = [f"cus_{i:06d}" for i in range(0, 250, 5)]
     before = waiting(w, ids)
     v_before = version(w)
+    trainers = children(w.proc.pid)
+    assert trainers, "the worker that owns churn.training runs its trainer in a child process"
     w.stop(signal.SIGKILL)
+    # the trainer process dies with its worker, however the worker dies
+    wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in trainers), 10, f"the trainer processes {trainers} to exit")
 
     again = workers(app_id, CHURNMON_PUBLISH_EVERY="100")
     # the newest snapshot is read back: scoring resumes with it, not with an empty model
