@@ -85,7 +85,12 @@ def check(msg: Message, validator: Draft7Validator) -> dict:
 
 def consume(consumer: Consumer, on_alert: Callable[[dict], None], on_invalid: Callable[[str], None], *,
             idle_timeout: float | None = None, stop: Callable[[], bool] = lambda: False) -> tuple[int, int]:
-    """Read until `stop()` or `idle_timeout` s without a message; returns (valid, invalid)."""
+    """Read until `stop()` or `idle_timeout` s without a message while
+    partitions are assigned; returns (valid, invalid).
+
+    The time without partitions does not count: during a group rebalance
+    (another member joins or leaves, or a slow machine misses a heartbeat)
+    nothing can arrive, and stopping then would leave partitions unread."""
     validator = load_validator()
     consumer.subscribe([TOPIC])
     valid = invalid = 0
@@ -93,7 +98,9 @@ def consume(consumer: Consumer, on_alert: Callable[[dict], None], on_invalid: Ca
     while not stop():
         msg = consumer.poll(0.5)
         if msg is None:
-            if idle_timeout is not None and time.monotonic() - last >= idle_timeout:
+            if not consumer.assignment():
+                last = time.monotonic()
+            elif idle_timeout is not None and time.monotonic() - last >= idle_timeout:
                 break
             continue
         last = time.monotonic()
