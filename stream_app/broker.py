@@ -35,6 +35,14 @@ the 10 s session timeout and 7.1 s with 3 s (a plain aiokafka consumer,
 broker therefore use a 3 s session (`session_timeout_s`); heartbeats come
 from the consumer's own thread every second, so a busy worker loop does not
 miss them.
+
+A member that leaves while another is still joining or recovering from the
+previous rebalance can leave the group stuck (seen in the scale-out test,
+2026-11-30: a third worker joined, one of the first two left ~1 s later, and
+no member was assigned anything again or fetched for the 4 minutes the test
+waited). On the embedded broker, start or stop workers one at a time, after
+the previous rebalance has ended (each worker's `churn_partitions_assigned`
+is set and its clock moves); Kafka has no such limit.
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ class Settings:
     snapshot_every_days: int = field(default=10, metadata={"help": "a live customer is observed (a label snapshot) once per this many days, and re-scored at that pace while silent and not near an alert"})
     model_kind: str = field(default="select", metadata={"help": "select (the rules, a logistic regression and a Hoeffding tree side by side; the best progressive-validation ROC AUC serves), or one model alone: logreg (logistic regression warm-started as the rules), linear (logistic regression from zero), tree (bounded Hoeffding tree), arf (bounded ARFClassifier, signed pickles)"})
     min_labels: int = field(default=500, metadata={"help": "labels (of both classes) the model needs before it replaces the rule-based score"})
-    publish_every: int = field(default=200, metadata={"help": "the trainer publishes a model snapshot after this many new labels ..."})
+    publish_every: int = field(default=1000, metadata={"help": "the trainer publishes a model snapshot after this many new labels ..."})
     publish_interval_s: float = field(default=2.0, metadata={"help": "... or this many wall seconds after the first unpublished label"})
     trainer_report_s: float = field(default=0.25, metadata={"help": "how often the worker that owns churn.training reads what its trainer process reports (labels learnt, quality) into /metrics"})
     winback_days: float = field(default=365.0, metadata={"help": "a lapsed purchase-only customer keeps a win-back probability (re-scored every snapshot_every_days, its snapshots labelled) for this many days after its last activity"})
