@@ -470,7 +470,7 @@ SELECT_EVERY = 100  # labels between two choices
 # (20-day windows after it began to serve), and every switch made at a lead
 # of 0.005-0.05 left the served risk ranking below the rules over the run.
 # Measured on four populations and one seed, not proven elsewhere: see
-# docs/PERFORMANCE.md, "Rules floor".
+# docs/PERFORMANCE.md, "the rules floor".
 SELECT_MARGIN = 0.07
 # churners a learnt candidate must have been scored on before it may serve:
 # an AUC over a few hundred positives is noisy (its standard error is near
@@ -608,7 +608,7 @@ class CandidateModel(ChurnModel):
     not a map of it fitted to the recent labels: any map that moves with
     the labels reorders snapshots taken at different times, and served so
     (the churn rate of their score, refitted every 100 labels) the rules
-    ranked the simulated populations 0.011-0.012 ROC AUC below their own
+    ranked the simulated populations 0.012-0.017 ROC AUC below their own
     score pooled over a run, even where nothing learnt ever served. So the
     served risk ranks exactly as the rules do; it is a probability only
     once a learnt candidate serves.

@@ -107,7 +107,7 @@ def test_serving_rules_keep_their_own_score_and_ranking():
     """While the rules serve, the served risk is their own score, whatever the
     labels say: a map of it that moves with the recent labels (their churn
     rate, refitted every 100 labels) ranked the simulated populations
-    0.011-0.012 below the rules pooled over a run (docs/PERFORMANCE.md), so
+    0.012-0.017 below the rules pooled over a run (docs/PERFORMANCE.md), so
     the rules' ranking is kept exactly, over time as well as at one time."""
     m = replay(rules_signal, 4_000, min_labels=300)
     assert m.serving == "rules"
@@ -311,3 +311,23 @@ def test_the_rules_risk_keeps_its_order_in_the_label_books_float32():
     assert len(risks) > 1000 and all(r == round(r, 6) for r in risks)
     kept = [struct.unpack("<f", struct.pack("<f", r))[0] for r in risks]
     assert all(a < b for a, b in zip(kept, kept[1:]))
+
+
+def test_the_rules_read_the_features_as_the_label_book_keeps_them():
+    """A snapshot's risk and the risk recomputed from its book row (float32
+    features) are one number, also next to a threshold; and `health.READ`
+    lists every feature a factor reads."""
+    import re
+    from pathlib import Path
+
+    from stream_app import health
+    from stream_app.labels import as_stored
+
+    x = dict(NEUTRAL, contractual=1.0, tenure_days=13.9999999999, active_days_30d=2.0)
+    assert health_risk(x) == health_risk(as_stored(x)) and health_risk(x)[0] > 0.0
+    rnd = random.Random(12)
+    for _ in range(500):
+        x = rules_signal(rnd)[0]
+        assert health_risk(x) == health_risk(as_stored(x))
+    source = Path(health.__file__).read_text()
+    assert set(re.findall(r'f\["([a-z0-9_]+)"\]', source)) == set(health.READ)
