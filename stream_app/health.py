@@ -33,7 +33,10 @@ judgement, written down here so that they can be argued with.
 
 from __future__ import annotations
 
+import struct
 from typing import Callable, Mapping
+
+import numpy as np
 
 from .alerts import REASON_CATEGORY
 from .features import NEUTRAL
@@ -157,13 +160,39 @@ FACTORS: tuple[tuple[str, Callable[[Mapping[str, float]], float]], ...] = (
 
 
 _KEYS = frozenset(NEUTRAL)
+#: every feature a factor reads (tests/test_candidates.py checks the list against the rules)
+READ = ("active_days_30d", "cancel_pending", "contractual", "csat", "csat_known", "days_since_last_activity",
+        "dunning_days", "failed_payments", "frequency", "nps", "nps_detractor", "onboarding_rate", "open_tickets",
+        "p_alive", "price_increase_recent", "recency_gap_ratio", "recent_downgrade", "renewal_within_7d",
+        "tenure_days", "tickets_30d", "usage_trend", "usage_trend_90d")
+_F32 = struct.Struct(f"<{len(READ)}f")
+
+
+def _as_kept(feats: Mapping[str, float]) -> dict[str, float]:
+    """The features the rules read, rounded to float32 as the label book keeps
+    them (`labels.py`): the risk a snapshot is shown and the risk recomputed
+    from its book row are then one number. Without it a tenure of
+    13.999999999 days (14.0 in float32) fell on the other side of a
+    threshold for the snapshot than for its label."""
+    values = [feats[k] for k in READ]
+    try:
+        return dict(zip(READ, _F32.unpack(_F32.pack(*values))))
+    except OverflowError:  # beyond float32's range: numpy makes it inf, as the book does
+        with np.errstate(over="ignore"):
+            return dict(zip(READ, np.array(values, dtype=np.float32).tolist()))
 
 
 def health_risk(feats: Mapping[str, float]) -> tuple[float, list[Factor]]:
     """Risk 0..1 and the factors behind it, strongest first.
 
     Missing keys take their neutral value, so an older feature dict still
-    scores.
+    scores. The risk is rounded to 6 decimals: the label book keeps the
+    score a snapshot was shown as float32 (`labels.py`), and two sums that
+    differ in the 8th digit would be kept as one value there, or in the
+    other order, while the same sums recomputed later (from the book's
+    float32 features) are not; on the 1e-6 grid every distinct risk stays
+    distinct and in order in float32, so the kept scores rank as the rules
+    do (0.0001 ROC AUC apart without it, docs/PERFORMANCE.md).
 
     >>> from stream_app.features import NEUTRAL
     >>> health_risk(NEUTRAL)
@@ -175,6 +204,7 @@ def health_risk(feats: Mapping[str, float]) -> tuple[float, list[Factor]]:
     """
     if not _KEYS <= feats.keys():
         feats = {**NEUTRAL, **feats}
+    feats = _as_kept(feats)
     factors: list[Factor] = []
     total = 0.0
     for name, rule in FACTORS:
@@ -183,4 +213,4 @@ def health_risk(feats: Mapping[str, float]) -> tuple[float, list[Factor]]:
             factors.append((name, round(c, 6), REASON_CATEGORY[name]))
             total += c
     factors.sort(key=lambda x: -x[1])
-    return min(1.0, total), factors
+    return min(1.0, round(total, 6)), factors
