@@ -300,19 +300,6 @@ def test_plaindata_refuses_what_is_not_a_tree():
     assert plaindata.load(plaindata.dump({True: (1.5, float("inf")), "s": {1, 2}}), {}) == {True: (1.5, float("inf")), "s": {1, 2}}
 
 
-def test_the_rules_risk_keeps_its_order_in_the_label_books_float32():
-    """The label book keeps the score a snapshot was shown as float32; the
-    rules' risk is on a 1e-6 grid, so distinct risks stay distinct and in
-    the same order there (the served ranking is the rules', as kept)."""
-    import struct
-
-    rnd = random.Random(11)
-    risks = sorted({health_risk(rules_signal(rnd)[0])[0] for _ in range(3000)})
-    assert len(risks) > 1000 and all(r == round(r, 6) for r in risks)
-    kept = [struct.unpack("<f", struct.pack("<f", r))[0] for r in risks]
-    assert all(a < b for a, b in zip(kept, kept[1:]))
-
-
 def test_the_rules_read_the_features_as_the_label_book_keeps_them():
     """A snapshot's risk and the risk recomputed from its book row (float32
     features) are one number, also next to a threshold; and `health.READ`
