@@ -21,9 +21,12 @@ demo: install
 
 # Three test processes (pytest-xdist), each file's tests in one of them: the
 # integration tests spend most of their time waiting on brokers and workers,
-# so on 2 CPUs three at a time took the suite from ~13 min to ~5 min.
+# so on 2 CPUs three at a time took the suite from ~13 min to ~5 min. Tests
+# marked `solo` (the scale-out test: three workers and a reference worker)
+# run afterwards, alone.
 test: install
-	$(BIN)/python -m pytest -n 3 --dist loadfile
+	$(BIN)/python -m pytest -n 3 --dist loadfile -m "not solo"
+	$(BIN)/python -m pytest -m solo
 
 # Random secrets for docker-compose.yml (kept if present): the lookup's bearer
 # token and the model signing key. Readable inside the worker container;
