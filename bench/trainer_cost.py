@@ -26,6 +26,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import simulated_events, table, warn_if_busy  # noqa: E402
 
+import orjson  # noqa: E402
+
 from stream_app import snapshots  # noqa: E402
 from stream_app.config import Settings  # noqa: E402
 from stream_app.process import Replay  # noqa: E402
@@ -33,19 +35,12 @@ from stream_app.trainer import Trainer  # noqa: E402
 
 
 def examples(n: int) -> list[tuple[bytes, bytes]]:
+    """The churn.training records the worker would send for these events, as (key, value)."""
     replay = Replay(batch=2000, caught_up=True)
-    out: list[tuple[bytes, bytes]] = []
-    collect = replay._collect
-
-    def keep(step):
-        out.extend(step.examples)
-        collect(step)
-
-    replay._collect = keep
     for event in simulated_events(n, seed=42):
         replay.feed(event)
     replay.finish()
-    return out
+    return [(ex["customer_id"].encode(), orjson.dumps(ex)) for ex in replay.examples]
 
 
 def cost(kind: str, records: list[tuple[bytes, bytes]], n_events: int) -> list[str]:

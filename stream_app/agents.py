@@ -419,7 +419,7 @@ class Pipeline:
         for r in reports:
             if r.learnt:
                 m.model_labels.inc(r.learnt)
-            for reason, _detail in r.rejected:
+            for reason in r.rejected:
                 m.rejected.labels(topic=topics.TRAINING, reason=reason).inc()
             if r.quality is not None:
                 m.record_quality(r.quality)

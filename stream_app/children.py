@@ -35,7 +35,7 @@ import signal
 import sys
 from typing import Any, Callable
 
-__all__ = ["die_with_parent", "PDEATHSIG_AVAILABLE"]
+__all__ = ["die_with", "die_with_parent", "PDEATHSIG_AVAILABLE"]
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
@@ -54,13 +54,19 @@ _PRCTL = _load_prctl()
 PDEATHSIG_AVAILABLE = _PRCTL is not None
 
 
-def _pdeathsig(parent: int) -> Callable[[], None]:
-    prctl = _PRCTL
+def die_with(parent: int) -> None:
+    """In a child: be killed when `parent` dies (Linux), or exit now if it
+    already has. For a child started otherwise than through `subprocess`
+    (the trainer, a `multiprocessing` process), called first thing."""
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the call: nobody will stop this child
+        os._exit(1)
 
+
+def _pdeathsig(parent: int) -> Callable[[], None]:
     def in_child() -> None:  # runs in the child between fork and exec: keep it minimal
-        prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before the call: nobody will stop this child
-            os._exit(1)
+        die_with(parent)
 
     return in_child
 

@@ -20,8 +20,8 @@ newest snapshot the worker has read (its training offset inside, covered by
 the MAC) and learns from the offset after it. When the worker loses the
 partition, or stops, the process is told to stop and drops what it has not
 published; the next owner resumes from the newest snapshot. The process
-dies with the worker however the worker dies (PR_SET_PDEATHSIG, as
-`children.die_with_parent` does for subprocesses).
+dies with the worker however the worker dies (PR_SET_PDEATHSIG:
+`children.die_with`, what `children.die_with_parent` does for subprocesses).
 
 What only the worker can export (its /metrics) comes back over a pipe as
 small messages (`Report`): labels learnt, examples dead-lettered, the
@@ -42,6 +42,7 @@ from multiprocessing.connection import Connection
 
 from . import dead_letters as dl
 from . import snapshots, topics
+from .children import die_with
 from .config import Settings
 from .contract import Limits, Rejection, decode_example, format_ts
 from .model import ChurnModel, Quality
@@ -58,7 +59,7 @@ class Report:
     learnt: int = 0
     learnt_to: int = -1
     version: int = 0
-    rejected: list[tuple[str, str]] = field(default_factory=list)  # (reason, detail) of dead-lettered examples
+    rejected: list[str] = field(default_factory=list)  # reasons of the dead-lettered examples (a metric label)
     quality: dict | None = None  # set when a snapshot was published
     dropped: int | None = None  # set by the last report: labels learnt and not published
 
@@ -119,18 +120,9 @@ class Trainer:
         return snapshots.encode(self.model, training_offset=self.learnt_to, key=self.key)
 
 
-def _die_with(parent: int) -> None:
-    from .children import PDEATHSIG_AVAILABLE, PR_SET_PDEATHSIG, _PRCTL
-
-    if PDEATHSIG_AVAILABLE:
-        _PRCTL(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-    if os.getppid() != parent:  # the worker died before the call: nobody would stop this process
-        os._exit(1)
-
-
 def main(settings: Settings, broker_url: str, latest_blob: bytes | None, conn: Connection, parent: int) -> None:
     """The process's entry point (`multiprocessing`, spawn)."""
-    _die_with(parent)
+    die_with(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C reaches the whole group: the worker stops us
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
     asyncio.run(_run(settings, broker_url, latest_blob, conn))
@@ -165,7 +157,7 @@ async def _run(settings: Settings, broker_url: str, latest_blob: bytes | None, c
                     report.learnt += 1
                 else:
                     await _dead_letter(producer, msg, bad)
-                    report.rejected.append((bad.reason, bad.detail))
+                    report.rejected.append(bad.reason)
             if trainer.due():
                 blob = trainer.snapshot()
                 await producer.send_and_wait(topics.MODELS, key=b"churn-model", value=blob, headers=[
