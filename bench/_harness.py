@@ -34,10 +34,10 @@ RESULTS = REPO / "bench" / "results"
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from stream_app.broker import EmbeddedBroker, free_port  # noqa: E402
-from stream_app.children import die_with_parent  # noqa: E402
+from stream_app.tools.broker import EmbeddedBroker, free_port  # noqa: E402
+from stream_app.runtime.children import die_with_parent  # noqa: E402
 from stream_app.config import Settings  # noqa: E402
-from stream_app.contract import TOPICS  # noqa: E402
+from stream_app.ingest.contract import TOPICS  # noqa: E402
 
 INPUT_TOPICS: tuple[str, ...] = TOPICS  # what every benchmark consumer reads
 PROCESSED = "churn_events_processed_total"
@@ -174,10 +174,10 @@ class Run:
 
 
 def embedded_broker_env() -> dict[str, str]:
-    """The settings a worker needs on the embedded broker (stream_app/broker.py):
+    """The settings a worker needs on the embedded broker (stream_app/tools/broker.py):
     the tests and `churnmon demo` start their workers with them, so the
     benchmarks do too."""
-    from stream_app.broker import EMBEDDED_ENV
+    from stream_app.tools.broker import EMBEDDED_ENV
 
     return dict(EMBEDDED_ENV)
 
@@ -298,7 +298,7 @@ def metric_sum(text: str, name: str) -> float:
 def simulated_events(n: int, *, seed: int = 42, days: int = 120, start: str = "2025-01-01T00:00:00Z") -> list[dict]:
     """The first `n` events (event-time order) of a simulated population big
     enough to have them: what `python -m stream_app simulate` writes, truncated."""
-    from stream_app.simulator import SimConfig, events
+    from stream_app.tools.simulator import SimConfig, events
 
     customers = max(50, math.ceil(n / (1.3 * days)))
     while True:
@@ -310,7 +310,7 @@ def simulated_events(n: int, *, seed: int = 42, days: int = 120, start: str = "2
 
 def produce(broker_url: str, events: list[dict], partitions: int, rate: float = 0.0) -> int:
     """Put events on the input topics as `replay` does (creating the topics first)."""
-    from stream_app.producer import produce_events
+    from stream_app.tools.producer import produce_events
 
     return asyncio.run(produce_events(Settings(broker=broker_url, partitions=partitions), events, rate=rate))
 
@@ -332,7 +332,7 @@ def create_topics(broker_url: str, topics: dict[str, int], compacted: bool = Fal
     """Create topics with explicit partition counts (never let the broker auto-create them)."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-    from stream_app.topics import bootstrap_servers
+    from stream_app.runtime.topics import bootstrap_servers
 
     async def go() -> None:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(broker_url))
@@ -352,7 +352,7 @@ def create_topics(broker_url: str, topics: dict[str, int], compacted: bool = Fal
 def ensure_worker_topics(broker_url: str, app_id: str, partitions: int) -> None:
     """Every topic of a worker group, created before its workers start (so
     several workers starting at once do not race to create them)."""
-    from stream_app.topics import ensure_topics
+    from stream_app.runtime.topics import ensure_topics
 
     asyncio.run(ensure_topics(Settings(broker=broker_url, app_id=app_id, partitions=partitions), broker_url))
 

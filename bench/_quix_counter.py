@@ -57,7 +57,7 @@ from quixstreams.dataframe import StreamingDataFrame
 from quixstreams.models.topics import TopicAdmin, TopicManager
 
 from _counter import Config, Tally, write_result
-from stream_app.topics import bootstrap_servers
+from stream_app.runtime.topics import bootstrap_servers
 
 # librdkafka joins a group on this broker only when its rebalance timeout,
 # which is max.poll.interval.ms (300 s by default), runs out; the session

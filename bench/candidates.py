@@ -27,9 +27,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import model_quality as mq  # noqa: E402
 
 from stream_app.config import DAY  # noqa: E402
-from stream_app import model as model_module  # noqa: E402
-from stream_app.model import MODEL_KINDS  # noqa: E402
-from stream_app.simulator import SCENARIOS, scenario  # noqa: E402
+from stream_app.risk import model as model_module  # noqa: E402
+from stream_app.risk.model import MODEL_KINDS  # noqa: E402
+from stream_app.tools.simulator import SCENARIOS, scenario  # noqa: E402
 
 
 class Watched(mq.Replay):

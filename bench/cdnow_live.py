@@ -38,8 +38,8 @@ import _cdnow  # noqa: E402
 from _harness import Run, app_id, ensure_worker_topics, machine, metric_sum, produce, say, table, write_results  # noqa: E402
 from model_quality import auc, top_decile_lift  # noqa: E402
 
-from stream_app.contract import parse_ts  # noqa: E402
-from stream_app.purchases import expected_purchases, fit  # noqa: E402
+from stream_app.ingest.contract import parse_ts  # noqa: E402
+from stream_app.domain.purchases import expected_purchases, fit  # noqa: E402
 
 PARTITIONS = 8
 HOLDOUT = range(273, 273 + 39 * 7)

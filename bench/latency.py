@@ -24,7 +24,7 @@ Measured:
 
 - event -> read by a plain aiokafka consumer (no group, the worker's
   fetch_max_wait_ms: `Settings.fetch_max_wait_ms`, default 10 ms; Faust's
-  own consumer hard-codes 1500, stream_app/offsets.py replaces it): the floor
+  own consumer hard-codes 1500, stream_app/runtime/offsets.py replaces it): the floor
   that the broker and that fetch setting put under every figure below. The
   embedded broker (Tansu) answers a fetch when its wait runs out rather than
   when data arrives, so this floor is about half the wait here (386 ms p50
@@ -96,7 +96,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "so polling every 20 ms takes about half of its time)")
     p.add_argument("--marker-every", type=int, default=10, help="time every n-th live event to /metrics (default 10)")
     p.add_argument("--linger-ms", type=float, default=5.0,
-                   help="the live producer's linger.ms (default 5, as stream_app/producer.py; 0 = one record per batch)")
+                   help="the live producer's linger.ms (default 5, as stream_app/tools/producer.py; 0 = one record per batch)")
     p.add_argument("--partitions", type=int, default=8, help="partitions of every topic (default 8)")
     p.add_argument("--seed", type=int, default=7, help="simulator seed")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs) after the run")
@@ -121,8 +121,8 @@ class World:
 def background(args: argparse.Namespace, n_live: int, start: float) -> tuple[list[tuple[float, dict]], float, float]:
     """Simulated population: every event of the first --history-days, then the
     next n_live events. Returns them with times, the live start and end."""
-    from stream_app.contract import format_ts, parse_ts
-    from stream_app.simulator import SimConfig, events
+    from stream_app.ingest.contract import format_ts, parse_ts
+    from stream_app.tools.simulator import SimConfig, events
 
     live_start = start + args.history_days * h.DAY
     out: list[tuple[float, dict]] = []
@@ -142,7 +142,7 @@ def background(args: argparse.Namespace, n_live: int, start: float) -> tuple[lis
 def at_risk(i: int, start: float, trouble: float) -> list[tuple[float, dict]]:
     """One customer built to be alerted: daily use from day 0, silence for
     SILENCE_DAYS, then three urgent tickets, CSAT 1 and NPS 0 at `trouble`."""
-    from stream_app.contract import format_ts
+    from stream_app.ingest.contract import format_ts
 
     cid = f"bench-risk-{i:04d}"
     out: list[tuple[float, dict]] = []
@@ -169,7 +169,7 @@ def at_risk(i: int, start: float, trouble: float) -> list[tuple[float, dict]]:
 def build_world(args: argparse.Namespace, rate: float) -> World:
     """History and live events, both in event-time order, all in the past
     (timestamps more than a day ahead of the wall clock are dead-lettered)."""
-    from stream_app.producer import check_line
+    from stream_app.tools.producer import check_line
     import orjson
 
     start = math.floor(time.time() / h.DAY) * h.DAY - 370 * h.DAY
@@ -207,7 +207,7 @@ async def send_paced(producer, events: list[dict], rate: float, trace: Trace) ->
     """Event i is sent at start + i / rate (never early); its send time is recorded just before."""
     import orjson
 
-    from stream_app.contract import topic_for_type
+    from stream_app.ingest.contract import topic_for_type
 
     t0 = time.time()
     for i, e in enumerate(events):
@@ -269,7 +269,7 @@ async def collect(consumer, out: list[tuple[float, float, dict]]) -> None:
 async def live_phase(broker_url: str, worker: h.Worker, events: list[dict], rate: float, base: float, args) -> Trace:
     from aiokafka import AIOKafkaProducer
 
-    from stream_app.topics import ALERTS, bootstrap_servers
+    from stream_app.runtime.topics import ALERTS, bootstrap_servers
 
     trace = Trace()
     servers = bootstrap_servers(broker_url)
@@ -304,7 +304,7 @@ async def live_phase(broker_url: str, worker: h.Worker, events: list[dict], rate
 
 
 def alert_latencies(events: list[dict], trace: Trace) -> dict[str, dict]:
-    from stream_app.contract import parse_ts
+    from stream_app.ingest.contract import parse_ts
 
     sent = {e["event_id"]: trace.sent[i] for i, e in enumerate(events)}
     decided, on_kafka, received = [], [], []

@@ -2,7 +2,7 @@
 
     python bench/model_quality.py [--scenario NAME|all] [--customers N --days D --seed S --model logreg|arf]
 
-Replays a simulated population (`stream_app.simulator.SCENARIOS`, default
+Replays a simulated population (`stream_app.tools.simulator.SCENARIOS`, default
 `default`; `all` runs every scenario with the same settings) in event-time
 order through the monitor's own pure steps, the way the worker would live:
 
@@ -51,19 +51,19 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from stream_app.alerts import AlertConfig, decide  # noqa: E402
+from stream_app.risk.alerts import AlertConfig, decide  # noqa: E402
 from stream_app.config import DAY  # noqa: E402
-from stream_app.contract import parse_ts  # noqa: E402
-from stream_app.features import features, monthly_value  # noqa: E402
-from stream_app.health import health_risk  # noqa: E402
+from stream_app.ingest.contract import parse_ts  # noqa: E402
+from stream_app.risk.features import features, monthly_value  # noqa: E402
+from stream_app.risk.health import health_risk  # noqa: E402
 from stream_app.config import Settings  # noqa: E402
-from stream_app.labels import (  # noqa: E402
+from stream_app.risk.labels import (  # noqa: E402
     LabelBook, Policy, expire, is_observation_day, observe, on_churn,
 )
-from stream_app.model import MODEL_KINDS, ChurnModel, Quality  # noqa: E402
-from stream_app.purchases import PurchaseModel  # noqa: E402
-from stream_app.simulator import SCENARIOS, SimConfig, Simulation, scenario  # noqa: E402
-from stream_app.state import ACTIVE, Rules, advance, apply, day_of, new_state  # noqa: E402
+from stream_app.risk.model import MODEL_KINDS, ChurnModel, Quality  # noqa: E402
+from stream_app.domain.purchases import PurchaseModel  # noqa: E402
+from stream_app.tools.simulator import SCENARIOS, SimConfig, Simulation, scenario  # noqa: E402
+from stream_app.domain.state import ACTIVE, Rules, advance, apply, day_of, new_state  # noqa: E402
 
 
 # --------------------------------------------------------------------------- metrics
@@ -367,7 +367,7 @@ def run_buyers(name: str, a) -> dict:
     (`purchases.PurchaseModel`), judged by progressive validation as the
     worker judges them (each label against the layer's weights from before
     it existed, and against BG/NBD's score in the snapshot)."""
-    from stream_app.process import Replay as Worker
+    from stream_app.runtime.process import Replay as Worker
 
     cfg = scenario(name, customers=a.customers, days=a.days, seed=a.seed)
     t0 = time.time()
@@ -439,7 +439,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     d = SimConfig()
     ap.add_argument("--scenario", default="default", choices=(*SCENARIOS, "all"),
-                    help="simulated population (stream_app.simulator.SCENARIOS); all = every one, same settings")
+                    help="simulated population (stream_app.tools.simulator.SCENARIOS); all = every one, same settings")
     ap.add_argument("--customers", type=int, default=d.customers)
     ap.add_argument("--days", type=int, default=d.days)
     ap.add_argument("--seed", type=int, default=d.seed)

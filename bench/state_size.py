@@ -15,7 +15,7 @@ How the state is made
 Folding a year of simulated events for a million customers through the worker
 would take hours and measure the event path, not the state. Instead:
 
-1. a few hundred customers of `stream_app.simulator` (a year of events) are
+1. a few hundred customers of `stream_app.tools.simulator` (a year of events) are
    folded through the worker's own processor (`process.Replay`: the same
    `process.Processor` the worker runs, over dicts), which gives realistic
    `CustomerState`s and label books: active, cancelled, lapsed and trial
@@ -105,14 +105,14 @@ import orjson  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
 from aiokafka.partitioner import murmur2  # noqa: E402
 
-from stream_app.broker import EMBEDDED_ENV, EmbeddedBroker, free_port  # noqa: E402
-from stream_app.children import die_with_parent  # noqa: E402
+from stream_app.tools.broker import EMBEDDED_ENV, EmbeddedBroker, free_port  # noqa: E402
+from stream_app.runtime.children import die_with_parent  # noqa: E402
 from stream_app.config import Settings  # noqa: E402
-from stream_app.process import Replay  # noqa: E402
-from stream_app.scoring import RiskMemory  # noqa: E402
-from stream_app.simulator import SimConfig, Simulation  # noqa: E402
-from stream_app.state import CustomerState  # noqa: E402
-from stream_app.topics import CUSTOMERS_TABLE, RISK_TABLE, bootstrap_servers, changelog_topic, ensure_topics  # noqa: E402
+from stream_app.runtime.process import Replay  # noqa: E402
+from stream_app.risk.scoring import RiskMemory  # noqa: E402
+from stream_app.tools.simulator import SimConfig, Simulation  # noqa: E402
+from stream_app.domain.state import CustomerState  # noqa: E402
+from stream_app.runtime.topics import CUSTOMERS_TABLE, RISK_TABLE, bootstrap_servers, changelog_topic, ensure_topics  # noqa: E402
 
 GB = 1024 ** 3
 MB = 1024 ** 2
@@ -404,7 +404,7 @@ class WorkerRun:
         self.log = log_dir / f"{label}.log"
         env = {
             **os.environ,
-            **EMBEDDED_ENV,  # changelog ends read from a fetch (stream_app/broker.py)
+            **EMBEDDED_ENV,  # changelog ends read from a fetch (stream_app/tools/broker.py)
             "CHURNMON_BROKER": broker_url,
             "CHURNMON_APP_ID": settings.app_id,
             "CHURNMON_PARTITIONS": str(settings.partitions),
@@ -591,10 +591,10 @@ class WorkerRun:
 
 
 _WRAPPERS = {
-    "<module> (stream_app/__main__.py)", "main (stream_app/cli.py)", "worker (stream_app/cli.py)",
-    "run_worker (stream_app/cli.py)", "Worker.execute_from_commandline (mode/worker.py)",
+    "<module> (stream_app/__main__.py)", "main (stream_app/tools/cli.py)", "worker (stream_app/tools/cli.py)",
+    "run_worker (stream_app/tools/cli.py)", "Worker.execute_from_commandline (mode/worker.py)",
     "Service._execute_task (mode/services.py)", "Agent._execute_actor (faust/agents/agent.py)",
-    "register.<locals>.process (stream_app/agents.py)", "Pipeline.process (stream_app/agents.py)",
+    "register.<locals>.process (stream_app/runtime/agents.py)", "Pipeline.process (stream_app/runtime/agents.py)",
     "Agent._slurp (faust/agents/agent.py)", "Service._actually_start (mode/services.py)",
 }
 

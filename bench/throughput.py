@@ -33,7 +33,7 @@ results file (which lists them under "skipped"): the project's own figures
 should not wait for a peer's dependencies.
 
 All six read the same events from one embedded broker: simulated events
-(`stream_app.simulator`, what `python -m stream_app simulate` writes,
+(`stream_app.tools.simulator`, what `python -m stream_app simulate` writes,
 truncated to --events), produced once to the three input topics with
 --partitions partitions each, as `replay` does; the message key is the
 customer id. Each consumer has its own consumer group, so each reads
@@ -112,7 +112,7 @@ async def _raw(broker_url: str, group: str, n: int) -> dict:
     import orjson
     from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 
-    from stream_app.topics import bootstrap_servers
+    from stream_app.runtime.topics import bootstrap_servers
 
     class Joined(ConsumerRebalanceListener):
         """The clock starts when the group hands us partitions: before the

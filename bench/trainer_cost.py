@@ -13,7 +13,7 @@ churn.models. Printed per kind: microseconds per label to decode and to
 learn, milliseconds per snapshot to encode and to decode, and all of it
 spread over the input events. That last figure is what the trainer took
 from the worker's event loop before it ran in a process of its own
-(stream_app/trainer.py), and what it now takes from the machine's other core.
+(stream_app/runtime/trainer.py), and what it now takes from the machine's other core.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ import orjson  # noqa: E402
 
 from stream_app import snapshots  # noqa: E402
 from stream_app.config import Settings  # noqa: E402
-from stream_app.process import Replay  # noqa: E402
-from stream_app.trainer import Trainer  # noqa: E402
+from stream_app.runtime.process import Replay  # noqa: E402
+from stream_app.runtime.trainer import Trainer  # noqa: E402
 
 
 def examples(n: int) -> list[tuple[bytes, bytes]]:

@@ -44,7 +44,7 @@ from _harness import (  # noqa: E402
 )
 
 from stream_app.config import Settings  # noqa: E402
-from stream_app.topics import CUSTOMERS_TABLE, RISK_TABLE, bootstrap_servers, changelog_topic, fetched_ends  # noqa: E402
+from stream_app.runtime.topics import CUSTOMERS_TABLE, RISK_TABLE, bootstrap_servers, changelog_topic, fetched_ends  # noqa: E402
 
 PARTITIONS = 8
 TARGETS = {"customers": 1.0, "risk": 0.1, "scores": 1.1}
@@ -52,7 +52,7 @@ PURCHASE_TARGETS = {"scores": 2.0, "settle_s": 30.0, "rss_mb": 400.0}
 
 
 def population(name: str) -> list[dict]:
-    from stream_app.simulator import events, scenario
+    from stream_app.tools.simulator import events, scenario
 
     if name == "sim300":
         return list(events(scenario("default", customers=300, days=120, seed=7)))

@@ -11,7 +11,7 @@ read-only in the UI: change this file and regenerate.
 
 Queries read the fleet-wide recording rules of prometheus/rules/recording.yml
 (`churn:<figure>:<window>` ...) or the worker's own metrics
-(stream_app/metrics.py). tests/monitoring/test_dashboards.py rejects a query
+(stream_app/runtime/metrics.py). tests/monitoring/test_dashboards.py rejects a query
 naming any other metric, and checks the committed JSON equals this output.
 
 Four dashboards: Churn overview, Churn pipeline health, At-risk customers
@@ -21,7 +21,7 @@ churn_training_examples_total, refused snapshots). docs/MONITORING.md says how t
 
 Adding a dashboard: write panel functions and a function returning
 `dashboard(...)` below, register it in DASHBOARDS, and run this script. The
-test accepts only metrics in stream_app.metrics.REFERENCE or recording rules,
+test accepts only metrics in stream_app.runtime.metrics.REFERENCE or recording rules,
 and tests/integration/test_dashboards_live.py runs every query against a real
 Prometheus scraping a real worker: a query that returns nothing fails it.
 Every dashboard carries the `churnmon` tag, and each one's header links to all
@@ -40,7 +40,7 @@ OUT_DIR = Path(__file__).resolve().parent / "dashboards"
 SCHEMA_VERSION = 39  # Grafana 11.x dashboard model
 TAG = "churnmon"
 
-# Money is in the account currency (stream_app/metrics.py). Set the unit to
+# Money is in the account currency (stream_app/runtime/metrics.py). Set the unit to
 # the business's currency (currencyEUR, currencyGBP, ...) and regenerate.
 CURRENCY = "currencyUSD"
 RATE = "cps"  # counts (events) per second
@@ -714,7 +714,7 @@ def pipeline_health() -> dict:
 # At-risk customers: panels
 # ---------------------------------------------------------------------------
 
-# Risk bands of stream_app/alerts.py (RISK_BANDS): low < 0.4 <= medium < 0.6 <= high < 0.8 <= critical.
+# Risk bands of stream_app/risk/alerts.py (RISK_BANDS): low < 0.4 <= medium < 0.6 <= high < 0.8 <= critical.
 BAND_COLOURS = {"low": "green", "medium": "yellow", "high": "orange", "critical": "red"}
 # ChurnAtRiskMrrHigh tickets above this share of MRR in the high and critical bands.
 HIGH_RISK_SHARE = 0.15
@@ -914,7 +914,7 @@ def model_age_now() -> Panel:
 def auc_now() -> Panel:
     return stat("ROC AUC (rolling)", quality("roc_auc", "rolling"), "none", decimals=3,
                 steps=thresholds((AUC_FLOOR, "green"), base="red"),
-                w=3, description="Probability that a churner is scored above a stayer, over the most recent labels (progressive validation: each label is scored before it is learnt). 0.5 = random. The rolling window is stream_app.model.Quality's (a fixed number of labels); until that many have arrived it equals the cumulative figure. ChurnModelAucLow below 0.65 for an hour.")
+                w=3, description="Probability that a churner is scored above a stayer, over the most recent labels (progressive validation: each label is scored before it is learnt). 0.5 = random. The rolling window is stream_app.risk.model.Quality's (a fixed number of labels); until that many have arrived it equals the cumulative figure. ChurnModelAucLow below 0.65 for an hour.")
 
 
 def lift_now() -> Panel:

@@ -1,4 +1,4 @@
 """python -m stream_app ... is the churnmon command."""
-from .cli import main
+from .tools.cli import main
 
 main()

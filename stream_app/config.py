@@ -13,11 +13,13 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 DAY = 86400.0
+PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")  # Kafka security protocols
+MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")  # SASL mechanisms
 MIN_KEY_BYTES = 16  # a model signing key shorter than this is refused
 #: logreg: logistic regression warm-started as the rules; arf: a bounded forest;
 #: linear: logistic regression learnt from zero; tree: a bounded Hoeffding
 #: tree; select: rules, linear and tree side by side, the best one serving
-#: (stream_app/model.py builds them)
+#: (stream_app/risk/model.py builds them)
 MODEL_KINDS = ("logreg", "arf", "linear", "tree", "select")
 
 
@@ -74,9 +76,9 @@ class Settings:
     max_event_bytes: int = field(default=65536, metadata={"help": "larger payloads are dead-lettered"})
     max_future_s: float = field(default=DAY, metadata={"help": "events further ahead of the wall clock are dead-lettered"})
 
-    # -- source adapters (stream_app/sources: churn.source.stripe, .segment, .zendesk) --
+    # -- source adapters (stream_app/ingest/sources: churn.source.stripe, .segment, .zendesk) --
     segment_customer: str = field(default="groupId", metadata={"help": "Segment calls: the customer is the account (groupId, or context.groupId) or the user (userId)"})
-    segment_mapping_file: str | None = field(default=None, metadata={"help": "TOML file saying which Segment track events are sessions, purchases, ignored or renamed features (default: stream_app/sources/segment.toml)"})
+    segment_mapping_file: str | None = field(default=None, metadata={"help": "TOML file saying which Segment track events are sessions, purchases, ignored or renamed features (default: stream_app/ingest/sources/segment.toml)"})
     zendesk_customer: str = field(default="organization", metadata={"help": "Zendesk tickets: the customer is the organization or the requester (their external id when the webhook body carries one, else the Zendesk id)"})
 
     # -- Kafka / Faust tuning ------------------------------------------------
@@ -88,16 +90,16 @@ class Settings:
     producer_linger_ms: int = field(default=5, metadata={"help": "batch changelog and output messages this long"})
     batch_max_events: int = field(default=2000, metadata={"help": "the worker processes its input in batches of at most this many events ..."})
     batch_within_s: float = field(default=0.01, metadata={"help": "... or what arrived within this many seconds; a touched customer is scored and written once per batch"})
-    batch_catchup_s: float = field(default=0.25, metadata={"help": "... but a batch keeps filling up to this many seconds while the broker already holds enough records beyond it to fill it: full batches through a backlog, small ones live (stream_app/batches.py)"})
+    batch_catchup_s: float = field(default=0.25, metadata={"help": "... but a batch keeps filling up to this many seconds while the broker already holds enough records beyond it to fill it: full batches through a backlog, small ones live (stream_app/runtime/batches.py)"})
     sweep_max_visits: int = field(default=50, metadata={"help": "silent customers visited per partition per batch at most while events arrive (the rest stay due): a day's sweep never holds a batch's alerts back (500: alert p99 342 ms at 1,500 events/s; 50: 238 ms, bench/latency.py)"})
     sweep_idle_visits: int = field(default=500, metadata={"help": "... and per partition per tick while it has no events to apply: a restore or a clock jump never blocks the worker in one long sweep"})
     rebuild_chunk: int = field(default=5000, metadata={"help": "customers per step when a partition's ledger and visit index are rebuilt from the table (the worker yields between steps)"})
     producer_buffer_max: int = field(default=2000, metadata={"help": "the worker takes no more input while Faust's producer buffer holds more records than this (backpressure)"})
     standby_replicas: int = field(default=1, metadata={"help": "Faust standby copies of each table partition on other workers: a failover skips most of the restore, but every worker replays the others' changelog writes (bench/scaling.py, 2 CPUs, 100,000 events: 2 workers 1.18x one with 1, 1.81x with 0, both filling the 2 CPUs). 0 is not the default: the scale-out exactness test lost events in 3 of 4 runs with it (docs/PERFORMANCE.md)"})
     producer_max_batch_size: int = field(default=16384, metadata={"help": "bytes per producer batch (Kafka's default)"})
-    end_offsets_from_fetch: bool = field(default=False, metadata={"help": "read where a changelog ends from a fetch, not from ListOffsets (on for the embedded broker, whose ListOffsets answer lags a batch: stream_app/broker.py)"})
+    end_offsets_from_fetch: bool = field(default=False, metadata={"help": "read where a changelog ends from a fetch, not from ListOffsets (on for the embedded broker, whose ListOffsets answer lags a batch: stream_app/tools/broker.py)"})
 
-    # -- security (stream_app/security.py); secrets are never shown ----------
+    # -- security (stream_app/runtime/security.py); secrets are never shown ----------
     kafka_security_protocol: str = field(default="PLAINTEXT", metadata={"help": "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"})
     kafka_sasl_mechanism: str = field(default="PLAIN", metadata={"help": "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"})
     kafka_sasl_username: str | None = field(default=None, metadata={"help": "SASL user name"})
@@ -164,18 +166,9 @@ class Settings:
             problems.append(f"store must be memory:// or rocksdb:// (got {self.store!r})")
         if self.segment_customer not in ("groupId", "userId"):
             problems.append(f"segment_customer must be groupId or userId (got {self.segment_customer!r})")
-        elif self.segment_mapping_file:
-            from .sources.segment import load_mapping
-
-            try:
-                load_mapping(self.segment_mapping_file, self.segment_customer)
-            except ValueError as exc:
-                problems.append(str(exc))
         if self.zendesk_customer not in ("organization", "requester"):
             problems.append(f"zendesk_customer must be organization or requester (got {self.zendesk_customer!r})")
-        from .security import problems as security_problems
-
-        problems += security_problems(self)
+        problems += _kafka_security_problems(self)
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -186,6 +179,21 @@ class Settings:
     @staticmethod
     def env_name(name: str) -> str:
         return _env(name)
+
+
+def _kafka_security_problems(s: Settings) -> list[str]:
+    """What is inconsistent in the Kafka security settings (empty = fine);
+    runtime/security.py turns consistent ones into client credentials."""
+    out = []
+    if s.kafka_security_protocol not in PROTOCOLS:
+        out.append(f"kafka_security_protocol must be one of {', '.join(PROTOCOLS)} (got {s.kafka_security_protocol!r})")
+    if s.kafka_sasl_mechanism not in MECHANISMS:
+        out.append(f"kafka_sasl_mechanism must be one of {', '.join(MECHANISMS)} (got {s.kafka_sasl_mechanism!r})")
+    if s.kafka_security_protocol.startswith("SASL") and not (s.kafka_sasl_username and s.kafka_sasl_password):
+        out.append(f"kafka_security_protocol {s.kafka_security_protocol} needs kafka_sasl_username and kafka_sasl_password")
+    if bool(s.kafka_ssl_certfile) != bool(s.kafka_ssl_keyfile):
+        out.append("kafka_ssl_certfile and kafka_ssl_keyfile go together (a client certificate needs its key)")
+    return out
 
 
 def _parse(f: dataclasses.Field, raw: str) -> Any:

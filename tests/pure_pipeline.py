@@ -8,9 +8,9 @@ integration tests check that the real worker produces the same figures. It is
 from __future__ import annotations
 
 from stream_app.config import Settings
-from stream_app.metrics import Metrics
-from stream_app.process import Replay
-from stream_app.state import Effects
+from stream_app.runtime.metrics import Metrics
+from stream_app.runtime.process import Replay
+from stream_app.domain.state import Effects
 
 
 class _Recording(Metrics):

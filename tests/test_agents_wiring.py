@@ -1,7 +1,7 @@
 """Wiring checks that need Faust objects but no broker."""
 
-from stream_app.agents import register
-from stream_app.app import build_app
+from stream_app.runtime.agents import register
+from stream_app.runtime.app import build_app
 from stream_app.config import Settings
 
 
@@ -16,7 +16,7 @@ def test_table_writes_and_recovers_its_changelog_with_the_same_codecs():
 
 
 def test_one_adapter_agent_per_source_topic():
-    from stream_app.sources import SOURCES
+    from stream_app.ingest.sources import SOURCES
 
     settings = Settings()
     app = build_app(settings, "kafka://127.0.0.1:1")

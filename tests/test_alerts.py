@@ -9,7 +9,7 @@ import fastjsonschema
 import orjson
 import pytest
 
-from stream_app.alerts import (
+from stream_app.risk.alerts import (
     sweep_trigger,
     CATEGORIES,
     PLAY_COST,
@@ -21,10 +21,10 @@ from stream_app.alerts import (
     normalise_reasons,
 )
 from stream_app.config import DAY
-from stream_app.contract import parse_ts
-from stream_app.features import FEATURES, NEUTRAL, features
-from stream_app.health import FACTORS, health_risk
-from stream_app.state import Rules, apply, new_state
+from stream_app.ingest.contract import parse_ts
+from stream_app.risk.features import FEATURES, NEUTRAL, features
+from stream_app.risk.health import FACTORS, health_risk
+from stream_app.domain.state import Rules, apply, new_state
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "churn.alerts.json"
 _schema = orjson.loads(SCHEMA_PATH.read_bytes())

@@ -10,7 +10,7 @@ import asyncio
 import faust
 import pytest
 
-from stream_app.batches import take_batches
+from stream_app.runtime.batches import take_batches
 
 
 def run_agent(backlog, puts: int, max_events: int, checks: list[float]) -> list[list[list[bytes]]]:

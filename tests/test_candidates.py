@@ -10,15 +10,16 @@ import zlib
 import orjson
 import pytest
 
-from stream_app import plaindata, snapshots
-from stream_app.contract import Rejection
-from stream_app.features import NEUTRAL
-from stream_app.health import health_risk
-from stream_app.metrics import Metrics
-from stream_app.model import (
+from stream_app.risk import plaindata
+from stream_app.risk import snapshots
+from stream_app.ingest.contract import Rejection
+from stream_app.risk.features import NEUTRAL
+from stream_app.risk.health import health_risk
+from stream_app.runtime.metrics import Metrics
+from stream_app.risk.model import (
     CANDIDATES, SELECT_BINS, SELECT_EVERY, SELECT_MARGIN, SELECT_MIN_POSITIVES, CandidateModel, ChurnModel, Selection,
 )
-from stream_app.snapshots import decode, encode
+from stream_app.risk.snapshots import decode, encode
 
 
 def base(rnd: random.Random) -> dict[str, float]:
@@ -307,8 +308,8 @@ def test_the_rules_read_the_features_as_the_label_book_keeps_them():
     import re
     from pathlib import Path
 
-    from stream_app import health
-    from stream_app.labels import as_stored
+    from stream_app.risk import health
+    from stream_app.risk.labels import as_stored
 
     x = dict(NEUTRAL, contractual=1.0, tenure_days=13.9999999999, active_days_30d=2.0)
     assert health_risk(x) == health_risk(as_stored(x)) and health_risk(x)[0] > 0.0

@@ -12,8 +12,8 @@ import re
 
 from prometheus_client import generate_latest
 
-from stream_app.metrics import Metrics
-from stream_app.state import Churn, Effects, Movement
+from stream_app.runtime.metrics import Metrics
+from stream_app.domain.state import Churn, Effects, Movement
 from tests.pure_pipeline import PurePipeline
 
 CUSTOMERS = 3000

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from stream_app.broker import free_port
+from stream_app.tools.broker import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -98,7 +98,7 @@ def test_simulate_writes_the_population_as_a_source_publishes_it(fmt, tmp_path):
     import orjson
 
     from stream_app.config import Settings
-    from stream_app.sources import SOURCES, run
+    from stream_app.ingest.sources import SOURCES, run
 
     out = tmp_path / f"{fmt}.jsonl"
     done = churnmon("simulate", "--customers", "20", "--days", "40", "--format", fmt, "--out", str(out))

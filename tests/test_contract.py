@@ -18,8 +18,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from stream_app import contract as c
-from stream_app.contract import (
+from stream_app.ingest import contract as c
+from stream_app.ingest.contract import (
     REASONS,
     REJECTION_REASONS,
     SCHEMA_DIR,
@@ -289,7 +289,7 @@ def test_schema_dir_override_drives_the_code(tmp_path: Path) -> None:
                                "then": {"required": ["seats"], "properties": {"seats": {"type": "integer", "minimum": 1}}}})
         (tmp_path / f"{topic}.json").write_text(json.dumps(s))
     code = (
-        "from stream_app.contract import *\n"
+        "from stream_app.ingest.contract import *\n"
         "assert 'seat_added' in TOPIC_TYPES['churn.usage'] and topic_for_type('seat_added') == 'churn.usage'\n"
         "ev = b'{\"event_id\":\"x\",\"customer_id\":\"c\",\"type\":\"seat_added\",\"ts\":\"2025-01-01T00:00:00Z\"'\n"
         "assert decode('churn.usage', None, ev + b',\"seats\":3}', now=2e9)['seats'] == 3\n"
@@ -415,10 +415,10 @@ def test_rfc3339_shaped_strings_never_escape_as_other_errors(s) -> None:
 
 # ------------------------------------------------- the worker's other inputs: ticks, examples
 
-from stream_app.contract import EXAMPLE_FEATURES, decode_example, decode_tick  # noqa: E402
-from stream_app.features import FEATURES, NEUTRAL  # noqa: E402
-from stream_app.labels import Example  # noqa: E402
-from stream_app.scoring import example_message  # noqa: E402
+from stream_app.ingest.contract import EXAMPLE_FEATURES, decode_example, decode_tick  # noqa: E402
+from stream_app.risk.features import FEATURES, NEUTRAL  # noqa: E402
+from stream_app.risk.labels import Example  # noqa: E402
+from stream_app.risk.scoring import example_message  # noqa: E402
 
 _TICK = dict(now=NOW, ceiling=NOW - 86400.0)
 _EX = {"customer_id": "c-1", "features": dict(NEUTRAL), "label": True, "snapshot_t": NOW - 90 * 86400.0,

@@ -2,8 +2,8 @@
 
 from prometheus_client import generate_latest
 
-from stream_app.dashboard import at_risk_rows, parse, render_rows, risk_rows
-from stream_app.metrics import Metrics
+from stream_app.tools.dashboard import at_risk_rows, parse, render_rows, risk_rows
+from stream_app.runtime.metrics import Metrics
 
 VALUES = {
     ("active", "pro"): 10.0, ("mrr", "pro"): 990.0, ("trial",): 2.0, ("pending_cancel",): 1.0,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stream_app import dead_letters as dl
+from stream_app.ingest import dead_letters as dl
 
 
 def record(offset: int, reason: str, topic: str | None = "churn.usage", again: str | None = None) -> dl.DeadLetter:

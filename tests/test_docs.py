@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from stream_app.config import settings_markdown, settings_table
-from stream_app.metrics import REFERENCE, Metrics
+from stream_app.runtime.metrics import REFERENCE, Metrics
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 

@@ -9,10 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream_app.config import DAY
-from stream_app.contract import parse_ts
-from stream_app.features import FEATURES, NEUTRAL, features, monthly_value, p_alive
-from stream_app.simulator import SimConfig, Simulation
-from stream_app.state import ACTIVE, CANCELLED, LAPSED, TRIAL, Rules, advance, apply, new_state
+from stream_app.ingest.contract import parse_ts
+from stream_app.risk.features import FEATURES, NEUTRAL, features, monthly_value, p_alive
+from stream_app.tools.simulator import SimConfig, Simulation
+from stream_app.domain.state import ACTIVE, CANCELLED, LAPSED, TRIAL, Rules, advance, apply, new_state
 
 RULES = Rules()
 T0 = parse_ts("2025-01-01T00:00:00Z")

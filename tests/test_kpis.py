@@ -4,14 +4,14 @@ import random
 
 from hypothesis import given, settings, strategies as st
 
-from stream_app import kpis
-from stream_app.kpis import Ledger, figures
-from stream_app.state import ACTIVE, CANCELLED, month_of, new_state
+from stream_app.domain import kpis
+from stream_app.domain.kpis import Ledger, figures
+from stream_app.domain.state import ACTIVE, CANCELLED, month_of, new_state
 from tests.data.make_kpi_events import EXPECTED, EXPECTED_RATES, events
 from tests.pure_pipeline import PurePipeline
 from tests.test_state import DAY
 
-LEDGER_NAMES = {name: key for key, (name, _) in __import__("stream_app.metrics", fromlist=["x"]).LEDGER_GAUGES.items()}
+LEDGER_NAMES = {name: key for key, (name, _) in __import__("stream_app.runtime.metrics", fromlist=["x"]).LEDGER_GAUGES.items()}
 
 
 def ledger_expectations():
@@ -149,10 +149,10 @@ def test_figures_do_not_depend_on_the_order_topics_are_read_in():
     slowest busy input) and the order-robust transitions must still give the
     figures of reading everything in event-time order.
     """
-    from stream_app.contract import TOPICS, topic_for_type
-    from stream_app.simulator import SimConfig, events as simulate
+    from stream_app.ingest.contract import TOPICS, topic_for_type
+    from stream_app.tools.simulator import SimConfig, events as simulate
 
-    from stream_app.contract import parse_ts
+    from stream_app.ingest.contract import parse_ts
 
     sim = list(simulate(SimConfig(customers=150, days=120, seed=3)))
 
@@ -186,9 +186,9 @@ def test_every_customers_state_does_not_depend_on_the_order_topics_are_read_in()
     may still differ, and then the lookup, the features and the scale-out
     test's fingerprints do (cus_000034 in the scale-out test). Seed 2 has
     trialists who buy during their trial and one who buys after converting."""
-    from stream_app.contract import TOPICS, topic_for_type
-    from stream_app.simulator import SimConfig, events as simulate
-    from stream_app.views import fingerprint
+    from stream_app.ingest.contract import TOPICS, topic_for_type
+    from stream_app.tools.simulator import SimConfig, events as simulate
+    from stream_app.runtime.views import fingerprint
 
     sim = list(simulate(SimConfig(customers=80, days=60, seed=2)))
     by_topic = {t: [e for e in sim if topic_for_type(e["type"]) == t] for t in TOPICS}
@@ -256,7 +256,7 @@ def test_cohort_cells_by_hand_and_unchanged_when_history_is_pruned():
     than 91 days, folding the months they told into its record first; with
     900-day windows it keeps them: the cells must be the same."""
     from stream_app.config import Settings
-    from stream_app.state import day_of
+    from stream_app.domain.state import day_of
 
     cohort = 2024 * 12
     want_customers = [1, 1, 1, 1, 0, 0, 0] + [1] * 7
@@ -286,7 +286,7 @@ def test_cohort_labels_stay_bounded():
     every month for four years, the clock in the last month."""
     from prometheus_client import generate_latest
 
-    from stream_app.metrics import Metrics
+    from stream_app.runtime.metrics import Metrics
 
     pipe = PurePipeline()
     for i in range(48):

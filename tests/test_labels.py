@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream_app.config import DAY
-from stream_app.features import FEATURES, NEUTRAL
-from stream_app.labels import (
+from stream_app.risk.features import FEATURES, NEUTRAL
+from stream_app.risk.labels import (
     Example, LabelBook, Policy, expire, is_observation_day, next_observation_day, observe, on_churn, snapshot_time,
 )
 

@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client import generate_latest
 
-from stream_app.metrics import observe_many
+from stream_app.runtime.metrics import observe_many
 
 
 def _samples(registry: CollectorRegistry) -> dict[str, float]:

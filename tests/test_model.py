@@ -9,9 +9,9 @@ import random
 import pytest
 from river import compose
 
-from stream_app.alerts import REASON_CATEGORY
-from stream_app.features import FEATURES, NEUTRAL
-from stream_app.model import ChurnModel, Quality, with_health_factors
+from stream_app.risk.alerts import REASON_CATEGORY
+from stream_app.risk.features import FEATURES, NEUTRAL
+from stream_app.risk.model import ChurnModel, Quality, with_health_factors
 
 
 def sample(rnd: random.Random, churn: bool) -> dict[str, float]:

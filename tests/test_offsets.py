@@ -1,4 +1,4 @@
-"""Commit bookkeeping (stream_app.offsets): each acked offset counts once, and
+"""Commit bookkeeping (stream_app.runtime.offsets): each acked offset counts once, and
 nothing is committed past an event that is still being processed."""
 
 import asyncio
@@ -7,9 +7,9 @@ from types import SimpleNamespace
 from faust.transport.producer import ProducerBuffer
 from hypothesis import given, strategies as st
 
-from stream_app.app import build_app
+from stream_app.runtime.app import build_app
 from stream_app.config import Settings
-from stream_app.offsets import CommitSafeBuffer, Consumer, advance
+from stream_app.runtime.offsets import CommitSafeBuffer, Consumer, advance
 
 
 def test_offsets_acked_twice_do_not_stop_the_commit():

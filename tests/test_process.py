@@ -1,4 +1,4 @@
-"""The processor (stream_app.process), called directly over dicts: no Kafka."""
+"""The processor (stream_app.runtime.process), called directly over dicts: no Kafka."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import orjson
 import pytest
 
 from stream_app.config import DAY, Settings
-from stream_app.contract import TOPICS, parse_ts, topic_for_type
-from stream_app.labels import next_observation_day, snapshot_time
-from stream_app.process import Output, Processor, Record
-from stream_app.views import fingerprint
+from stream_app.ingest.contract import TOPICS, parse_ts, topic_for_type
+from stream_app.risk.labels import next_observation_day, snapshot_time
+from stream_app.runtime.process import Output, Processor, Record
+from stream_app.runtime.views import fingerprint
 from tests.pure_pipeline import PurePipeline
 
 T0 = parse_ts("2025-01-01T00:00:00Z")
@@ -60,7 +60,7 @@ class Harness:
 
 
 def _ts(t: float) -> str:
-    from stream_app.contract import format_ts
+    from stream_app.ingest.contract import format_ts
 
     return format_ts(t)
 
@@ -183,7 +183,7 @@ def test_nothing_is_written_for_a_customer_whose_visit_is_not_due():
 @pytest.mark.parametrize("batch", [7, 100])
 def test_batch_boundaries_change_neither_states_nor_what_the_model_learns(batch):
     """End-of-day snapshots are decided by the events, not by when visits happen."""
-    from stream_app.simulator import SimConfig, events as simulate
+    from stream_app.tools.simulator import SimConfig, events as simulate
 
     evs = sorted(simulate(SimConfig(customers=40, days=90, seed=5)), key=lambda e: e["ts"])
     one, many = PurePipeline(batch=1, caught_up=True), PurePipeline(batch=batch, caught_up=True)

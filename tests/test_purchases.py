@@ -1,4 +1,4 @@
-"""BG/NBD for purchase-only customers (stream_app/purchases.py).
+"""BG/NBD for purchase-only customers (stream_app/domain/purchases.py).
 
 The anchor is the paper's own fit: Fader, Hardie & Lee (2005) fitted BG/NBD
 to the CDNOW sample's first 39 weeks and published r = 0.243, α = 4.414,
@@ -28,7 +28,7 @@ import orjson
 import pytest
 from scipy import optimize
 
-from stream_app.purchases import (
+from stream_app.domain.purchases import (
     MIN_CELLS, History, Params, PurchaseSummary, _neg_mean_loglik, _x_middle, expected_purchases, fit, loglik,
     p_alive, p_no_purchase, x_bin,
 )
@@ -349,8 +349,8 @@ def test_the_worker_fits_the_paper_online_and_ranks_every_buyer(cdnow_days):
     own processor (`process.Replay`, refits as the clock moves): its fit at
     the end of 1997-09-30 is the paper's to three decimals, and
     every customer has a risk, lapsed or not (82 % are lapsed by then)."""
-    from stream_app.contract import parse_ts
-    from stream_app.process import Replay
+    from stream_app.ingest.contract import parse_ts
+    from stream_app.runtime.process import Replay
 
     replay = Replay(batch=200, caught_up=True)
     for ev in _cdnow.events(39):

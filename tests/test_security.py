@@ -7,9 +7,9 @@ import logging
 import faust
 import pytest
 
-from stream_app.app import build_app
+from stream_app.runtime.app import build_app
 from stream_app.config import Settings, settings_table
-from stream_app.security import bearer_ok, faust_credentials, kafka_client_kwargs, lookup_denied, redacted, signing_key, worker_problems
+from stream_app.runtime.security import bearer_ok, faust_credentials, kafka_client_kwargs, lookup_denied, redacted, signing_key, worker_problems
 
 SECRET = "hunter2-do-not-print"
 

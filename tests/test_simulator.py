@@ -1,4 +1,4 @@
-"""Tests for the synthetic customer population (stream_app.simulator).
+"""Tests for the synthetic customer population (stream_app.tools.simulator).
 
 The simulator is the ground truth the whole monitor is evaluated against, so
 these tests check (1) the event contract, (2) determinism, (3) that the truth
@@ -18,8 +18,8 @@ from datetime import datetime
 import orjson
 import pytest
 
-from stream_app import simulator as sim_mod
-from stream_app.simulator import (
+from stream_app.tools import simulator as sim_mod
+from stream_app.tools.simulator import (
     EVENT_FIELDS,
     REASONS,
     SimConfig,
@@ -406,7 +406,7 @@ def test_write_truth_writes_one_line_per_customer_as_simulate_broker_truth_does(
     `write_truth` after producing (it once imported a name that did not exist)."""
     import orjson
 
-    from stream_app.simulator import Simulation, scenario, write_truth
+    from stream_app.tools.simulator import Simulation, scenario, write_truth
 
     sim = Simulation(scenario("default", customers=15, days=20, seed=3))
     for _ in sim.events():

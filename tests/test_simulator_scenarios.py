@@ -20,7 +20,7 @@ from datetime import datetime
 import orjson
 import pytest
 
-from stream_app.simulator import SCENARIOS, PLAN_MRR, SimConfig, Simulation, events, scenario
+from stream_app.tools.simulator import SCENARIOS, PLAN_MRR, SimConfig, Simulation, events, scenario
 from tests.test_simulator import sessions_before
 
 DAY = 86_400

@@ -13,11 +13,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream_app import snapshots
-from stream_app.contract import Rejection
-from stream_app.features import FEATURES, NEUTRAL
-from stream_app.model import ChurnModel
-from stream_app.snapshots import MAGIC, REJECTION_REASONS, Snapshot, decode, encode, mac
+from stream_app.risk import snapshots
+from stream_app.ingest.contract import Rejection
+from stream_app.risk.features import FEATURES, NEUTRAL
+from stream_app.risk.model import ChurnModel
+from stream_app.risk.snapshots import MAGIC, REJECTION_REASONS, Snapshot, decode, encode, mac
 from tests.test_model import sample, trained
 
 KEY = b"k" * 32

@@ -1,17 +1,17 @@
 """`simulate --format`: the simulator's population rendered as Stripe, Segment
 and Zendesk publish it, and read back by the adapters, gives back what the
 simulator said, except where the source system cannot say as much
-(stream_app/source_formats.py lists those)."""
+(stream_app/tools/source_formats.py lists those)."""
 
 from __future__ import annotations
 
 import orjson
 import pytest
 
-from stream_app.contract import Rejection, topic_for_type
-from stream_app.simulator import Simulation, scenario
-from stream_app.source_formats import render
-from stream_app.sources import SOURCES, run
+from stream_app.ingest.contract import Rejection, topic_for_type
+from stream_app.tools.simulator import Simulation, scenario
+from stream_app.tools.source_formats import render
+from stream_app.ingest.sources import SOURCES, run
 from tests.pure_pipeline import PurePipeline
 
 EVENTS = list(Simulation(scenario("default", customers=150, days=150, seed=7)).events())

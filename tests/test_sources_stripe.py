@@ -7,9 +7,9 @@ import copy
 import orjson
 import pytest
 
-from stream_app.contract import Rejection
-from stream_app.sources import SOURCES, run
-from stream_app.sources.stripe import FEEDBACK, adapt, mrr
+from stream_app.ingest.contract import Rejection
+from stream_app.ingest.sources import SOURCES, run
+from stream_app.ingest.sources.stripe import FEEDBACK, adapt, mrr
 from tests.data import stripe_story
 from tests.data.stripe_shapes import BASIC, PRO, TEAM_ANNUAL, coupon, discount, event, invoice, item, price, subscription, t
 from tests.pure_pipeline import PurePipeline

@@ -5,8 +5,8 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from stream_app.contract import parse_ts
-from stream_app.state import (
+from stream_app.ingest.contract import parse_ts
+from stream_app.domain.state import (
     ACTIVE, CANCELLED, LAPSED, TRIAL, TRIAL_EXPIRED, CustomerState, Rules, advance, apply, new_state, next_deadline,
 )
 
@@ -207,8 +207,8 @@ def test_state_round_trips_through_the_table_codec(state):
 
 
 def test_every_schema_type_has_a_handler():
-    from stream_app.contract import TOPIC_TYPES
-    from stream_app.state import HANDLERS
+    from stream_app.ingest.contract import TOPIC_TYPES
+    from stream_app.domain.state import HANDLERS
 
     assert set(HANDLERS) == set().union(*TOPIC_TYPES.values())
 
@@ -311,7 +311,7 @@ def test_onboarding_usage_does_not_depend_on_which_topic_is_read_first():
 
 
 def test_fingerprint_ignores_the_order_days_were_recorded_in():
-    from stream_app.views import fingerprint
+    from stream_app.runtime.views import fingerprint
 
     a, b = new_state("c1"), new_state("c1")
     for day in (1, 1, 5):
@@ -331,8 +331,8 @@ def test_a_state_written_before_the_support_and_payment_history_fields_still_dec
     grows to the 90-day one on its next ticket, keeping its counts."""
     import msgspec
 
-    from stream_app.dayring import DayRing
-    from stream_app.state import CustomerState, TICKET_DAYS
+    from stream_app.domain.dayring import DayRing
+    from stream_app.domain.state import CustomerState, TICKET_DAYS
 
     s = new_state("old")
     s.tickets = DayRing.new(31)

@@ -4,7 +4,7 @@ neighbours so every partition has traffic."""
 
 from __future__ import annotations
 
-from stream_app.contract import format_ts, parse_ts
+from stream_app.ingest.contract import format_ts, parse_ts
 
 DAY = 86400.0
 T0 = parse_ts("2025-03-01T09:00:00Z")

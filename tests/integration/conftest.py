@@ -23,9 +23,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from stream_app.broker import EMBEDDED_ENV, EmbeddedBroker, free_port
-from stream_app.children import die_with_parent
-from stream_app.topics import bootstrap_servers, end_of
+from stream_app.tools.broker import EMBEDDED_ENV, EmbeddedBroker, free_port
+from stream_app.runtime.children import die_with_parent
+from stream_app.runtime.topics import bootstrap_servers, end_of
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -102,7 +102,7 @@ class WorkerFactory:
             "CHURNMON_WEB_PORT": str(port),
             "CHURNMON_DATA_DIR": str(self.tmp / f"data-{app_id}-{port}"),
             "CHURNMON_LOOKUP_TOKEN": f"test-token-{uuid.uuid4().hex}",  # as in production; `Worker.get` sends it
-            **EMBEDDED_ENV,  # the embedded broker's end offsets lag a batch (stream_app/broker.py)
+            **EMBEDDED_ENV,  # the embedded broker's end offsets lag a batch (stream_app/tools/broker.py)
             "PYTHONPATH": str(REPO),
             **env,
         }

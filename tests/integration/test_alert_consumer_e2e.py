@@ -22,8 +22,8 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from stream_app.children import die_with_parent
-from stream_app.topics import bootstrap_servers
+from stream_app.runtime.children import die_with_parent
+from stream_app.runtime.topics import bootstrap_servers
 from tests.integration.conftest import REPO, processed, replay, send, simulate, wait_for
 
 pytestmark = pytest.mark.integration

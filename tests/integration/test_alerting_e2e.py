@@ -27,9 +27,9 @@ import pytest
 import yaml
 from aiokafka import AIOKafkaProducer
 
-from stream_app.broker import embedded_broker, free_port
-from stream_app.contract import format_ts, topic_for_type
-from stream_app.topics import bootstrap_servers
+from stream_app.tools.broker import embedded_broker, free_port
+from stream_app.ingest.contract import format_ts, topic_for_type
+from stream_app.runtime.topics import bootstrap_servers
 from tests.monitoring.tools import (
     REPO,
     RULE_FILES,

@@ -14,8 +14,8 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from stream_app.contract import parse_ts
-from stream_app.topics import bootstrap_servers
+from stream_app.ingest.contract import parse_ts
+from stream_app.runtime.topics import bootstrap_servers
 from tests.data.at_risk_story import RECOVERY_DAY, RISKY, T0, story
 from tests.integration.conftest import processed, replay, wait_for
 
@@ -41,7 +41,7 @@ async def read_alerts(url: str, timeout: float = 3.0) -> list[dict]:
 
 
 def topic_of(event: dict) -> str:
-    from stream_app.contract import topic_for_type
+    from stream_app.ingest.contract import topic_for_type
 
     return topic_for_type(event["type"])
 

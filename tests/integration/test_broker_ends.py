@@ -1,5 +1,5 @@
 """The embedded broker's ListOffsets answer lags a batch; reading ends from a
-fetch does not (stream_app/topics.fetched_ends, used by the worker's table
+fetch does not (stream_app/runtime/topics.fetched_ends, used by the worker's table
 recovery on this broker: offsets.Consumer.highwaters)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import asyncio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from stream_app.topics import bootstrap_servers, fetched_ends
+from stream_app.runtime.topics import bootstrap_servers, fetched_ends
 
 
 def test_fetched_ends_are_the_real_ends_where_list_offsets_lags(broker):

@@ -1,6 +1,6 @@
 """Children die with their parent, however it dies: a demo, a worker that
 started its own broker, and a test run, each SIGKILLed (no `finally` runs),
-leave no broker, worker or simulator behind (stream_app/children.py)."""
+leave no broker, worker or simulator behind (stream_app/runtime/children.py)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from stream_app.broker import free_port
-from stream_app.children import PDEATHSIG_AVAILABLE, die_with_parent
+from stream_app.tools.broker import free_port
+from stream_app.runtime.children import PDEATHSIG_AVAILABLE, die_with_parent
 from tests.integration.conftest import REPO, scrape, wait_for
 
 pytestmark = [
@@ -106,7 +106,7 @@ def test_a_sigkilled_worker_takes_its_embedded_broker_along(tmp_path):
 HARNESS = """
 import sys, time
 from pathlib import Path
-from stream_app.broker import EmbeddedBroker, free_port
+from stream_app.tools.broker import EmbeddedBroker, free_port
 from tests.integration.conftest import WorkerFactory
 broker = EmbeddedBroker(port=free_port()).start()
 worker = WorkerFactory(broker, Path(sys.argv[1]))("killed")

@@ -2,7 +2,7 @@
 
 A worker restarted after SIGKILL used to leave the group's committed offsets
 near where it restarted (Faust counted offsets it had filled in as a gap and
-then saw acked: stream_app/offsets.py), so every later restart replayed the
+then saw acked: stream_app/runtime/offsets.py), so every later restart replayed the
 whole backlog. Here a worker is killed mid-stream, its successor processes
 everything, stops cleanly, and the group's committed offset of every input
 partition must then be its high-water mark: a next start has nothing to redo.
@@ -18,7 +18,7 @@ import time
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from stream_app.topics import INPUT_TOPICS, bootstrap_servers
+from stream_app.runtime.topics import INPUT_TOPICS, bootstrap_servers
 from tests.integration.conftest import processed, replay, simulate, wait_for
 
 pytestmark = pytest.mark.integration

@@ -41,9 +41,9 @@ import orjson
 import pytest
 import yaml
 
-from stream_app.broker import free_port
-from stream_app.children import die_with_parent
-from stream_app.contract import format_ts, parse_ts, topic_for_type
+from stream_app.tools.broker import free_port
+from stream_app.runtime.children import die_with_parent
+from stream_app.ingest.contract import format_ts, parse_ts, topic_for_type
 from tests.integration.conftest import REPO, processed, send, wait_for
 from tests.monitoring.tools import RULE_FILES, ensure_tools, start, stop, wait_http
 

@@ -14,9 +14,9 @@ import sys
 import orjson
 import pytest
 
-from stream_app.children import die_with_parent
-from stream_app.dead_letters import read
-from stream_app.topics import bootstrap_servers
+from stream_app.runtime.children import die_with_parent
+from stream_app.tools.dlq import read
+from stream_app.runtime.topics import bootstrap_servers
 from tests.integration.conftest import REPO, lookup, send, wait_for
 
 pytestmark = pytest.mark.integration

@@ -19,12 +19,12 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from stream_app import snapshots
-from stream_app.contract import Limits, Rejection, decode, decode_example, decode_tick, topic_for_type
-from stream_app.dead_letters import read
-from stream_app.features import NEUTRAL
-from stream_app.model import ChurnModel
-from stream_app.topics import INPUT_TOPICS, MODELS, TRAINING, bootstrap_servers
+from stream_app.risk import snapshots
+from stream_app.ingest.contract import Limits, Rejection, decode, decode_example, decode_tick, topic_for_type
+from stream_app.tools.dlq import read
+from stream_app.risk.features import NEUTRAL
+from stream_app.risk.model import ChurnModel
+from stream_app.runtime.topics import INPUT_TOPICS, MODELS, TRAINING, bootstrap_servers
 from tests.integration.conftest import processed, replay, simulate, wait_for
 from tests.integration.conftest import read_all
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from stream_app.topics import bootstrap_servers
+from stream_app.runtime.topics import bootstrap_servers
 from tests.data.make_kpi_events import EXPECTED, events
 from tests.integration.conftest import processed, replay, send, wait_for
 

@@ -15,10 +15,10 @@ import sys
 import orjson
 import pytest
 
-from stream_app.broker import free_port
-from stream_app.children import die_with_parent
-from stream_app.dead_letters import read
-from stream_app.topics import bootstrap_servers
+from stream_app.tools.broker import free_port
+from stream_app.runtime.children import die_with_parent
+from stream_app.tools.dlq import read
+from stream_app.runtime.topics import bootstrap_servers
 from tests.integration.conftest import REPO, lookup, processed, send, wait_for
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from stream_app.children import die_with_parent
+from stream_app.runtime.children import die_with_parent
 from tests.integration.conftest import REPO, replay, wait_for
 
 pytestmark = pytest.mark.integration

@@ -12,9 +12,9 @@ import signal
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from stream_app.model import ChurnModel
-from stream_app.snapshots import MAGIC, encode, mac
-from stream_app.topics import MODELS, bootstrap_servers
+from stream_app.risk.model import ChurnModel
+from stream_app.risk.snapshots import MAGIC, encode, mac
+from stream_app.runtime.topics import MODELS, bootstrap_servers
 from tests.integration.conftest import lookup, processed, replay, send, simulate, wait_for
 from tests.test_model import sample
 

@@ -18,9 +18,9 @@ import signal
 
 import pytest
 
-from stream_app.broker import EmbeddedBroker, free_port
-from stream_app.snapshots import decode
-from stream_app.topics import MODELS, TRAINING
+from stream_app.tools.broker import EmbeddedBroker, free_port
+from stream_app.risk.snapshots import decode
+from stream_app.runtime.topics import MODELS, TRAINING
 from tests.integration.conftest import (
     WorkerFactory, equal_figures, ledger_gauges, lookup, processed, read_all, replay, simulate, state_differences, summed,
     wait_for,

@@ -15,12 +15,12 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream_app.children import die_with_parent
+from stream_app.runtime.children import die_with_parent
 from stream_app.config import Settings
-from stream_app.dead_letters import read
-from stream_app.metrics import Metrics
-from stream_app.simulator import Simulation, scenario
-from stream_app.topics import bootstrap_servers, ensure_topics
+from stream_app.tools.dlq import read
+from stream_app.runtime.metrics import Metrics
+from stream_app.tools.simulator import Simulation, scenario
+from stream_app.runtime.topics import bootstrap_servers, ensure_topics
 from tests.data import stripe_story
 from tests.data.stripe_shapes import BASIC, event, invoice, item, subscription, t
 from tests.data import support_usage_stories as story

@@ -13,9 +13,9 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from stream_app.broker import EmbeddedBroker, free_port
-from stream_app.dead_letters import read
-from stream_app.topics import bootstrap_servers
+from stream_app.tools.broker import EmbeddedBroker, free_port
+from stream_app.tools.dlq import read
+from stream_app.runtime.topics import bootstrap_servers
 from tests.integration.conftest import WorkerFactory, equal_figures, lookup, processed, replay, simulate, wait_for
 
 pytestmark = pytest.mark.integration

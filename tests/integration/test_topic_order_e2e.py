@@ -16,9 +16,9 @@ import json
 import orjson
 import pytest
 
-from stream_app.contract import decode, topic_for_type
-from stream_app.state import Rules, apply, new_state
-from stream_app.views import raw_view
+from stream_app.ingest.contract import decode, topic_for_type
+from stream_app.domain.state import Rules, apply, new_state
+from stream_app.runtime.views import raw_view
 from tests.integration.conftest import processed, send, wait_for
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 import yaml
 
-from stream_app.broker import free_port
+from stream_app.tools.broker import free_port
 from tests.monitoring.tools import WebhookReceiver, alertmanager_config_for_test, start, stop, wait_http
 
 

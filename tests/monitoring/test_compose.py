@@ -5,7 +5,7 @@
   scalable worker service, the `sim` profile, pinned images, existing bind
   mounts, Prometheus targets that are compose services;
 - the topic-init script, run with bash against a stand-in kafka-topics.sh:
-  it must create every topic the worker uses (stream_app.topics), with the
+  it must create every topic the worker uses (stream_app.runtime.topics), with the
   worker's partition count and topic configs;
 - hadolint-style rules for the Dockerfile, as plain assertions.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from stream_app.config import Settings
-from stream_app.topics import all_topics
+from stream_app.runtime.topics import all_topics
 
 from tests.monitoring.tools import REPO, load_yaml
 
@@ -96,7 +96,7 @@ def test_workers_scale(compose):
 
 
 def test_workers_read_the_lookup_token_and_signing_key_from_secret_files(compose, tmp_path):
-    from stream_app.security import worker_problems
+    from stream_app.runtime.security import worker_problems
 
     worker = compose["services"]["worker"]
     env = worker["environment"]
@@ -212,7 +212,7 @@ def _created(calls: list[list[str]]) -> dict[str, dict]:
 
 
 def _wanted(settings: Settings) -> dict[str, tuple[int, dict]]:
-    """stream_app.topics.all_topics as name -> (partitions, configs)."""
+    """stream_app.runtime.topics.all_topics as name -> (partitions, configs)."""
     out = {}
     for name, spec in all_topics(settings).items():
         out[name] = spec if isinstance(spec, tuple) else (settings.partitions, spec)

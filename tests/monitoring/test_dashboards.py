@@ -3,7 +3,7 @@ querying only metrics that exist.
 
 The committed JSON under grafana/dashboards/ must be exactly what
 grafana/build_dashboards.py produces; every query must read a metric the
-worker exports (stream_app.metrics.REFERENCE, with histogram suffixes) or a
+worker exports (stream_app.runtime.metrics.REFERENCE, with histogram suffixes) or a
 recording rule of prometheus/rules/recording.yml, and must parse as PromQL
 (checked with promtool).
 """

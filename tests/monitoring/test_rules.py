@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stream_app import kpis
-from stream_app.metrics import LEDGER_GAUGES
+from stream_app.domain import kpis
+from stream_app.runtime.metrics import LEDGER_GAUGES
 
 from tests.monitoring.tools import (
     EXTERNAL_METRICS,
@@ -161,7 +161,7 @@ def test_every_recording_rule_is_tested():
         for case in doc["tests"]:
             for check in case.get("promql_expr_test", []):
                 tested |= metric_names(check["expr"])
-    # read by tested alerts, or cross-checked against stream_app.kpis below
+    # read by tested alerts, or cross-checked against stream_app.domain.kpis below
     for rule in alerting_rules():
         tested |= metric_names(rule["expr"])
     tested |= {name.format(w=w) for name in KPI_RULES.values() for w in WINDOWS}
@@ -169,7 +169,7 @@ def test_every_recording_rule_is_tested():
     assert not untested, f"recording rules without a test: {sorted(untested)}"
 
 
-# -- the recording rules compute what stream_app.kpis computes ---------------------------
+# -- the recording rules compute what stream_app.domain.kpis computes ---------------------------
 
 WINDOWS = ("30d", "90d")
 # kpis.figures key -> recording rule ({w} = window)
@@ -277,7 +277,7 @@ def _checks(v: dict) -> list[dict]:
 
 
 def test_recording_rules_match_kpis(tools, tmp_path):
-    """Every windowed figure of the recording rules equals stream_app.kpis.figures
+    """Every windowed figure of the recording rules equals stream_app.domain.kpis.figures
     on the same ledger values (the worker's terminal view uses kpis)."""
     doc = {
         "rule_files": [str(REPO / "prometheus" / "rules" / "recording.yml")],

@@ -111,14 +111,14 @@ def metric_names(expr: str) -> set[str]:
 
 
 def exported_names() -> set[str]:
-    """Every series name the worker exposes, from stream_app.metrics.REFERENCE.
+    """Every series name the worker exposes, from stream_app.runtime.metrics.REFERENCE.
 
     REFERENCE learns the counters and the histogram when a `Metrics` is built
     (their `_doc` calls run in its constructor), so build one on its own registry.
     """
     from prometheus_client import CollectorRegistry
 
-    from stream_app.metrics import REFERENCE, Metrics
+    from stream_app.runtime.metrics import REFERENCE, Metrics
 
     Metrics(CollectorRegistry())
 
@@ -235,7 +235,7 @@ def alertmanager_config_for_test(receiver: WebhookReceiver, *, wait: str = "1s")
 
 
 def start(cmd: list[str], log: Path, **kwargs) -> subprocess.Popen:
-    from stream_app.children import die_with_parent
+    from stream_app.runtime.children import die_with_parent
 
     return subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT, **die_with_parent(), **kwargs)
 
