@@ -29,7 +29,7 @@ would take hours and measure the event path, not the state. Instead:
 
 Why writing the changelog directly is equivalent: a Faust table *is* its
 changelog. Every `customers[cid] = st` in the worker sends exactly that
-record (key and value through the table's codecs, `agents._table`) to that
+record (key and value through the table's codecs, `tables.customer_table`) to that
 topic, in the partition of the input event being processed, and a worker
 restores the table by reading the changelog back, nothing else. The topic is
 compacted, so after compaction it holds one record per customer: the latest
@@ -54,7 +54,7 @@ worker` with a fresh data dir and the matching CHURNMON_APP_ID and time, from
 process start, Faust's "Recovery complete"/"Worker ready" log lines
 (= restore), every sampled customer id answering on /customers/{id} (ids
 spread over the range plus the last ones written to each partition), the
-worker's own `Pipeline.rebuild` having run (the partition books: KPI ledger
+worker's own `Processor.rebuild` having run (the partition books: KPI ledger
 and sweep index, one scan of the whole table, logged "rebuilt books"), and the
 worker going idle (the first sweep: the visits that fell due before the
 partition clock, run `sweep_max_visits` a batch). RSS (VmRSS, VmHWM = peak) is read at
@@ -594,7 +594,7 @@ _WRAPPERS = {
     "<module> (stream_app/__main__.py)", "main (stream_app/tools/cli.py)", "worker (stream_app/tools/cli.py)",
     "run_worker (stream_app/tools/cli.py)", "Worker.execute_from_commandline (mode/worker.py)",
     "Service._execute_task (mode/services.py)", "Agent._execute_actor (faust/agents/agent.py)",
-    "register.<locals>.process (stream_app/runtime/agents.py)", "Pipeline.process (stream_app/runtime/agents.py)",
+    "register.<locals>.process (stream_app/runtime/agents.py)", "Processing.process (stream_app/runtime/processing.py)",
     "Agent._slurp (faust/agents/agent.py)", "Service._actually_start (mode/services.py)",
 }
 

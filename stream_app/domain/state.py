@@ -32,11 +32,11 @@ from datetime import date, timedelta
 from typing import Any, Mapping, NamedTuple
 
 import msgspec
-import orjson
 
 from ..config import DAY, Settings
 from ..ingest.contract import TOPIC_TYPES, TOPICS
 from .dayring import DayRing
+from .packed import PackedCodec
 
 # Statuses. `cancelled` customers churned by cancellation or failed payment;
 # `lapsed` ones by inactivity; `trial_expired` never converted (not churn).
@@ -127,7 +127,6 @@ class AlertState(msgspec.Struct, array_like=True, gc=False):
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "AlertState":
         return cls(**{k: d[k] for k in cls.__struct_fields__ if k in d})
-
 
 
 def _intern(s: str | None) -> str | None:
@@ -273,13 +272,11 @@ class CustomerState(msgspec.Struct, array_like=True, gc=False):
 
     # -- serialisation (the table codec) ---------------------------------------
     def to_bytes(self) -> bytes:
-        return _ENCODER.encode(self)
+        return _CODEC.encode(self)
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> "CustomerState":
-        if raw[:1] == b"{":  # written by a release before the compact format
-            return _from_legacy(orjson.loads(raw))
-        return _DECODER.decode(raw)
+        return _CODEC.decode(raw)
 
     def copy(self) -> "CustomerState":
         return CustomerState.from_bytes(self.to_bytes())
@@ -338,8 +335,6 @@ class CustomerState(msgspec.Struct, array_like=True, gc=False):
 
 _PURCHASE = struct.Struct("<HH")  # day (to 2149), purchases that day (saturating)
 _RETAINED_MRR = struct.Struct("<Bd")  # age, MRR
-_ENCODER = msgspec.msgpack.Encoder()
-_DECODER = msgspec.msgpack.Decoder(CustomerState)
 
 
 def _from_legacy(d: dict[str, Any]) -> CustomerState:
@@ -376,6 +371,9 @@ def _from_legacy(d: dict[str, Any]) -> CustomerState:
             _remember(s, _TOPIC_INDEX[topic], event_hash(eid), Rules().dedupe_ids)
     s.__post_init__()
     return s
+
+
+_CODEC = PackedCodec(CustomerState, _from_legacy)
 
 
 def _count(state: CustomerState, name: str, day: int, n: int, size: int) -> None:

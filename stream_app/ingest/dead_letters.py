@@ -86,6 +86,19 @@ def headers(reason: str, detail: str, source: dict[str, object], at: str) -> lis
     return out + [(AT, at.encode())]
 
 
+def from_topic(reason: str, detail: str, topic: str, partition: int, offset: int, at: str,
+               prior: Iterable[tuple[str, bytes]] = ()) -> list[tuple[str, bytes]]:
+    """`headers` for a record read from a topic; a record that was itself
+    re-published from churn.dlq (`prior`, its own headers) and is still
+    wrong also says where it was re-sent from, so nothing loops unnoticed.
+
+    >>> [k for k, _ in from_topic("schema", "x", "churn.usage", 3, 7, "t", [(REPUBLISHED_FROM, b"churn.dlq/0/1")])][-1]
+    'churnmon.republished.from'
+    """
+    source = {SOURCE_TOPIC: topic, SOURCE_PARTITION: partition, SOURCE_OFFSET: offset}
+    return headers(reason, detail, source, at) + [(k, v) for k, v in prior if k == REPUBLISHED_FROM]
+
+
 def _int(s: str | None) -> int | None:
     try:
         return int(s) if s is not None else None

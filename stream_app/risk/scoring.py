@@ -20,6 +20,7 @@ import msgspec
 import orjson
 
 from ..config import DAY
+from ..domain.packed import PackedCodec
 from ..domain.state import CustomerState, day_of
 from .alerts import risk_band
 from .features import FEATURES
@@ -31,16 +32,11 @@ class RiskMemory(msgspec.Struct, array_like=True, gc=False):
     labels: LabelBook = msgspec.field(default_factory=LabelBook)
 
     def to_bytes(self) -> bytes:
-        return _ENCODER.encode(self)
+        return _CODEC.encode(self)
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> "RiskMemory":
-        if raw[:1] == b"{":  # written by a release before the packed format
-            return _from_legacy(orjson.loads(raw))
-        return _DECODER.decode(raw)
-
-_ENCODER = msgspec.msgpack.Encoder()
-_DECODER = msgspec.msgpack.Decoder(RiskMemory)
+        return _CODEC.decode(raw)
 
 
 def _from_legacy(d: dict[str, Any]) -> RiskMemory:
@@ -56,6 +52,9 @@ def _from_legacy(d: dict[str, Any]) -> RiskMemory:
         feats = dict(vals) if isinstance(vals, dict) else dict(zip(keys, vals))
         observe(book, day_of(float(t)), {k: v for k, v in feats.items() if k in FEATURES}, score, daily)
     return RiskMemory(book)
+
+
+_CODEC = PackedCodec(RiskMemory, _from_legacy)
 
 
 def update_risk(state: CustomerState, assessment: Assessment | None, resolution: float = 0.01) -> bool:

@@ -334,7 +334,7 @@ class Processor:
 
         The ceiling is the worker's clock (its partitions' clocks follow their
         input events), and only for a partition that has read all its inputs
-        (the rule the agent's `send_ticks` follows, checked again on receipt)
+        (the rule `clock.tick_for` follows, checked again on receipt)
         and holds none of them unapplied: no tick moves a partition ahead of
         events it has yet to read or apply."""
         clocks = [b.clock for b in self.books.values() if b.clock is not None]
