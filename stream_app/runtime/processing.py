@@ -16,6 +16,7 @@ import asyncio
 import itertools
 import logging
 import time
+from dataclasses import dataclass
 
 import faust
 
@@ -35,20 +36,21 @@ from .tables import writes_for
 log = logging.getLogger(__name__)
 
 
+@dataclass(eq=False)
 class Processing:
-    def __init__(self, app: faust.App, settings: Settings, metrics: Metrics, processor: Processor,
-                 progress: Progress, rejects: DeadLetterSink) -> None:
-        self.app = app
-        self.settings = settings
-        self.metrics = metrics
-        self.processor = processor
-        self.progress = progress
-        self.rejects = rejects
+    app: faust.App
+    settings: Settings
+    metrics: Metrics
+    processor: Processor
+    progress: Progress
+    rejects: DeadLetterSink
+
+    def __post_init__(self) -> None:
         self.generation = 0  # bumped on every rebalance: a rebuild that spans one is thrown away
         self.holding: dict[tuple[str, int, int], faust.EventT] = {}  # events read, not applied yet
-        n = settings.partitions
-        self.alerts_topic = app.topic(topics.ALERTS, key_serializer="raw", value_serializer="raw", partitions=n)
-        self.training = app.topic(topics.TRAINING, key_serializer="raw", value_serializer="raw", partitions=1)
+        n = self.settings.partitions
+        self.alerts_topic = self.app.topic(topics.ALERTS, key_serializer="raw", value_serializer="raw", partitions=n)
+        self.training = self.app.topic(topics.TRAINING, key_serializer="raw", value_serializer="raw", partitions=1)
 
     @property
     def books(self) -> dict[int, PartitionBook]:
