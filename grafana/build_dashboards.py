@@ -7,13 +7,14 @@ Built with grafana-foundation-sdk, Grafana's own dashboards-as-code builders
 generated from its dashboard and panel schemas (the 11.2 flavour, the Grafana
 of docker-compose.yml): a panel option that Grafana's model lacks is a missing
 builder method (AttributeError) rather than a key Grafana silently ignores,
-enums name the allowed values, widths and heights are range-checked, and the
-SDK lays rows and panels out on the 24-column grid. Dashboards are built from
-small named panel functions (one per panel, grouped by dashboard) on top of a
-few panel kinds below, and written as JSON with sorted keys, so a change to a
-query is a one-line diff. Grafana loads the files through file provisioning
-(grafana/provisioning/dashboards/dashboards.yml); they are read-only in the
-UI: change this file and regenerate.
+widths and heights are range-checked, the SDK lays rows and panels out on the
+24-column grid, and the builders are typed (an enum for every choice), which
+tests/monitoring/test_dashboards.py checks by running mypy over this file.
+Dashboards are built from small named panel functions (one per panel, grouped
+by dashboard) on top of a few panel kinds below, and written as JSON with
+sorted keys, so a change to a query is a one-line diff. Grafana loads the
+files through file provisioning (grafana/provisioning/dashboards/dashboards.yml);
+they are read-only in the UI: change this file and regenerate.
 
 Queries read the fleet-wide recording rules of prometheus/rules/recording.yml
 (`churn:<figure>:<window>` ...) or the worker's own metrics
@@ -43,6 +44,7 @@ import json
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TypeVar
 
 from grafana_foundation_sdk.builders import barchart as barchart_panel
 from grafana_foundation_sdk.builders import bargauge as bargauge_panel
@@ -76,6 +78,8 @@ CHURN_TICKET, CHURN_PAGE = 0.05, 0.10
 
 Panel = Builder[md.Panel]
 Row = tuple[str, list[Panel]]
+# The panel kinds of these dashboards: helpers that take one give the same kind back, with its own options.
+Kind = TypeVar("Kind", stat_panel.Panel, timeseries_panel.Panel, bargauge_panel.Panel, barchart_panel.Panel, heatmap_panel.Panel)
 
 
 # ---------------------------------------------------------------------------
@@ -99,12 +103,12 @@ def thresholds(*steps: tuple[float, str], base: str = "green") -> gd.ThresholdsC
         [md.Threshold(value=None, color=base)] + [md.Threshold(value=v, color=c) for v, c in steps])
 
 
-def value_texts(texts: dict[str, str]) -> list[md.ValueMap]:
+def value_texts(texts: dict[str, str]) -> list[md.ValueMapping]:
     """Show a value as a word: {"0": "no", "1": "drift"}."""
     return [md.ValueMap(options={value: md.ValueMappingResult(text=text, index=i) for i, (value, text) in enumerate(texts.items())})]
 
 
-def fixed_colours(p: Panel, colours: dict[str, str]) -> Panel:
+def fixed_colours(p: Kind, colours: dict[str, str]) -> Kind:
     """The same colour for a series name on every panel (series named by their band, state, ...)."""
     for name, colour in colours.items():
         p.override_by_name(name, [md.DynamicConfigValue(id_val="color", value={"fixedColor": colour, "mode": "fixed"})])
@@ -123,8 +127,8 @@ def last_value() -> gc.ReduceDataOptions:
     return gc.ReduceDataOptions().calcs(["lastNotNull"]).fields("").values(False)
 
 
-def _panel(p: Panel, title: str, targets: Iterable[prometheus.Dataquery], unit: str, *, description: str, w: int, h: int,
-           decimals: int | None, steps: gd.ThresholdsConfig | None, colour: md.FieldColorModeId = md.FieldColorModeId.PALETTE_CLASSIC) -> Panel:
+def _panel(p: Kind, title: str, targets: Iterable[prometheus.Dataquery], unit: str, *, description: str, w: int, h: int,
+           decimals: int | None, steps: gd.ThresholdsConfig | None, colour: md.FieldColorModeId = md.FieldColorModeId.PALETTE_CLASSIC) -> Kind:
     """What every panel kind sets: title, queries (refIds A, B, ...), unit, size, colours. The SDK places it."""
     p.title(title).description(description).datasource(DATASOURCE).unit(unit).span(w).height(h)
     p.thresholds(steps or thresholds()).color_scheme(gd.FieldColor().mode(colour))
@@ -136,7 +140,7 @@ def _panel(p: Panel, title: str, targets: Iterable[prometheus.Dataquery], unit: 
 
 
 def stat(title: str, expr: str, unit: str, *, description: str = "", steps: gd.ThresholdsConfig | None = None, decimals: int | None = None,
-         w: int = 4, h: int = 4, mappings: list[md.ValueMap] | None = None) -> stat_panel.Panel:
+         w: int = 4, h: int = 4, mappings: list[md.ValueMapping] | None = None) -> stat_panel.Panel:
     p = _panel(stat_panel.Panel(), title, [target(expr)], unit, description=description, w=w, h=h, decimals=decimals, steps=steps,
                colour=md.FieldColorModeId.THRESHOLDS)
     p.color_mode(mc.BigValueColorMode.VALUE).graph_mode(mc.BigValueGraphMode.AREA).justify_mode(mc.BigValueJustifyMode.AUTO)
@@ -220,8 +224,8 @@ def dashboard(uid: str, title: str, description: str, rows: Iterable[Row], varia
         for p in panels:
             d.with_panel(p)
     model = d.build()
-    for i, p in enumerate(model.panels or [], start=1):  # the SDK leaves ids to the caller
-        p.id_val = i
+    for i, placed in enumerate(model.panels or [], start=1):  # the SDK leaves ids to the caller
+        placed.id_val = i
     return model
 
 

@@ -17,7 +17,9 @@ import importlib.metadata
 import importlib.util
 import json
 import re
+import os
 import subprocess
+import sys
 from itertools import product
 
 import pytest
@@ -120,6 +122,30 @@ def test_check_exits_1_when_the_json_is_stale(tmp_path, capsys):
     (tmp_path / "model-quality.json").unlink()
     assert GEN.main(["--check", "--out", str(tmp_path)]) == 1
     assert "stale dashboards (run python grafana/build_dashboards.py): pipeline-health.json, model-quality.json" in capsys.readouterr().err
+
+
+def _mypy(path) -> subprocess.CompletedProcess:
+    """mypy over a file that uses the SDK, errors inside the SDK itself not reported, no cache written."""
+    return subprocess.run([sys.executable, "-m", "mypy", "--no-incremental", f"--cache-dir={os.devnull}", "--follow-imports=silent",
+                           "--no-error-summary", str(path)], capture_output=True, text=True, timeout=300)
+
+
+def test_generator_type_checks_against_the_sdk():
+    """The builders are typed (enums for every choice, ints for sizes): mypy checks every call the generator makes."""
+    proc = _mypy(REPO / "grafana" / "build_dashboards.py")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_type_check_refuses_a_wrong_option(tmp_path):
+    """The check above can fail: a string where the SDK wants its enum, and a misspelt option."""
+    bad = tmp_path / "bad_panel.py"
+    bad.write_text("from grafana_foundation_sdk.builders import timeseries\n"
+                   "from grafana_foundation_sdk.models import common\n"
+                   "timeseries.Panel().show_points(\"never\").orientatoin(common.VizOrientation.AUTO)\n", encoding="utf-8")
+    proc = _mypy(bad)
+    assert proc.returncode == 1
+    assert 'incompatible type "str"; expected "VisibilityMode"' in proc.stdout, proc.stdout
+    assert 'has no attribute "orientatoin"' in proc.stdout, proc.stdout
 
 
 def test_one_function_per_dashboard():
