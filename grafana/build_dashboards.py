@@ -212,6 +212,9 @@ def window_variable() -> gd.CustomVariable:
 
 def dashboard(uid: str, title: str, description: str, rows: Iterable[Row], variables: list[Builder[md.VariableModel]], *,
               time_from: str = "now-7d", refresh: str = "1m") -> md.Dashboard:
+    """Rows in order; the SDK flows each row's panels left to right and starts a new line once a line
+    reaches 24 columns, so the widths of a row's panels must add up line by line to 24 (the test rejects
+    a panel past column 24)."""
     d = (gd.Dashboard(title).uid(uid).description(description).tags([TAG]).readonly().time(time_from, "now").refresh(refresh)
          .timezone("utc").tooltip(md.DashboardCursorSync.CROSSHAIR).fiscal_year_start_month(0).week_start("").version(1)
          .annotation(gd.AnnotationQuery().built_in(1).datasource(md.DataSourceRef(type_val="grafana", uid="-- Grafana --")).enable(True)
