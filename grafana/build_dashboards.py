@@ -3,16 +3,25 @@
     python grafana/build_dashboards.py           # (re)write grafana/dashboards/*.json
     python grafana/build_dashboards.py --check   # exit 1 if the committed JSON is stale
 
+Built with grafana-foundation-sdk, Grafana's own dashboards-as-code builders
+generated from its dashboard and panel schemas (the 11.2 flavour, the Grafana
+of docker-compose.yml): a panel option that Grafana's model lacks is a missing
+builder method (AttributeError) rather than a key Grafana silently ignores,
+widths and heights are range-checked, the SDK lays rows and panels out on the
+24-column grid, and the builders are typed (an enum for every choice), which
+tests/monitoring/test_dashboards.py checks by running mypy over this file.
 Dashboards are built from small named panel functions (one per panel, grouped
-by dashboard) and written as JSON with sorted keys, so a change to a query is a
-one-line diff. Standard library only. Grafana loads the files through file
-provisioning (grafana/provisioning/dashboards/dashboards.yml); they are
-read-only in the UI: change this file and regenerate.
+by dashboard) on top of a few panel kinds below, and written as JSON with
+sorted keys, so a change to a query is a one-line diff. Grafana loads the
+files through file provisioning (grafana/provisioning/dashboards/dashboards.yml);
+they are read-only in the UI: change this file and regenerate.
 
 Queries read the fleet-wide recording rules of prometheus/rules/recording.yml
 (`churn:<figure>:<window>` ...) or the worker's own metrics
 (stream_app/runtime/metrics.py). tests/monitoring/test_dashboards.py rejects a query
-naming any other metric, and checks the committed JSON equals this output.
+naming any other metric, checks the committed JSON equals this output, and
+reads every file back through the SDK's model (nothing outside Grafana's
+model survives that).
 
 Four dashboards: Churn overview, Churn pipeline health, At-risk customers
 (churn_at_risk_*, churn_expected_mrr_loss, churn_alerts_emitted_total,
@@ -35,9 +44,24 @@ import json
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TypeVar
+
+from grafana_foundation_sdk.builders import barchart as barchart_panel
+from grafana_foundation_sdk.builders import bargauge as bargauge_panel
+from grafana_foundation_sdk.builders import common as gc
+from grafana_foundation_sdk.builders import dashboard as gd
+from grafana_foundation_sdk.builders import heatmap as heatmap_panel
+from grafana_foundation_sdk.builders import prometheus
+from grafana_foundation_sdk.builders import stat as stat_panel
+from grafana_foundation_sdk.builders import timeseries as timeseries_panel
+from grafana_foundation_sdk.cog.builder import Builder
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import common as mc
+from grafana_foundation_sdk.models import dashboard as md
+from grafana_foundation_sdk.models import heatmap as mh
+from grafana_foundation_sdk.models import prometheus as mp
 
 OUT_DIR = Path(__file__).resolve().parent / "dashboards"
-SCHEMA_VERSION = 39  # Grafana 11.x dashboard model
 TAG = "churnmon"
 
 # Money is in the account currency (stream_app/runtime/metrics.py). Set the unit to
@@ -45,15 +69,17 @@ TAG = "churnmon"
 CURRENCY = "currencyUSD"
 RATE = "cps"  # counts (events) per second
 
-DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+DATASOURCE = md.DataSourceRef(type_val="prometheus", uid="${datasource}")
 WINDOWS = ("30d", "90d")
 
 # Colour bands of the churn-rate stats; the same numbers as the ChurnRateHigh
 # ticket (5 %) and page (10 %) thresholds in prometheus/rules/alerts.yml.
 CHURN_TICKET, CHURN_PAGE = 0.05, 0.10
 
-Panel = dict
+Panel = Builder[md.Panel]
 Row = tuple[str, list[Panel]]
+# The panel kinds of these dashboards: helpers that take one give the same kind back, with its own options.
+Kind = TypeVar("Kind", stat_panel.Panel, timeseries_panel.Panel, bargauge_panel.Panel, barchart_panel.Panel, heatmap_panel.Panel)
 
 
 # ---------------------------------------------------------------------------
@@ -61,260 +87,149 @@ Row = tuple[str, list[Panel]]
 # ---------------------------------------------------------------------------
 
 
-def target(expr: str, legend: str = "", *, instant: bool = False, fmt: str | None = None) -> dict:
-    """One Prometheus query of a panel; refIds are assigned by `panel`.
+def target(expr: str, legend: str = "", *, instant: bool = False, table: bool = False) -> prometheus.Dataquery:
+    """One Prometheus query of a panel; refIds are assigned by `_panel`.
 
-    `fmt="table"` returns one row per series with its labels as columns (for
+    `table=True` returns one row per series with its labels as columns (for
     panels that join several queries on a label).
     """
-    t = {
-        "datasource": DATASOURCE,
-        "editorMode": "code",
-        "expr": expr,
-        "instant": instant,
-        "legendFormat": legend or "__auto",
-        "range": not instant,
-    }
-    if fmt is not None:
-        t["format"] = fmt
-    return t
+    q = prometheus.Dataquery().datasource(DATASOURCE).editor_mode(mp.QueryEditorMode.CODE).expr(expr).legend_format(legend or "__auto")
+    q = q.instant() if instant else q.range()
+    return q.format(mp.PromQueryFormat.TABLE) if table else q
 
 
-def thresholds(*steps: tuple[float, str], base: str = "green") -> dict:
-    return {
-        "mode": "absolute",
-        "steps": [{"color": base, "value": None}] + [{"color": c, "value": v} for v, c in steps],
-    }
+def thresholds(*steps: tuple[float, str], base: str = "green") -> gd.ThresholdsConfig:
+    return gd.ThresholdsConfig().mode(md.ThresholdsMode.ABSOLUTE).steps(
+        [md.Threshold(value=None, color=base)] + [md.Threshold(value=v, color=c) for v, c in steps])
 
 
-def panel(
-    kind: str,
-    title: str,
-    targets: Iterable[dict],
-    unit: str,
-    *,
-    description: str = "",
-    w: int = 6,
-    h: int = 8,
-    decimals: int | None = None,
-    steps: dict | None = None,
-    custom: dict | None = None,
-    options: dict | None = None,
-    interval: str | None = None,
-    transformations: list | None = None,
-    overrides: list | None = None,
-    mappings: list | None = None,
-) -> Panel:
-    """A panel without its place: `layout` assigns id and gridPos."""
-    targets = [dict(t, refId=chr(ord("A") + i)) for i, t in enumerate(targets)]
-    defaults: dict = {"unit": unit, "thresholds": steps or thresholds(), "color": {"mode": "thresholds" if kind in ("stat", "gauge") else "palette-classic"}}
-    if decimals is not None:
-        defaults["decimals"] = decimals
-    if custom is not None:
-        defaults["custom"] = custom
-    if mappings is not None:
-        defaults["mappings"] = mappings
-    p: Panel = {
-        "type": kind,
-        "title": title,
-        "description": description,
-        "datasource": DATASOURCE,
-        "targets": targets,
-        "fieldConfig": {"defaults": defaults, "overrides": overrides or []},
-        "options": options or {},
-        "_size": (w, h),
-    }
-    if interval:
-        p["interval"] = interval
-    if transformations:
-        p["transformations"] = transformations
+def value_texts(texts: dict[str, str]) -> list[md.ValueMapping]:
+    """Show a value as a word: {"0": "no", "1": "drift"}."""
+    return [md.ValueMap(options={value: md.ValueMappingResult(text=text, index=i) for i, (value, text) in enumerate(texts.items())})]
+
+
+def fixed_colours(p: Kind, colours: dict[str, str]) -> Kind:
+    """The same colour for a series name on every panel (series named by their band, state, ...)."""
+    for name, colour in colours.items():
+        p.override_by_name(name, [md.DynamicConfigValue(id_val="color", value={"fixedColor": colour, "mode": "fixed"})])
     return p
 
 
-def stat(title: str, expr: str, unit: str, *, description: str = "", steps: dict | None = None, decimals: int | None = None, w: int = 4, h: int = 4,
-         mappings: list | None = None) -> Panel:
-    return panel(
-        "stat", title, [target(expr)], unit, description=description, w=w, h=h, decimals=decimals, steps=steps, mappings=mappings,
-        options={
-            "colorMode": "value",
-            "graphMode": "area",
-            "justifyMode": "auto",
-            "orientation": "auto",
-            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-            "textMode": "auto",
-        },
-    )
+def legend(*, show: bool = True) -> gc.VizLegendOptions:
+    return gc.VizLegendOptions().calcs([]).display_mode(mc.LegendDisplayMode.LIST).placement(mc.LegendPlacement.BOTTOM).show_legend(show)
 
 
-def timeseries(title: str, targets: Iterable[dict], unit: str, *, description: str = "", w: int = 12, h: int = 8,
+def tooltip(mode: mc.TooltipDisplayMode, sort: mc.SortOrder = mc.SortOrder.NONE) -> gc.VizTooltipOptions:
+    return gc.VizTooltipOptions().mode(mode).sort(sort)
+
+
+def last_value() -> gc.ReduceDataOptions:
+    return gc.ReduceDataOptions().calcs(["lastNotNull"]).fields("").values(False)
+
+
+def _panel(p: Kind, title: str, targets: Iterable[prometheus.Dataquery], unit: str, *, description: str, w: int, h: int,
+           decimals: int | None, steps: gd.ThresholdsConfig | None, colour: md.FieldColorModeId = md.FieldColorModeId.PALETTE_CLASSIC) -> Kind:
+    """What every panel kind sets: title, queries (refIds A, B, ...), unit, size, colours. The SDK places it."""
+    p.title(title).description(description).datasource(DATASOURCE).unit(unit).span(w).height(h)
+    p.thresholds(steps or thresholds()).color_scheme(gd.FieldColor().mode(colour))
+    for i, t in enumerate(targets):
+        p.with_target(t.ref_id(chr(ord("A") + i)))
+    if decimals is not None:
+        p.decimals(decimals)
+    return p
+
+
+def stat(title: str, expr: str, unit: str, *, description: str = "", steps: gd.ThresholdsConfig | None = None, decimals: int | None = None,
+         w: int = 4, h: int = 4, mappings: list[md.ValueMapping] | None = None) -> stat_panel.Panel:
+    p = _panel(stat_panel.Panel(), title, [target(expr)], unit, description=description, w=w, h=h, decimals=decimals, steps=steps,
+               colour=md.FieldColorModeId.THRESHOLDS)
+    p.color_mode(mc.BigValueColorMode.VALUE).graph_mode(mc.BigValueGraphMode.AREA).justify_mode(mc.BigValueJustifyMode.AUTO)
+    p.orientation(mc.VizOrientation.AUTO).text_mode(mc.BigValueTextMode.AUTO).reduce_options(last_value())
+    return p.mappings(mappings) if mappings else p
+
+
+def timeseries(title: str, targets: Iterable[prometheus.Dataquery], unit: str, *, description: str = "", w: int = 12, h: int = 8,
                stacked: bool = False, bars: bool = False, decimals: int | None = None, interval: str | None = None,
-               steps: dict | None = None, overrides: list | None = None, show_thresholds: bool = False) -> Panel:
+               steps: gd.ThresholdsConfig | None = None, show_thresholds: bool = False) -> timeseries_panel.Panel:
     """`show_thresholds` shades the threshold steps behind the lines."""
-    custom = {
-        "drawStyle": "bars" if bars else "line",
-        "fillOpacity": 80 if bars else 10,
-        "lineWidth": 1,
-        "showPoints": "never",
-        "spanNulls": False,
-        "stacking": {"group": "A", "mode": "normal" if stacked else "none"},
-    }
+    p = _panel(timeseries_panel.Panel(), title, targets, unit, description=description, w=w, h=h, decimals=decimals, steps=steps)
+    p.draw_style(mc.GraphDrawStyle.BARS if bars else mc.GraphDrawStyle.LINE).fill_opacity(80 if bars else 10).line_width(1)
+    p.show_points(mc.VisibilityMode.NEVER).span_nulls(False)
+    p.stacking(gc.StackingConfig().group("A").mode(mc.StackingMode.NORMAL if stacked else mc.StackingMode.NONE))
+    p.legend(legend()).tooltip(tooltip(mc.TooltipDisplayMode.MULTI, mc.SortOrder.DESCENDING))
     if show_thresholds:
-        custom["thresholdsStyle"] = {"mode": "line+area"}
-    return panel(
-        "timeseries", title, targets, unit, description=description, w=w, h=h, decimals=decimals, custom=custom,
-        interval=interval, steps=steps, overrides=overrides,
-        options={
-            "legend": {"calcs": [], "displayMode": "list", "placement": "bottom", "showLegend": True},
-            "tooltip": {"mode": "multi", "sort": "desc"},
-        },
-    )
+        p.thresholds_style(gc.GraphThresholdsStyleConfig().mode(mc.GraphThresholdsStyleMode.LINE_AND_AREA))
+    return p.interval(interval) if interval else p
 
 
-def bargauge(title: str, targets: Iterable[dict], unit: str, *, description: str = "", w: int = 6, h: int = 8,
-             overrides: list | None = None) -> Panel:
-    return panel(
-        "bargauge", title, targets, unit, description=description, w=w, h=h, overrides=overrides,
-        options={
-            "displayMode": "gradient",
-            "orientation": "horizontal",
-            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-            "showUnfilled": True,
-            "valueMode": "color",
-        },
-    )
+def per_worker(title: str, expr: str, unit: str, **kw) -> timeseries_panel.Panel:
+    """One line per worker (the scrape target's instance label)."""
+    return timeseries(title, [target(expr, "{{instance}}")], unit, **kw)
 
 
-def barchart(title: str, targets: Iterable[dict], unit: str, *, description: str = "", w: int = 12, h: int = 8) -> Panel:
+def bargauge(title: str, targets: Iterable[prometheus.Dataquery], unit: str, *, description: str = "", w: int = 6, h: int = 8) -> bargauge_panel.Panel:
+    p = _panel(bargauge_panel.Panel(), title, targets, unit, description=description, w=w, h=h, decimals=None, steps=None)
+    p.display_mode(mc.BarGaugeDisplayMode.GRADIENT).orientation(mc.VizOrientation.HORIZONTAL).reduce_options(last_value())
+    return p.show_unfilled(True).value_mode(mc.BarGaugeValueMode.COLOR)
+
+
+def barchart(title: str, targets: Iterable[prometheus.Dataquery], unit: str, *, description: str = "", w: int = 12, h: int = 8,
+             decimals: int | None = None) -> barchart_panel.Panel:
     """Signed bars, one per series: instant queries reduced to one row per series."""
-    return panel(
-        "barchart", title, targets, unit, description=description, w=w, h=h,
-        custom={"fillOpacity": 80, "gradientMode": "none", "lineWidth": 1},
-        transformations=[{"id": "reduce", "options": {"includeTimeField": False, "mode": "seriesToRows", "reducers": ["lastNotNull"]}}],
-        options={
-            "barWidth": 0.8,
-            "legend": {"calcs": [], "displayMode": "list", "placement": "bottom", "showLegend": False},
-            "orientation": "horizontal",
-            "showValue": "always",
-            "tooltip": {"mode": "single", "sort": "none"},
-            "xField": "Field",
-        },
-    )
+    p = _panel(barchart_panel.Panel(), title, targets, unit, description=description, w=w, h=h, decimals=decimals, steps=None)
+    p.fill_opacity(80).gradient_mode(mc.GraphGradientMode.NONE).line_width(1)
+    p.with_transformation(md.DataTransformerConfig(
+        id_val="reduce", options={"includeTimeField": False, "mode": "seriesToRows", "reducers": ["lastNotNull"]}))
+    p.bar_width(0.8).legend(legend(show=False)).orientation(mc.VizOrientation.HORIZONTAL).show_value(mc.VisibilityMode.ALWAYS)
+    return p.tooltip(tooltip(mc.TooltipDisplayMode.SINGLE)).x_field("Field")
 
 
-def layout(rows: Iterable[Row]) -> list[Panel]:
-    """Flow each row's panels left to right over Grafana's 24 columns."""
-    out: list[Panel] = []
-    y = 0
-    next_id = 1
-    for title, panels in rows:
-        out.append({"type": "row", "title": title, "collapsed": False, "id": next_id, "panels": [], "gridPos": {"h": 1, "w": 24, "x": 0, "y": y}})
-        next_id += 1
-        y += 1
-        x = 0
-        line_h = 0
-        for p in panels:
-            p = dict(p)
-            w, h = p.pop("_size")
-            if x + w > 24:
-                x, y, line_h = 0, y + line_h, 0
-            p["gridPos"] = {"h": h, "w": w, "x": x, "y": y}
-            p["id"] = next_id
-            next_id += 1
-            out.append(p)
-            x += w
-            line_h = max(line_h, h)
-        y += line_h
-    return out
+def datasource_variable() -> gd.DatasourceVariable:
+    return gd.DatasourceVariable("datasource").label("Data source").type("prometheus").hide(md.VariableHide.DONT_HIDE).multi(False).include_all(False).regex("")
 
 
-def datasource_variable() -> dict:
-    return {
-        "current": {},
-        "hide": 0,
-        "includeAll": False,
-        "label": "Data source",
-        "multi": False,
-        "name": "datasource",
-        "options": [],
-        "query": "prometheus",
-        "refresh": 1,
-        "regex": "",
-        "type": "datasource",
-    }
-
-
-def plan_variable() -> dict:
+def plan_variable() -> gd.QueryVariable:
     query = "label_values(churn_customers_active, plan)"
-    return {
-        "allValue": ".*",
-        "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
-        "datasource": DATASOURCE,
-        "definition": query,
-        "hide": 0,
-        "includeAll": True,
-        "label": "Plan",
-        "multi": True,
-        "name": "plan",
-        "options": [],
-        "query": {"qryType": 1, "query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery"},
-        "refresh": 2,
-        "regex": "",
-        "sort": 1,
-        "type": "query",
-    }
+    return (gd.QueryVariable("plan").label("Plan").datasource(DATASOURCE).hide(md.VariableHide.DONT_HIDE)
+            .query({"qryType": 1, "query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery"})
+            .refresh(md.VariableRefresh.ON_TIME_RANGE_CHANGED).sort(md.VariableSort.ALPHABETICAL_ASC).regex("")
+            .include_all(True).all_value(".*").multi(True).current(md.VariableOption(selected=True, text=["All"], value=["$__all"])))
 
 
-def window_variable() -> dict:
-    options = [{"selected": w == WINDOWS[0], "text": w, "value": w} for w in WINDOWS]
-    return {
-        "current": {"selected": True, "text": WINDOWS[0], "value": WINDOWS[0]},
-        "description": "Rolling window of the churn figures, ending at the event-time clock.",
-        "hide": 0,
-        "includeAll": False,
-        "label": "Window",
-        "multi": False,
-        "name": "window",
-        "options": options,
-        "query": ",".join(WINDOWS),
-        "skipUrlSync": False,
-        "type": "custom",
-    }
+def custom_variable(name: str, label: str, values: Iterable[str], description: str, *, multi: bool = False) -> gd.CustomVariable:
+    """A fixed list of values: the first selected, or All (regex .*) when `multi`."""
+    values = list(values)
+    current = md.VariableOption(selected=True, text=["All"], value=["$__all"]) if multi else md.VariableOption(selected=True, text=values[0], value=values[0])
+    v = (gd.CustomVariable(name).label(label).description(description).hide(md.VariableHide.DONT_HIDE).values(",".join(values))
+         .options([md.VariableOption(selected=not multi and i == 0, text=x, value=x) for i, x in enumerate(values)])
+         .current(current).multi(multi).include_all(multi))
+    return v.all_value(".*") if multi else v
 
 
-def dashboard(uid: str, title: str, description: str, rows: Iterable[Row], variables: list[dict], *, time_from: str = "now-7d", refresh: str = "1m") -> dict:
-    return {
-        "annotations": {
-            "list": [
-                {
-                    "builtIn": 1,
-                    "datasource": {"type": "grafana", "uid": "-- Grafana --"},
-                    "enable": True,
-                    "hide": True,
-                    "iconColor": "rgba(0, 211, 255, 1)",
-                    "name": "Annotations & Alerts",
-                    "type": "dashboard",
-                }
-            ]
-        },
-        "description": description,
-        "editable": False,
-        "fiscalYearStartMonth": 0,
-        "graphTooltip": 1,
-        "id": None,
-        "links": [{"asDropdown": False, "icon": "external link", "includeVars": False, "keepTime": True, "tags": [TAG], "targetBlank": False, "title": "Churn monitor", "type": "dashboards"}],
-        "panels": layout(rows),
-        "refresh": refresh,
-        "schemaVersion": SCHEMA_VERSION,
-        "tags": [TAG],
-        "templating": {"list": variables},
-        "time": {"from": time_from, "to": "now"},
-        "timepicker": {},
-        "timezone": "utc",
-        "title": title,
-        "uid": uid,
-        "version": 1,
-        "weekStart": "",
-    }
+def window_variable() -> gd.CustomVariable:
+    return custom_variable("window", "Window", WINDOWS, "Rolling window of the churn figures, ending at the event-time clock.")
+
+
+def dashboard(uid: str, title: str, description: str, rows: Iterable[Row], variables: list[Builder[md.VariableModel]], *,
+              time_from: str = "now-7d", refresh: str = "1m") -> md.Dashboard:
+    """Rows in order; the SDK flows each row's panels left to right and starts a new line once a line
+    reaches 24 columns, so the widths of a row's panels must add up line by line to 24 (the test rejects
+    a panel past column 24)."""
+    d = (gd.Dashboard(title).uid(uid).description(description).tags([TAG]).readonly().time(time_from, "now").refresh(refresh)
+         .timezone("utc").tooltip(md.DashboardCursorSync.CROSSHAIR).fiscal_year_start_month(0).week_start("").version(1)
+         .annotation(gd.AnnotationQuery().built_in(1).datasource(md.DataSourceRef(type_val="grafana", uid="-- Grafana --")).enable(True)
+                     .hide(True).icon_color("rgba(0, 211, 255, 1)").name("Annotations & Alerts").type("dashboard"))
+         .link(gd.DashboardLink("Churn monitor").type(md.DashboardLinkType.DASHBOARDS).tags([TAG]).as_dropdown(False).icon("external link")
+               .include_vars(False).keep_time(True).target_blank(False))
+         .variables(variables))
+    for row_title, panels in rows:
+        d.with_row(gd.Row(row_title))
+        for p in panels:
+            d.with_panel(p)
+    model = d.build()
+    for i, placed in enumerate(model.panels or [], start=1):  # the SDK leaves ids to the caller
+        placed.id_val = i
+    return model
 
 
 # ---------------------------------------------------------------------------
@@ -322,6 +237,20 @@ def dashboard(uid: str, title: str, description: str, rows: Iterable[Row], varia
 # ---------------------------------------------------------------------------
 
 W = "${window}"
+
+
+def churn_steps() -> gd.ThresholdsConfig:
+    """Orange at the ChurnRateHigh ticket threshold, red at its page threshold."""
+    return thresholds((CHURN_TICKET, "orange"), (CHURN_PAGE, "red"))
+
+
+def window_stat(title: str, figure: str, unit: str, **kw) -> stat_panel.Panel:
+    """A figure of the chosen window: the recording rule churn:<figure>:$window, titled "<title> ($window)"."""
+    return stat(f"{title} ({W})", f"churn:{figure}:{W}", unit, **kw)
+
+
+def churn_rate_stat(title: str, figure: str, description: str) -> stat_panel.Panel:
+    return window_stat(title, figure, "percentunit", decimals=2, steps=churn_steps(), description=description)
 
 
 def customers_now() -> Panel:
@@ -354,25 +283,21 @@ def pending_cancellation_mrr() -> Panel:
 
 
 def customer_churn_rate() -> Panel:
-    return stat(f"Customer churn rate ({W})", f"churn:customer_churn_rate:{W}", "percentunit", decimals=2,
-                steps=thresholds((CHURN_TICKET, "orange"), (CHURN_PAGE, "red")),
-                description="Customers of the starting cohort lost in the window / customers at its start (ChartMogul; joiners who churn inside the window are left out). Alerts: ticket above 5 %, page above 10 % (30d).")
+    return churn_rate_stat("Customer churn rate", "customer_churn_rate", "Customers of the starting cohort lost in the window / customers at its start (ChartMogul; joiners who churn inside the window are left out). Alerts: ticket above 5 %, page above 10 % (30d).")
 
 
 def customers_start() -> Panel:
-    return stat(f"Customers at window start ({W})", f"churn:customers_start:{W}", "short",
+    return window_stat("Customers at window start", "customers_start", "short",
                 description="Paying customers at the end of the day the window starts.")
 
 
 def customers_lost() -> Panel:
-    return stat(f"Customers lost ({W})", f"churn:customers_lost:{W}", "short", steps=thresholds((1, "orange")),
+    return window_stat("Customers lost", "customers_lost", "short", steps=thresholds((1, "orange")),
                 description="Customers of the starting cohort who churned in the window.")
 
 
 def stripe_rolling_churn() -> Panel:
-    return stat(f"Stripe rolling churn ({W})", f"churn:stripe_rolling_churn_rate:{W}", "percentunit", decimals=2,
-                steps=thresholds((CHURN_TICKET, "orange"), (CHURN_PAGE, "red")),
-                description="Stripe's subscriber churn: churned in the window / (active at its start + new in it).")
+    return churn_rate_stat("Stripe rolling churn", "stripe_rolling_churn_rate", "Stripe's subscriber churn: churned in the window / (active at its start + new in it).")
 
 
 def annualised_churn() -> Panel:
@@ -382,36 +307,32 @@ def annualised_churn() -> Panel:
 
 
 def mrr_lost() -> Panel:
-    return stat(f"MRR lost ({W})", f"churn:mrr_lost:{W}", CURRENCY, steps=thresholds((1, "orange")),
+    return window_stat("MRR lost", "mrr_lost", CURRENCY, steps=thresholds((1, "orange")),
                 description="MRR of the starting cohort lost to churn in the window.")
 
 
 def mrr_churn_rate() -> Panel:
-    return stat(f"MRR churn rate ({W})", f"churn:mrr_churn_rate:{W}", "percentunit", decimals=2,
-                steps=thresholds((CHURN_TICKET, "orange"), (CHURN_PAGE, "red")),
-                description="MRR lost to churn in the window / MRR at its start.")
+    return churn_rate_stat("MRR churn rate", "mrr_churn_rate", "MRR lost to churn in the window / MRR at its start.")
 
 
 def gross_mrr_churn() -> Panel:
-    return stat(f"Gross MRR churn ({W})", f"churn:gross_mrr_churn_rate:{W}", "percentunit", decimals=2,
-                steps=thresholds((CHURN_TICKET, "orange"), (CHURN_PAGE, "red")),
-                description="(churned + contraction MRR) / MRR at the window start.")
+    return churn_rate_stat("Gross MRR churn", "gross_mrr_churn_rate", "(churned + contraction MRR) / MRR at the window start.")
 
 
 def net_mrr_churn() -> Panel:
-    return stat(f"Net MRR churn ({W})", f"churn:net_mrr_churn_rate:{W}", "percentunit", decimals=2,
+    return window_stat("Net MRR churn", "net_mrr_churn_rate", "percentunit", decimals=2,
                 steps=thresholds((0, "orange"), (CHURN_TICKET, "red")),
                 description="(churn + contraction - expansion - reactivation) / MRR at the window start. Negative is good: expansion outgrew the losses.")
 
 
 def net_revenue_retention() -> Panel:
-    return stat(f"Net revenue retention ({W})", f"churn:net_revenue_retention:{W}", "percentunit", decimals=1,
+    return window_stat("Net revenue retention", "net_revenue_retention", "percentunit", decimals=1,
                 steps=thresholds((0.9, "orange"), (1.0, "green"), base="red"),
                 description="(start MRR + expansion - contraction - churn) / start MRR of the starting cohort. Above 100 % the cohort grows without new customers.")
 
 
 def quick_ratio() -> Panel:
-    return stat(f"Quick ratio ({W})", f"churn:quick_ratio:{W}", "none", decimals=2,
+    return window_stat("Quick ratio", "quick_ratio", "none", decimals=2,
                 steps=thresholds((1, "orange"), (4, "green"), base="red"),
                 description="(new + expansion MRR) / (contraction + churn MRR) (Baremetrics). Above 4 is healthy growth; below 1 the business shrinks.")
 
@@ -427,7 +348,7 @@ def churn_rates_over_time() -> Panel:
         target("churn:customer_churn_rate:90d", "90-day"),
         target("churn:stripe_rolling_churn_rate:30d", "Stripe rolling 30-day"),
         target("churn:annualised_churn_rate:30d", "annualised (from 30-day)"),
-    ], "percentunit", decimals=2, steps=thresholds((CHURN_TICKET, "orange"), (CHURN_PAGE, "red")),
+    ], "percentunit", decimals=2, steps=churn_steps(),
         description="Rolling windows ending at the event-time clock.")
 
 
@@ -527,12 +448,12 @@ def active_customers() -> Panel:
 
 
 def repeat_customer_rate() -> Panel:
-    return stat(f"Repeat customer rate ({W})", f"churn:repeat_customer_rate:{W}", "percentunit", decimals=1, w=12,
+    return window_stat("Repeat customer rate", "repeat_customer_rate", "percentunit", decimals=1, w=12,
                 description="Customers with more than one purchase in the window / customers with a purchase in it (Stripe). For businesses that sell without subscriptions.")
 
 
 def purchase_frequency() -> Panel:
-    return stat(f"Purchase frequency ({W})", f"churn:purchase_frequency:{W}", "none", decimals=2, w=12,
+    return window_stat("Purchase frequency", "purchase_frequency", "none", decimals=2, w=12,
                 description="Purchases in the window / customers with a purchase in it (Stripe).")
 
 
@@ -541,27 +462,20 @@ def cohort_heatmap(title: str, rule: str, description: str) -> Panel:
     (cohort, age) coloured by retention: an instant table turned into a matrix
     (rows = age, a column per cohort), which Grafana's heatmap reads as a
     numeric x with one ordinal bucket per cohort."""
-    return panel(
-        "heatmap", title, [target(rule, instant=True, fmt="table")], "percentunit", description=description, w=12, h=10,
-        transformations=[
-            {"id": "groupingToMatrix", "options": {"columnField": "cohort", "rowField": "age", "valueField": "Value", "emptyValue": "null"}},
-            {"id": "convertFieldType", "options": {"conversions": [{"targetField": "age\\cohort", "destinationType": "number"}], "fields": {}}},
-            {"id": "sortBy", "options": {"fields": {}, "sort": [{"field": "age\\cohort"}]}},
-        ],
-        options={
-            "calculate": False,
-            "cellGap": 1,
-            "cellValues": {"decimals": 0, "unit": "percentunit"},
-            "color": {"exponent": 0.5, "fill": "dark-green", "mode": "scheme", "reverse": False, "scale": "linear", "scheme": "RdYlGn", "steps": 64},
-            "exemplars": {"color": "rgba(255,0,255,0.7)"},
-            "filterValues": {"le": -1},
-            "legend": {"show": True},
-            "rowsFrame": {"layout": "unknown", "value": "retained"},
-            "showValue": "auto",
-            "tooltip": {"mode": "single", "showColorScale": True, "yHistogram": False},
-            "yAxis": {"axisLabel": "cohort (start month)", "axisPlacement": "left", "reverse": True},
-        },
-    )
+    p = _panel(heatmap_panel.Panel(), title, [target(rule, instant=True, table=True)], "percentunit", description=description, w=12, h=10,
+               decimals=None, steps=None)
+    p.transformations([
+        md.DataTransformerConfig(id_val="groupingToMatrix", options={"columnField": "cohort", "rowField": "age", "valueField": "Value", "emptyValue": "null"}),
+        md.DataTransformerConfig(id_val="convertFieldType", options={"conversions": [{"targetField": "age\\cohort", "destinationType": "number"}], "fields": {}}),
+        md.DataTransformerConfig(id_val="sortBy", options={"fields": {}, "sort": [{"field": "age\\cohort"}]}),
+    ])
+    p.calculate(False).cell_gap(1).cell_values(heatmap_panel.CellValues().decimals(0).unit("percentunit"))
+    p.color(heatmap_panel.HeatmapColorOptions().exponent(0.5).fill("dark-green").mode(mh.HeatmapColorMode.SCHEME).reverse(False)
+            .scale(mh.HeatmapColorScale.LINEAR).scheme("RdYlGn").steps(64))
+    p.exemplars_color("rgba(255,0,255,0.7)").filter_values(heatmap_panel.FilterValueRange().le(-1)).show_legend()
+    p.rows_frame(heatmap_panel.RowsHeatmapOptions().layout(mc.HeatmapCellLayout.UNKNOWN).value("retained")).show_value(mc.VisibilityMode.AUTO)
+    p.mode(mc.TooltipDisplayMode.SINGLE).show_color_scale(True).hide_y_histogram()
+    return p.y_axis(heatmap_panel.YAxisConfig().axis_label("cohort (start month)").axis_placement(mc.AxisPlacement.LEFT).reverse(True))
 
 
 def customer_retention_cohorts() -> Panel:
@@ -578,7 +492,7 @@ def mrr_retention_cohorts() -> Panel:
         "above 100 % the cohort's expansion outgrew its churn and contraction.")
 
 
-def churn_overview() -> dict:
+def churn_overview() -> md.Dashboard:
     return dashboard(
         "churn-overview",
         "Churn overview",
@@ -670,12 +584,12 @@ def processing_latency_by_worker() -> Panel:
 
 
 def event_time_lag_by_worker() -> Panel:
-    return timeseries("Event-time lag by worker", [target("churn_event_time_lag_seconds", "{{instance}}")], "s",
+    return per_worker("Event-time lag by worker", "churn_event_time_lag_seconds", "s",
                       description="Wall clock minus the newest event time each worker processed.")
 
 
 def clock_behind_wall() -> Panel:
-    return timeseries("Event-time clock behind wall clock", [target("time() - churn_event_time_clock_seconds", "{{instance}}")], "s",
+    return per_worker("Event-time clock behind wall clock", "time() - churn_event_time_clock_seconds", "s",
                       description="The windows end at this clock: the newest event time less the allowed lateness (1 h by default).")
 
 
@@ -685,7 +599,7 @@ def consumer_lag_by_topic() -> Panel:
 
 
 def partitions_by_worker() -> Panel:
-    return timeseries("Partitions by worker", [target("churn_partitions_assigned", "{{instance}}")], "short", stacked=True, w=8,
+    return per_worker("Partitions by worker", "churn_partitions_assigned", "short", stacked=True, w=8,
                       description="A rebalance moves partitions between workers; a worker with 0 idles.")
 
 
@@ -693,7 +607,7 @@ def workers_over_time() -> Panel:
     return timeseries("Workers up", [target("churn:workers_up:sum", "workers up")], "short", w=8)
 
 
-def pipeline_health() -> dict:
+def pipeline_health() -> md.Dashboard:
     return dashboard(
         "churn-pipeline",
         "Churn pipeline health",
@@ -721,30 +635,13 @@ HIGH_RISK_SHARE = 0.15
 BAND = "${band}"
 
 
-def band_variable() -> dict:
-    bands = list(BAND_COLOURS)
-    return {
-        "allValue": ".*",
-        "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
-        "description": "Churn-risk bands: low < 0.4 <= medium < 0.6 <= high < 0.8 <= critical.",
-        "hide": 0,
-        "includeAll": True,
-        "label": "Risk band",
-        "multi": True,
-        "name": "band",
-        "options": [{"selected": False, "text": b, "value": b} for b in bands],
-        "query": ",".join(bands),
-        "skipUrlSync": False,
-        "type": "custom",
-    }
+def band_variable() -> gd.CustomVariable:
+    return custom_variable("band", "Risk band", BAND_COLOURS, "Churn-risk bands: low < 0.4 <= medium < 0.6 <= high < 0.8 <= critical.", multi=True)
 
 
-def band_colours() -> list[dict]:
-    """The same colour for a band on every panel (series named by their band)."""
-    return [
-        {"matcher": {"id": "byName", "options": band}, "properties": [{"id": "color", "value": {"fixedColor": colour, "mode": "fixed"}}]}
-        for band, colour in BAND_COLOURS.items()
-    ]
+def by_band(rule: str, *, instant: bool = False) -> list[prometheus.Dataquery]:
+    """A per-band recording rule, for the bands chosen in $band."""
+    return [target(f'{rule}{{band=~"{BAND}"}}', "{{band}}", instant=instant)]
 
 
 def high_risk_customers() -> Panel:
@@ -781,25 +678,23 @@ def scored_by_model_share() -> Panel:
 
 
 def customers_by_band() -> Panel:
-    return timeseries("Paying customers by risk band", [target(f'band:churn_at_risk_customers:sum{{band=~"{BAND}"}}', "{{band}}")], "short",
-                      stacked=True, overrides=band_colours(),
-                      description="Every paying customer is in exactly one band, by the risk of their latest score.")
+    return fixed_colours(timeseries("Paying customers by risk band", by_band("band:churn_at_risk_customers:sum"), "short", stacked=True,
+                                    description="Every paying customer is in exactly one band, by the risk of their latest score."), BAND_COLOURS)
 
 
 def mrr_by_band() -> Panel:
-    return timeseries("MRR by risk band", [target(f'band:churn_at_risk_mrr:sum{{band=~"{BAND}"}}', "{{band}}")], CURRENCY,
-                      stacked=True, overrides=band_colours(),
-                      description="MRR of the paying customers in each band; the stack is all MRR.")
+    return fixed_colours(timeseries("MRR by risk band", by_band("band:churn_at_risk_mrr:sum"), CURRENCY, stacked=True,
+                                    description="MRR of the paying customers in each band; the stack is all MRR."), BAND_COLOURS)
 
 
 def band_breakdown_now() -> Panel:
-    return bargauge("MRR by risk band now", [target(f'band:churn_at_risk_mrr:sum{{band=~"{BAND}"}}', "{{band}}", instant=True)], CURRENCY,
-                    overrides=band_colours(), w=8, description="Where the MRR sits now, by band.")
+    return fixed_colours(bargauge("MRR by risk band now", by_band("band:churn_at_risk_mrr:sum", instant=True), CURRENCY, w=8,
+                                  description="Where the MRR sits now, by band."), BAND_COLOURS)
 
 
 def customers_by_band_now() -> Panel:
-    return bargauge("Customers by risk band now", [target(f'band:churn_at_risk_customers:sum{{band=~"{BAND}"}}', "{{band}}", instant=True)], "short",
-                    overrides=band_colours(), w=8, description="Paying customers by band now.")
+    return fixed_colours(bargauge("Customers by risk band now", by_band("band:churn_at_risk_customers:sum", instant=True), "short", w=8,
+                                  description="Paying customers by band now."), BAND_COLOURS)
 
 
 def expected_loss_over_time() -> Panel:
@@ -811,12 +706,9 @@ def expected_loss_over_time() -> Panel:
 
 
 def alerts_by_state() -> Panel:
-    return timeseries("At-risk alerts per hour by state", [target("state:churn_alerts_emitted:increase1h", "{{state}}")], "short",
-                      overrides=[
-                          {"matcher": {"id": "byName", "options": s}, "properties": [{"id": "color", "value": {"fixedColor": c, "mode": "fixed"}}]}
-                          for s, c in (("raised", "orange"), ("escalated", "red"), ("resolved", "green"))
-                      ],
-                      description="Alerts published to churn.alerts in the last hour (rolling), by state: raised (risk reached 0.6), escalated (risk rose 0.1 above the last alert), resolved (risk fell below 0.4). Counted when processed, so a replay of history shows as a burst.")
+    return fixed_colours(timeseries("At-risk alerts per hour by state", [target("state:churn_alerts_emitted:increase1h", "{{state}}")], "short",
+                      description="Alerts published to churn.alerts in the last hour (rolling), by state: raised (risk reached 0.6), escalated (risk rose 0.1 above the last alert), resolved (risk fell below 0.4). Counted when processed, so a replay of history shows as a burst."),
+                         {"raised": "orange", "escalated": "red", "resolved": "green"})
 
 
 def alerts_by_play_over_time() -> Panel:
@@ -850,7 +742,7 @@ def scores_by_source() -> Panel:
 
 
 def model_version_in_use() -> Panel:
-    return timeseries("Model version scoring", [target("churn_model_version", "{{instance}}")], "none", decimals=0,
+    return per_worker("Model version scoring", "churn_model_version", "none", decimals=0,
                       description="The model snapshot each worker scores with (0 = rules only). Workers pick a new snapshot up from churn.models within a second or so.")
 
 
@@ -865,7 +757,7 @@ def winback_now() -> Panel:
                     w=8, description="Lapsed purchase-only customers still ranked, by win-back band now.")
 
 
-def at_risk_customers() -> dict:
+def at_risk_customers() -> md.Dashboard:
     return dashboard(
         "churn-at-risk",
         "At-risk customers",
@@ -895,9 +787,13 @@ def quality(metric: str, window: str) -> str:
     return f'max(churn_model_quality{{metric="{metric}", window="{window}"}})'
 
 
+def rolling_and_cumulative(metric: str) -> list[prometheus.Dataquery]:
+    return [target(quality(metric, "rolling"), "rolling (recent labels)"), target(quality(metric, "cumulative"), "cumulative")]
+
+
 def model_ready() -> Panel:
     return stat("Model ready", "min(churn_model_ready)", "none", steps=thresholds((1, "green"), base="orange"),
-                mappings=[{"options": {"0": {"index": 0, "text": "rules only"}, "1": {"index": 1, "text": "model"}}, "type": "value"}],
+                mappings=value_texts({"0": "rules only", "1": "model"}),
                 w=3, description="1 (model) when the model every worker scores with has seen CHURNMON_MIN_LABELS labels of both classes; until then the rule-based score is used. The least ready worker.")
 
 
@@ -925,7 +821,7 @@ def lift_now() -> Panel:
 
 def drift_now() -> Panel:
     return stat("Drift detected", "max(churn_model_drift_detected)", "none", steps=thresholds((1, "orange")),
-                mappings=[{"options": {"0": {"index": 0, "text": "no"}, "1": {"index": 1, "text": "drift"}}, "type": "value"}],
+                mappings=value_texts({"0": "no", "1": "drift"}),
                 w=3, description="1 after ADWIN detected a change in the model's daily error on the last update (per class). ChurnModelDrift tickets on new drift events.")
 
 
@@ -940,18 +836,12 @@ def calibration_error_now() -> Panel:
 
 
 def auc_over_time() -> Panel:
-    return timeseries("ROC AUC", [
-        target(quality("roc_auc", "rolling"), "rolling (recent labels)"),
-        target(quality("roc_auc", "cumulative"), "cumulative"),
-    ], "none", decimals=3, steps=thresholds((AUC_FLOOR, "transparent"), base="red"), show_thresholds=True,
+    return timeseries("ROC AUC", rolling_and_cumulative("roc_auc"), "none", decimals=3, steps=thresholds((AUC_FLOOR, "transparent"), base="red"), show_thresholds=True,
         description="Progressive validation on the delayed labels. Rolling reacts to drift; cumulative is the model's whole history. Red below 0.65 (ChurnModelAucLow).")
 
 
 def log_loss_over_time() -> Panel:
-    return timeseries("Log loss", [
-        target(quality("log_loss", "rolling"), "rolling (recent labels)"),
-        target(quality("log_loss", "cumulative"), "cumulative"),
-    ], "none", decimals=3,
+    return timeseries("Log loss", rolling_and_cumulative("log_loss"), "none", decimals=3,
         description="Mean -log(probability given to what happened). Lower is better; it punishes confident mistakes, so it rises when calibration slips even if the ranking (AUC) holds.")
 
 
@@ -968,31 +858,19 @@ def lift_over_time() -> Panel:
 def calibration_bins() -> Panel:
     """Mean predicted risk and observed churn rate side by side, one group of bars per score bin."""
     sel = "max by (bin) (churn_model_calibration{{stat=\"{}\"}})"
-    return panel(
-        "barchart", "Calibration: predicted vs observed", [
-            target(sel.format("mean_predicted"), "mean predicted", instant=True, fmt="table"),
-            target(sel.format("observed_rate"), "observed churn rate", instant=True, fmt="table"),
-        ], "percentunit", w=16, h=9, decimals=0,
-        description="Labels are put in ten bins by the risk they were scored with (0-10 %, 10-20 %, ...). In each bin: the mean predicted risk and the share that did churn. A calibrated model has the two bars equal; observed below predicted means the scores overstate risk. Cumulative over the trainer's labels.",
-        custom={"fillOpacity": 80, "gradientMode": "none", "lineWidth": 1},
-        transformations=[
-            {"id": "merge", "options": {}},
-            {"id": "organize", "options": {"excludeByName": {"Time": True}, "renameByName": {"Value #A": "mean predicted", "Value #B": "observed churn rate"}}},
-            {"id": "sortBy", "options": {"fields": {}, "sort": [{"field": "bin"}]}},  # "0".."9": text order is bin order
-        ],
-        overrides=[{"matcher": {"id": "byName", "options": "bin"}, "properties": [{"id": "mappings", "value": [
-            {"options": {str(i): {"index": i, "text": f"{i * 10}-{(i + 1) * 10} %"}}, "type": "value"} for i in range(10)
-        ]}]}],
-        options={
-            "barWidth": 0.8,
-            "groupWidth": 0.7,
-            "legend": {"calcs": [], "displayMode": "list", "placement": "bottom", "showLegend": True},
-            "orientation": "vertical",
-            "showValue": "auto",
-            "tooltip": {"mode": "multi", "sort": "none"},
-            "xField": "bin",
-        },
-    )
+    p = barchart("Calibration: predicted vs observed", [
+        target(sel.format("mean_predicted"), "mean predicted", instant=True, table=True),
+        target(sel.format("observed_rate"), "observed churn rate", instant=True, table=True),
+    ], "percentunit", w=16, h=9, decimals=0,
+        description="Labels are put in ten bins by the risk they were scored with (0-10 %, 10-20 %, ...). In each bin: the mean predicted risk and the share that did churn. A calibrated model has the two bars equal; observed below predicted means the scores overstate risk. Cumulative over the trainer's labels.")
+    p.transformations([
+        md.DataTransformerConfig(id_val="merge", options={}),
+        md.DataTransformerConfig(id_val="organize", options={"excludeByName": {"Time": True}, "renameByName": {"Value #A": "mean predicted", "Value #B": "observed churn rate"}}),
+        md.DataTransformerConfig(id_val="sortBy", options={"fields": {}, "sort": [{"field": "bin"}]}),  # "0".."9": text order is bin order
+    ])
+    p.override_by_name("bin", [md.DynamicConfigValue(id_val="mappings", value=value_texts({str(i): f"{i * 10}-{(i + 1) * 10} %" for i in range(10)}))])
+    p.group_width(0.7).legend(legend()).orientation(mc.VizOrientation.VERTICAL).show_value(mc.VisibilityMode.AUTO)
+    return p.tooltip(tooltip(mc.TooltipDisplayMode.MULTI)).x_field("bin")
 
 
 def calibration_counts() -> Panel:
@@ -1018,17 +896,17 @@ def churned_label_share() -> Panel:
 
 
 def model_version_over_time() -> Panel:
-    return timeseries("Model version by worker", [target("churn_model_version", "{{instance}}")], "none", decimals=0, w=8,
+    return per_worker("Model version by worker", "churn_model_version", "none", decimals=0, w=8,
                       description="Each worker's model snapshot. Workers differing for more than a few seconds: one is not reading churn.models.")
 
 
 def model_age_over_time() -> Panel:
-    return timeseries("Model age by worker", [target("time() - (churn_model_created_timestamp_seconds > 0)", "{{instance}}")], "s", w=8,
+    return per_worker("Model age by worker", "time() - (churn_model_created_timestamp_seconds > 0)", "s", w=8,
                       description="time() - churn_model_created_timestamp_seconds: wall time since the snapshot each worker scores with was published. A saw-tooth while labels arrive.")
 
 
 def ready_over_time() -> Panel:
-    return timeseries("Model ready by worker", [target("churn_model_ready", "{{instance}}")], "none", decimals=0, w=8,
+    return per_worker("Model ready by worker", "churn_model_ready", "none", decimals=0, w=8,
                       description="0 = the rule-based score, 1 = the online model.")
 
 
@@ -1067,7 +945,7 @@ def candidate_serving_over_time() -> Panel:
         description="1 for the candidate whose scores, reasons and scored_by the model in use serves (rules: scored_by=rules). Switches count every change of the serving candidate in the model's lineage.")
 
 
-def model_quality() -> dict:
+def model_quality() -> md.Dashboard:
     return dashboard(
         "churn-model",
         "Churn model quality",
@@ -1092,7 +970,7 @@ def model_quality() -> dict:
 # ---------------------------------------------------------------------------
 
 # file name -> builder.
-DASHBOARDS: dict[str, Callable[[], dict]] = {
+DASHBOARDS: dict[str, Callable[[], md.Dashboard]] = {
     "churn-overview.json": churn_overview,
     "pipeline-health.json": pipeline_health,
     "at-risk-customers.json": at_risk_customers,
@@ -1100,9 +978,9 @@ DASHBOARDS: dict[str, Callable[[], dict]] = {
 }
 
 
-def render(d: dict) -> str:
+def render(d: md.Dashboard) -> str:
     """The committed form: sorted keys, 2-space indent, trailing newline."""
-    return json.dumps(d, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    return json.dumps(d, cls=JSONEncoder, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
 def build() -> dict[str, str]:

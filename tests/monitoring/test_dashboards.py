@@ -2,39 +2,39 @@
 querying only metrics that exist.
 
 The committed JSON under grafana/dashboards/ must be exactly what
-grafana/build_dashboards.py produces; every query must read a metric the
-worker exports (stream_app.runtime.metrics.REFERENCE, with histogram suffixes) or a
+grafana/build_dashboards.py produces, and must read back through
+grafana-foundation-sdk's model (generated from Grafana's own schemas) without
+losing or changing a key; units must be Grafana's unit ids (the SDK's list);
+every query must read a metric the worker exports
+(stream_app.runtime.metrics.REFERENCE, with histogram suffixes) or a
 recording rule of prometheus/rules/recording.yml, and must parse as PromQL
 (checked with promtool).
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
 import re
+import os
 import subprocess
+import sys
 from itertools import product
 
 import pytest
 import yaml
+from grafana_foundation_sdk.cog import plugins
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import dashboard as sdk_dashboard
+from grafana_foundation_sdk.models import units
 
 from tests.monitoring.tools import REPO, exported_names, metric_names, recorded_names
 
 DASHBOARD_DIR = REPO / "grafana" / "dashboards"
 PANEL_TYPES = {"row", "stat", "gauge", "timeseries", "bargauge", "barchart", "table", "text", "piechart", "heatmap", "state-timeline"}
-# Unit ids of Grafana's valueFormats (packages/grafana-data/src/valueFormats/categories.ts) used by
-# dashboards like these, plus its custom-unit prefixes.
-GRAFANA_UNITS = {
-    "none", "short", "percent", "percentunit", "locale", "string", "sci",
-    "ns", "µs", "ms", "s", "m", "h", "d", "dtdurationms", "dtdurations", "dthms", "dtdhms", "clockms", "clocks",
-    "dateTimeAsIso", "dateTimeAsUS", "dateTimeFromNow",
-    "cps", "ops", "reqps", "rps", "wps", "iops", "cpm", "opm", "rpm", "wpm",
-    "bytes", "decbytes", "bps", "Bps",
-    "currencyUSD", "currencyGBP", "currencyEUR", "currencyJPY", "currencyRUB", "currencyUAH", "currencyBRL",
-    "currencyDKK", "currencyISK", "currencyNOK", "currencySEK", "currencyCZK", "currencyCHF", "currencyPLN",
-    "currencyZAR", "currencyINR", "currencyKRW",
-}
+# Grafana's unit ids (its valueFormats), as the SDK lists them, plus its custom-unit prefixes.
+GRAFANA_UNITS = {v for k, v in vars(units).items() if not k.startswith("_") and isinstance(v, str)}
 CUSTOM_UNIT_PREFIXES = ("prefix:", "suffix:", "si:", "count:", "currency:", "time:", "bool")
 GRAFANA_BUILTIN_VARS = {"__range", "__range_s", "__range_ms", "__interval", "__interval_ms", "__rate_interval", "__from", "__to"}
 REQUIRED_KEYS = {"uid", "title", "panels", "schemaVersion", "templating", "time", "tags", "annotations", "editable", "version", "refresh", "timezone"}
@@ -114,6 +114,40 @@ def test_json_has_sorted_keys():
         assert text == json.dumps(json.loads(text), indent=2, sort_keys=True, ensure_ascii=False) + "\n", path.name
 
 
+def test_check_exits_1_when_the_json_is_stale(tmp_path, capsys):
+    assert GEN.main(["--out", str(tmp_path)]) == 0
+    assert GEN.main(["--check", "--out", str(tmp_path)]) == 0
+    edited = tmp_path / "pipeline-health.json"
+    edited.write_text(edited.read_text(encoding="utf-8").replace('"Workers up"', '"Workers"', 1), encoding="utf-8")
+    (tmp_path / "model-quality.json").unlink()
+    assert GEN.main(["--check", "--out", str(tmp_path)]) == 1
+    assert "stale dashboards (run python grafana/build_dashboards.py): pipeline-health.json, model-quality.json" in capsys.readouterr().err
+
+
+def _mypy(path) -> subprocess.CompletedProcess:
+    """mypy over a file that uses the SDK, errors inside the SDK itself not reported, no cache written."""
+    return subprocess.run([sys.executable, "-m", "mypy", "--no-incremental", f"--cache-dir={os.devnull}", "--follow-imports=silent",
+                           "--no-error-summary", str(path)], capture_output=True, text=True, timeout=300)
+
+
+def test_generator_type_checks_against_the_sdk():
+    """The builders are typed (enums for every choice, ints for sizes): mypy checks every call the generator makes."""
+    proc = _mypy(REPO / "grafana" / "build_dashboards.py")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_type_check_refuses_a_wrong_option(tmp_path):
+    """The check above can fail: a string where the SDK wants its enum, and a misspelt option."""
+    bad = tmp_path / "bad_panel.py"
+    bad.write_text("from grafana_foundation_sdk.builders import timeseries\n"
+                   "from grafana_foundation_sdk.models import common\n"
+                   "timeseries.Panel().show_points(\"never\").orientatoin(common.VizOrientation.AUTO)\n", encoding="utf-8")
+    proc = _mypy(bad)
+    assert proc.returncode == 1
+    assert 'incompatible type "str"; expected "VisibilityMode"' in proc.stdout, proc.stdout
+    assert 'has no attribute "orientatoin"' in proc.stdout, proc.stdout
+
+
 def test_one_function_per_dashboard():
     assert GEN.DASHBOARDS["churn-overview.json"] is GEN.churn_overview
     assert GEN.DASHBOARDS["pipeline-health.json"] is GEN.pipeline_health
@@ -138,6 +172,50 @@ def test_dashboard_model(path):
     assert d.get("id") is None, "provisioned dashboards must not carry a database id"
     names = [v["name"] for v in d["templating"]["list"]]
     assert "datasource" in names and len(names) == len(set(names))
+
+
+def _lost(written, read, path=""):
+    """Paths of `written` that `read` dropped or changed (keys `read` adds are the model's defaults)."""
+    if isinstance(written, dict) and isinstance(read, dict):
+        out = []
+        for k, v in written.items():
+            out += _lost(v, read[k], f"{path}/{k}") if k in read else [f"{path}/{k} dropped"]
+        return out
+    if isinstance(written, list) and isinstance(read, list) and len(written) == len(read):
+        return [x for i, (a, b) in enumerate(zip(written, read)) for x in _lost(a, b, f"{path}[{i}]")]
+    return [] if written == read else [f"{path}: {written!r} read back as {read!r}"]
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_json_reads_back_through_grafanas_model(path):
+    """A key outside Grafana's dashboard or panel model (a typo, a hand edit, an option of another
+    Grafana version) is dropped when grafana-foundation-sdk decodes the file. Values are not
+    type-checked by the decoding (the builders' typed signatures are the check when generating)."""
+    plugins.register_default_plugins()  # decode each panel's options by its type
+    written = _load(path)
+    read = json.loads(json.dumps(sdk_dashboard.Dashboard.from_json(written), cls=JSONEncoder))
+    lost = _lost(written, read)
+    assert not lost, f"{path.name}: not in Grafana's model: {lost}"
+
+
+def test_lost_finds_a_key_outside_the_model():
+    """The check above can fail: a misspelt panel option is dropped by the model."""
+    plugins.register_default_plugins()
+    d = _load(DASHBOARD_DIR / "pipeline-health.json")
+    stat = next(p for p in d["panels"] if p["type"] == "stat")
+    stat["options"]["colourMode"] = stat["options"].pop("colorMode")
+    read = json.loads(json.dumps(sdk_dashboard.Dashboard.from_json(d), cls=JSONEncoder))
+    i = d["panels"].index(stat)
+    assert _lost(d, read) == [f"/panels[{i}]/options/colourMode dropped"]
+
+
+def test_sdk_flavour_is_the_grafana_of_docker_compose():
+    """The SDK is published once per Grafana minor (version EPOCH!MAJOR.MINOR.0); its model must be
+    the one of the Grafana that loads the dashboards."""
+    flavour = importlib.metadata.version("grafana-foundation-sdk").split("!")[-1]
+    image = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]["grafana"]["image"]
+    assert image.startswith("grafana/grafana:")
+    assert flavour.split(".")[:2] == image.split(":")[1].split(".")[:2], (flavour, image)
 
 
 def test_uids_and_titles_unique():
