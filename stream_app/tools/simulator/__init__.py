@@ -84,11 +84,12 @@ Modules, in the order the data flows
 ------------------------------------
 ``scenarios`` (SimConfig, SCENARIOS: what population) -> ``customer`` (the
 traits every customer draws, in a fixed order) -> ``subscriptions`` (the
-subscription lifecycle: risk ``episodes``, billing, cancellation, use of the
-product, support) and ``purchases`` (purchase-only buyers) -> ``population``
-(arrivals, win-backs, the day loop: `Simulation`) -> ``writers`` (JSONL files).
-``ground_truth`` is the answer key each customer leaves; ``draws`` the seeded draws
-and ``clock`` the integer-second view of the package's day and timestamps
+subscription lifecycle: billing, cancellation, win-back, use of the product;
+with its risk ``episodes`` and its ``support`` history) and ``purchases``
+(purchase-only buyers) -> ``population`` (arrivals, win-backs, the day loop:
+`Simulation`) -> ``writers`` (JSONL files). ``ground_truth`` is the answer key
+each customer leaves; ``draws`` the seeded draws and ``clock`` the
+integer-second view of the package's day and timestamps
 (`stream_app.config.DAY`, `stream_app.ingest.contract`) that all of them share.
 
 >>> cfg = SimConfig(customers=30, days=20, seed=7)
@@ -107,9 +108,9 @@ from __future__ import annotations
 
 from ...ingest.contract import REASONS
 from .customer import EVENT_FIELDS, FEATURES, USAGE_TYPES
+from .ground_truth import Truth, churn_summary
 from .population import Simulation, events, truth
 from .scenarios import PLAN_MRR, PLAN_WEIGHTS, PLANS, SCENARIOS, SimConfig, scenario
-from .ground_truth import Truth, churn_summary
 from .writers import write_jsonl, write_truth
 
 __all__ = [

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 
 from .clock import DAY, format_ts
 from .draws import pick
-from .scenarios import PLAN_WEIGHTS, PLANS, SimConfig
 from .ground_truth import Truth
+from .scenarios import PLAN_WEIGHTS, PLANS, SimConfig
 
 if TYPE_CHECKING:  # the population runs the customers and passes itself in
     from .population import Simulation
@@ -105,8 +105,8 @@ class Traits:
         plan = pick(rnd, PLANS, PLAN_WEIGHTS)
         feats = list(FEATURES)
         rnd.shuffle(feats)
-        # once the start time of day of every customer, now redrawn by each
-        # kind; still drawn so that every later draw, and every event, stays
+        # a draw no customer uses any more (a subscriber draws its own time of
+        # day later); kept so that every later draw, and so every event, stays
         rnd.randrange(0, DAY)
         nps_phase = rnd.randrange(90)
         tenure0 = rnd.randint(30, 900)

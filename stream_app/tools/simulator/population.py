@@ -16,10 +16,10 @@ from typing import Iterator
 from .clock import DAY, day_stamps, epoch
 from .customer import Customer, Traits
 from .draws import derive_seed, poisson
+from .ground_truth import Truth
 from .purchases import PurchaseCustomer
 from .scenarios import PLAN_MRR, SimConfig
 from .subscriptions import SubscriptionCustomer
-from .ground_truth import Truth
 
 
 class Simulation:

@@ -20,8 +20,8 @@ from .clock import DAY, WORK_HI, WORK_LO, format_ts
 from .customer import ACTIVE, DUNNING, GONE, LOST, PENDING, TRIAL, Customer, Traits
 from .draws import derive_seed, pick, poisson
 from .episodes import EPISODE_KINDS, EPISODE_REASON, EPISODE_USAGE, Episode, levels_on, start_rates
-from .scenarios import PLAN_WEIGHTS, PLANS, SimConfig
 from .ground_truth import Truth
+from .scenarios import PLAN_WEIGHTS, PLANS, SimConfig
 from .support import SupportHistory
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ class Today(NamedTuple):
     read by billing, the churn decision and usage alike."""
 
     day: int
-    base: int  # epoch of the day's midnight
+    base: int  # epoch at which the simulated day starts (the start's time of day)
     age: int  # days since it became a customer (hidden tenure included)
     levels: dict[str, float]  # risk episodes' levels by kind
     onb: float  # onboarding trouble's level
@@ -68,7 +68,8 @@ class SubscriptionCustomer(Customer):
 
     contractual = True
 
-    __slots__ = ("anchor", "ep_weights", "ep_total", "eps", "support", "immortal", "counting", "trial_failed",
+    __slots__ = ("anchor",  # second of the day it signed up at: its billing happens then
+                 "ep_weights", "ep_total", "eps", "support", "immortal", "counting", "trial_failed",
                  "next_renewal", "trial_end", "end_day", "fail_day", "recover_day",
                  "churn_epoch", "churn_kind", "reason")
 
@@ -154,6 +155,8 @@ class SubscriptionCustomer(Customer):
         return out
 
     def _onboard_level(self, age: int) -> float:
+        """Risk of a failed onboarding by age: some in the first week, most in
+        days 7-100 (early-life churn at the 30/60/90-day renewals), a little after."""
         if self.traits.onboard_ok or self.immortal:
             return 0.0
         if age < 7:
@@ -184,7 +187,8 @@ class SubscriptionCustomer(Customer):
             sig.append("support_trouble")
         return sig
 
-    def _today(self, sim: "Simulation", day: int) -> Today:
+    def _begin_day(self, sim: "Simulation", day: int) -> Today:
+        """Today's risk, counted towards Truth.latent_risk while the first life lasts."""
         cfg = sim.cfg
         age = day - self.start_day + self.traits.tenure0
         levels = self._levels(day) if self.eps else {}
@@ -211,7 +215,7 @@ class SubscriptionCustomer(Customer):
         if self.end_day is not None and day >= self.end_day:
             self.state = GONE
             return False
-        today = self._today(sim, day)
+        today = self._begin_day(sim, day)
         if (day == sim.rise_day and self.plan == sim.cfg.price_rise_plan
                 and self.state in (ACTIVE, DUNNING) and not today.fresh):
             self._price_rise(sim, day)
@@ -320,6 +324,8 @@ class SubscriptionCustomer(Customer):
 
     # ------------------------------------------------------------------ plan and churn
     def _upgrade_or_new_episode(self, sim: "Simulation", today: Today) -> None:
+        """At most two episodes at once; a customer doing well (risk < 0.25)
+        sometimes moves up a plan, the more engaged the likelier (expansion)."""
         r = self.rnd
         if len(self.eps) < 2 and r.random() < self.ep_total:
             self._new_episode(sim, today.day, emit_at=r.randrange(WORK_LO, WORK_HI))
@@ -393,6 +399,9 @@ class SubscriptionCustomer(Customer):
 
     # ------------------------------------------------------------------ win-back
     def _maybe_win_back(self, sim: "Simulation", churn_day: int, p: float) -> None:
+        """With probability `p` the customer comes back 20-150 days after its
+        churn (if that is inside the period): the population loop calls
+        `reactivate` on `react_day`."""
         r = self.rnd
         if r.random() < p:
             d = churn_day + r.randint(20, 150)
@@ -421,7 +430,8 @@ class SubscriptionCustomer(Customer):
         """Sessions, feature use and add-on purchases, support, NPS: what the
         monitor sees of the customer's risk before any churn."""
         self._sessions(sim, today)
-        self.support.day(sim, today.day, today.lo, today.levels, today.risk, self.state in (PENDING, LOST))
+        leaving = self.state in (PENDING, LOST)
+        self.support.day(sim, today.day, today.lo, today.levels, today.risk, leaving)
         t = self.traits
         if (today.age % 90) == t.nps_phase and today.lo < WORK_HI and self.rnd.random() < 0.45:
             score = int(round(self.rnd.gauss(9.9 - 9.0 * today.risk, 1.1)))
@@ -436,6 +446,10 @@ class SubscriptionCustomer(Customer):
         return 0.92 if damp > 0.92 else damp
 
     def _sessions(self, sim: "Simulation", today: Today) -> None:
+        """Sessions (Poisson around the customer's own rate), each maybe using
+        one of its features, and rarely an add-on purchase: fewer and shorter
+        with episodes under way, at weekends, once cancelled or after a lost
+        payment, and while onboarding has failed."""
         r = self.rnd
         t = self.traits
         cid = self.cid

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+from .ground_truth import Truth
 from .population import Simulation
 from .scenarios import SimConfig
-from .ground_truth import Truth
 
 
 def write_jsonl(cfg: SimConfig, out_path, truth_path=None) -> int:
