@@ -84,13 +84,14 @@ Modules, in the order the data flows
 ------------------------------------
 ``scenarios`` (SimConfig, SCENARIOS: what population) -> ``customer`` (the
 traits every customer draws, in a fixed order) -> ``subscriptions`` (the
-subscription lifecycle: billing, cancellation, win-back, use of the product;
-with its risk ``episodes`` and its ``support`` history) and ``purchases``
-(purchase-only buyers) -> ``population`` (arrivals, win-backs, the day loop:
-`Simulation`) -> ``writers`` (JSONL files). ``ground_truth`` is the answer key
-each customer leaves; ``draws`` the seeded draws and ``clock`` the
-integer-second view of the package's day and timestamps
-(`stream_app.config.DAY`, `stream_app.ingest.contract`) that all of them share.
+subscription lifecycle: billing, win-back, use of the product), with its
+risk ``episodes``, its ``support`` history and its ``cancellation`` (why and
+what it says), and ``purchases`` (purchase-only buyers) -> ``population``
+(arrivals, win-backs, the day loop: `Simulation`) -> ``writers`` (JSONL
+files). ``ground_truth`` is the answer key each customer leaves; ``draws``
+the seeded draws and ``clock`` the integer-second view of the package's day
+and timestamps (`stream_app.config.DAY`, `stream_app.ingest.contract`) that
+all of them share.
 
 >>> cfg = SimConfig(customers=30, days=20, seed=7)
 >>> evs = list(events(cfg))

@@ -3,8 +3,7 @@
 A subscription customer's daily latent risk is ``base + episode levels +
 onboarding (+ support frustration)``. Each day it may be billed (trial end,
 monthly renewal, recovery of a failed payment), may start a risk episode or
-upgrade, may cancel (hazard ``H_BASE + K_HAZARD * max(0, risk - R0)**2``,
-higher in the week before renewal), and uses the product and support as its
+upgrade, may cancel (cancellation.py), and uses the product and support as its
 risk allows. Every cause of churn acts through events the monitor reads, days
 to weeks before the churn: that is what makes churn learnable. A few churned
 customers are won back and are loyal from then on.
@@ -16,36 +15,17 @@ import math
 import random
 from typing import TYPE_CHECKING, NamedTuple
 
+from . import cancellation
 from .clock import DAY, WORK_HI, WORK_LO, format_ts
 from .customer import ACTIVE, DUNNING, GONE, LOST, PENDING, TRIAL, Customer, Traits
 from .draws import derive_seed, pick, poisson
-from .episodes import EPISODE_KINDS, EPISODE_REASON, EPISODE_USAGE, Episode, levels_on, start_rates
+from .episodes import EPISODE_KINDS, EPISODE_USAGE, Episode, levels_on, start_rates
 from .ground_truth import Truth
 from .scenarios import PLAN_WEIGHTS, PLANS, SimConfig
 from .support import SupportHistory
 
 if TYPE_CHECKING:
     from .population import Simulation
-
-# Voluntary hazard: H_BASE (unpredictable noise) + K * max(0, risk - R0)**2 per day.
-H_BASE = 0.00008
-K_HAZARD = 0.07
-R0 = 0.35
-H_COMPANY = 0.00003  # company closure / merger per day (x2.5 for business plan)
-
-REASON_TEXT = {
-    "price": ("too expensive for what we use", "budget cuts", "price went up"),
-    "product_fit": ("not what we needed", "does not fit our workflow"),
-    "user_experience": ("too buggy", "hard to use", "too slow"),
-    "customer_service": ("support never answered", "tickets took weeks"),
-    "competitor": ("moved to another tool", "found a cheaper alternative"),
-    "onboarding": ("could not get it to work", "never finished setup"),
-    "missing_features": ("missing integration we need", "no reporting we need"),
-    "company_closed": ("company closed", "we were acquired"),
-    "changing_needs": ("project ended", "our needs changed"),
-    "other": ("no reason given",),
-}
-
 
 class Today(NamedTuple):
     """What one day of one customer's life is decided on: computed once, then
@@ -342,27 +322,21 @@ class SubscriptionCustomer(Customer):
         use), None otherwise (no cancellation, or one effective at the end of
         the paid period, already emitted)."""
         r = self.rnd
-        window = 2.2 if self.next_renewal - today.day <= 7 else 0.55
-        h_vol = (H_BASE + K_HAZARD * max(0.0, today.risk - R0) ** 2) * window
-        h_co = H_COMPANY * (2.5 if self.plan == "business" else 1.0)
+        h_co, h_vol, window = cancellation.hazards(today.risk, self.next_renewal - today.day, self.plan)
         u = r.random()
         if u >= h_co + h_vol:
             return None
         # after anything this customer already did today (billing, plan change)
         first = max([max(7 * 3600, today.lo)] + [sec + 1 for sec in sim.seconds_since(today.mark)])
         sec = r.randrange(first, 22 * 3600) if first < 22 * 3600 else min(first, DAY - 1)
-        if u < h_co:
-            reason, drivers, immediate_p = "company_closed", [], 0.6
-        elif u < h_co + H_BASE * window:
-            reason = pick(r, ("other", "changing_needs", "competitor", "price"), (5, 2, 2, 1))
-            drivers, immediate_p = [], 0.2
-        else:
-            reason = self._stated_reason(today)
-            drivers, immediate_p = self._signals(today.levels, today.age), 0.2
-        payload: dict = {"reason": reason}
-        if r.random() < 0.5:
-            texts = REASON_TEXT[reason]
-            payload["reason_text"] = texts[r.randrange(len(texts))]
+        causes = list(today.levels.items())
+        if today.onb_risk > 0:
+            causes.append(("onboarding", today.onb_risk))
+        if self.support.frust_risk > 0:  # tickets left open, bad ratings
+            causes.append(("customer_service", self.support.frust_risk))
+        reason, risk_driven, immediate_p = cancellation.reason(r, u, h_co, window, causes)
+        drivers = self._signals(today.levels, today.age) if risk_driven else []
+        payload = cancellation.payload(r, reason)
         immediate = r.random() < immediate_p
         if immediate:
             self.churn_epoch = today.base + sec
@@ -378,24 +352,6 @@ class SubscriptionCustomer(Customer):
         self.drivers = drivers
         self._maybe_win_back(sim, self.end_day, 0.04)
         return (sec, payload) if immediate else None
-
-    def _stated_reason(self, today: Today) -> str:
-        """The reason of a risk-driven cancellation: the cause weighing most
-        today, squared so the dominant one usually wins; some say nothing."""
-        r = self.rnd
-        comps = list(today.levels.items())
-        if today.onb_risk > 0:
-            comps.append(("onboarding", today.onb_risk))
-        if self.support.frust_risk > 0:  # tickets left open, bad ratings
-            comps.append(("customer_service", self.support.frust_risk))
-        kind = pick(r, [c[0] for c in comps], [c[1] ** 2 for c in comps]) if comps else "other"
-        if kind == "onboarding":
-            reason = pick(r, ("onboarding", "product_fit", "user_experience"), (7, 1.5, 1.5))
-        else:
-            reason = EPISODE_REASON.get(kind, "other")
-        if r.random() < 0.08:  # customers do not always say why
-            reason = "other"
-        return reason
 
     # ------------------------------------------------------------------ win-back
     def _maybe_win_back(self, sim: "Simulation", churn_day: int, p: float) -> None:
