@@ -415,3 +415,12 @@ def test_write_truth_writes_one_line_per_customer_as_simulate_broker_truth_does(
     write_truth(sim.truth, path)
     rows = [orjson.loads(line) for line in path.read_bytes().splitlines()]
     assert [r["customer_id"] for r in rows] == [t.customer_id for t in sim.truth] and len(rows) >= 15
+
+
+def test_a_start_without_a_utc_offset_is_refused_by_name():
+    """The start is read with the monitor's own parse_ts, so a start the
+    monitor would not accept as an event time is refused (it was once taken
+    as UTC); any offset is fine."""
+    with pytest.raises(ValueError, match=r"start: not an RFC 3339 timestamp with offset: '2025-01-01T00:00:00'"):
+        SimConfig(start="2025-01-01T00:00:00")
+    assert Simulation(SimConfig(customers=1, days=1, start="2025-01-01T01:00:00+01:00")).start_epoch == 1735689600
