@@ -230,11 +230,9 @@ def simulate(
 
 def _simulate_source(fmt: str, cfg, out: Optional[Path], truth: Optional[Path], broker: Optional[str], rate: float) -> None:
     """The population as one source system publishes it: JSONL records, or produced to its source topic."""
-    from dataclasses import asdict
-
     import orjson
 
-    from .simulator import Simulation
+    from .simulator import Simulation, write_truth
     from .source_formats import TOPIC, render
 
     sim = Simulation(cfg)
@@ -252,7 +250,7 @@ def _simulate_source(fmt: str, cfg, out: Optional[Path], truth: Optional[Path], 
         n = asyncio.run(produce_records(settings, TOPIC[fmt], records, rate=rate))
         where = f"{TOPIC[fmt]} on {settings.broker}"
     if truth is not None:
-        truth.write_bytes(b"".join(orjson.dumps(asdict(t)) + b"\n" for t in sim.truth))
+        write_truth(sim.truth, truth)
     typer.echo(f"wrote {n} {fmt} records to {where}" + (f" and the ground truth to {truth}" if truth else ""), err=True)
 
 
