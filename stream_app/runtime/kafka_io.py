@@ -100,19 +100,23 @@ class Scan:
         self.consumer, self.start, self.to = c, dict(start), to
         self.timeout_ms, self.max_records, self.stop, self.deadline = timeout_ms, max_records, stop, deadline
         self.pending: set[TopicPartition] = set(self.start)
+        self._sought = False
 
     async def at_end(self, tp: TopicPartition) -> bool:
         """The partition's position has reached the end a fetch reports."""
         return await self.consumer.position(tp) >= await end_of(self.consumer, tp)
 
     async def _done(self, tp: TopicPartition) -> bool:
-        if self.to is None:
-            return False
         if self.to == END:
             return await self.at_end(tp)
         return await self.consumer.position(tp) > self.to[tp]
 
-    async def _seek(self) -> None:
+    async def seek(self) -> None:
+        """Assign and position the partitions (iterating does it first if
+        not done yet): a tail from END pins "now" here, before what it is to see is sent."""
+        if self._sought:
+            return
+        self._sought = True
         c = self.consumer
         c.assign(list(self.start))
         for tp, at in self.start.items():
@@ -125,14 +129,14 @@ class Scan:
                 c.seek(tp, at)
 
     async def __aiter__(self) -> AsyncIterator[dict[TopicPartition, list]]:
-        await self._seek()
+        await self.seek()
         c, last = self.consumer, self.to if isinstance(self.to, Mapping) else None
         while self.pending and not self.stop() and (self.deadline is None or monotonic() < self.deadline):
             batch = await c.getmany(*self.pending, timeout_ms=self.timeout_ms, max_records=self.max_records)
             if last is not None:
                 batch = {tp: [r for r in records if r.offset <= last[tp]] for tp, records in batch.items()}
             yield batch
-            for tp in list(self.pending):
+            for tp in list(self.pending) if self.to is not None else ():
                 if await self._done(tp):
                     self.pending.discard(tp)
 
@@ -141,8 +145,8 @@ async def read(bootstrap: str, topic: str, *, numbers: Iterable[int] | None = No
                timeout_s: float | None = None, timeout_ms: int = 1000, **client_kwargs: Any) -> list:
     """The records of `topic` (or of its partitions `numbers`) from the
     beginning, partition after partition, each in offset order: to the end a
-    fetch reports; or, given `count`, until that many have arrived, waiting
-    for them at most `timeout_s` (then what came)."""
+    fetch reports; or, given `count`, until at least that many have arrived,
+    waiting for them at most `timeout_s` (then what came)."""
     async with consumer(bootstrap, **client_kwargs) as c:
         tps = await partitions(c, topic, numbers)
         got: dict[TopicPartition, list] = {tp: [] for tp in tps}

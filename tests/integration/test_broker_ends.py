@@ -1,15 +1,16 @@
 """The embedded broker's ListOffsets answer lags a batch; reading ends from a
-fetch does not (stream_app/runtime/topics.fetched_ends, used by the worker's table
+fetch does not (stream_app/runtime/kafka_io.fetched_ends, used by the worker's table
 recovery on this broker: offsets.Consumer.highwaters)."""
 
 from __future__ import annotations
 
 import asyncio
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from stream_app.runtime.topics import bootstrap_servers, fetched_ends
+from stream_app.runtime import kafka_io
+from stream_app.runtime.topics import bootstrap_servers
 
 
 def test_fetched_ends_are_the_real_ends_where_list_offsets_lags(broker):
@@ -20,22 +21,12 @@ def test_fetched_ends_are_the_real_ends_where_list_offsets_lags(broker):
         await admin.start()
         await admin.create_topics([NewTopic("ends", 2, 1)])
         await admin.close()
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=50)
-        await producer.start()
-        try:
+        async with kafka_io.producer(bootstrap, linger_ms=50) as producer:
             for batch in range(5):  # 5 batches of 30 records into partition 0; partition 1 stays empty
                 futures = [await producer.send("ends", b"x" * 10, partition=0) for _ in range(30)]
                 await asyncio.gather(*futures)
-        finally:
-            await producer.stop()
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-        await consumer.start()
-        try:
-            tps = [TopicPartition("ends", 0), TopicPartition("ends", 1)]
-            listed = await consumer.end_offsets(tps)
-        finally:
-            await consumer.stop()
-        return listed, await fetched_ends(bootstrap, dict(listed))
+        listed = await kafka_io.listed_ends(bootstrap, [TopicPartition("ends", 0), TopicPartition("ends", 1)])
+        return listed, await kafka_io.fetched_ends(bootstrap, dict(listed))
 
     listed, fetched = asyncio.run(main())
     p0, p1 = TopicPartition("ends", 0), TopicPartition("ends", 1)
