@@ -601,20 +601,12 @@ def profile_summary(path: Path | None, top: int = 14) -> dict:
 
 def table_counts(worker: harness.Worker) -> dict[str, float]:
     """Active (paying) and trial customers in the worker's books, from /metrics."""
-    from prometheus_client.parser import text_string_to_metric_families
-
     try:
         _, body = worker.get("/metrics", timeout=60.0)
     except OSError:
         return {}
-    out = {"active": 0.0, "trial": 0.0}
-    for fam in text_string_to_metric_families(body.decode()):
-        for smp in fam.samples:
-            if smp.name == "churn_customers_active":
-                out["active"] += smp.value
-            elif smp.name == "churn_customers_trial":
-                out["trial"] += smp.value
-    return out
+    text = body.decode()
+    return {"active": harness.metric_sum(text, "churn_customers_active"), "trial": harness.metric_sum(text, "churn_customers_trial")}
 
 
 def measure(label: str, broker: EmbeddedBroker, settings: Settings, store: str, data_dir: Path, work: Path,
