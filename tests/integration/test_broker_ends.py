@@ -13,18 +13,23 @@ from stream_app.runtime import kafka_io
 from stream_app.runtime.topics import bootstrap_servers
 
 
+async def five_batches(bootstrap: str, topic: str, partitions: int) -> None:
+    """`topic` created with `partitions`, and 5 producer batches of 30 records
+    (values "0" to "149") written into its partition 0."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(topic, partitions, 1)])
+    await admin.close()
+    async with kafka_io.producer(bootstrap, linger_ms=50) as producer:
+        for batch in range(5):
+            await asyncio.gather(*[await producer.send(topic, str(batch * 30 + i).encode(), partition=0) for i in range(30)])
+
+
 def test_fetched_ends_are_the_real_ends_where_list_offsets_lags(broker):
     bootstrap = bootstrap_servers(broker.url)
 
     async def main():
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        await admin.start()
-        await admin.create_topics([NewTopic("ends", 2, 1)])
-        await admin.close()
-        async with kafka_io.producer(bootstrap, linger_ms=50) as producer:
-            for batch in range(5):  # 5 batches of 30 records into partition 0; partition 1 stays empty
-                futures = [await producer.send("ends", b"x" * 10, partition=0) for _ in range(30)]
-                await asyncio.gather(*futures)
+        await five_batches(bootstrap, "ends", 2)  # partition 1 stays empty
         listed = await kafka_io.listed_ends(bootstrap, [TopicPartition("ends", 0), TopicPartition("ends", 1)])
         return listed, await kafka_io.fetched_ends(bootstrap, dict(listed))
 
@@ -42,13 +47,7 @@ def test_the_reader_reads_to_the_true_end_a_given_last_offset_or_a_count(broker)
     bootstrap = bootstrap_servers(broker.url)
 
     async def main():
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        await admin.start()
-        await admin.create_topics([NewTopic("range", 3, 1)])
-        await admin.close()
-        async with kafka_io.producer(bootstrap, linger_ms=50) as producer:
-            for batch in range(5):  # 5 batches of 30 into partition 0, one record into partition 2, partition 1 empty
-                await asyncio.gather(*[await producer.send("range", str(batch * 30 + i).encode(), partition=0) for i in range(30)])
+        await five_batches(bootstrap, "range", 3)  # and one record into partition 2; partition 1 stays empty
         await kafka_io.send(bootstrap, [kafka_io.Record("range", b"k", b"last", partition=2)])
         everything = await kafka_io.read(bootstrap, "range")
         only_2 = await kafka_io.read(bootstrap, "range", numbers=[2])
