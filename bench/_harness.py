@@ -1,31 +1,27 @@
 """Shared plumbing of the benchmark scripts (throughput, scaling, latency).
 
-Real processes only, the way tests/integration/conftest.py runs them: an
-embedded broker (Tansu) per run, `python -m stream_app worker` child
-processes in their own session (so stopping one stops its children too),
-and /metrics scraped over HTTP. Everything started here is stopped in a
-`finally` (see `Run`), also on Ctrl-C and SIGTERM.
+Real processes only, started by the harness the integration tests use
+(stream_app/tools/harness.py): an embedded broker (Tansu) per run,
+`python -m stream_app worker` child processes in their own session (so
+stopping one stops its children too), and /metrics scraped over HTTP.
+Everything started here is stopped in a `finally` (see `Run`), also on
+Ctrl-C and SIGTERM.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import itertools
 import json
 import math
 import os
 import platform
-import re
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,13 +30,13 @@ RESULTS = REPO / "bench" / "results"
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from stream_app.tools import harness  # noqa: E402
 from stream_app.tools.broker import EmbeddedBroker, free_port  # noqa: E402
-from stream_app.runtime.children import die_with_parent  # noqa: E402
+from stream_app.tools.harness import PROCESSED, Proc, Worker, metric_sum, produce  # noqa: E402,F401 - the benches use them from here
 from stream_app.config import Settings  # noqa: E402
 from stream_app.ingest.contract import TOPICS  # noqa: E402
 
 INPUT_TOPICS: tuple[str, ...] = TOPICS  # what every benchmark consumer reads
-PROCESSED = "churn_events_processed_total"
 DAY = 86400.0
 
 
@@ -136,7 +132,7 @@ class Run:
 
     def __exit__(self, *exc: object) -> None:
         for p in reversed(self.procs):
-            p.stop()
+            p.stop(timeout=20.0)
         for b in reversed(self.brokers):
             b.stop()
         if self.keep:
@@ -149,27 +145,16 @@ class Run:
         self.brokers.append(b)
         return b
 
-    def spawn(self, name: str, argv: list[str], env: dict[str, str]) -> "Proc":
-        log = self.dir / f"{name}.log"
-        with open(log, "wb") as out:
-            popen = subprocess.Popen(argv, env={**os.environ, "PYTHONPATH": str(REPO), **env}, cwd=REPO,
-                                     stdout=out, stderr=subprocess.STDOUT, **die_with_parent())
-        proc = Proc(name, popen, log)
+    def spawn(self, name: str, argv: list[str], env: dict[str, str]) -> Proc:
+        proc = harness.spawn(name, argv, self.dir / f"{name}.log", env, cwd=REPO)
         self.procs.append(proc)
         return proc
 
-    def worker(self, broker_url: str, app_id: str, partitions: int, env: dict[str, str] | None = None) -> "Worker":
+    def worker(self, broker_url: str, app_id: str, partitions: int, env: dict[str, str] | None = None) -> Worker:
         """Start `python -m stream_app worker` as the integration tests do (does not wait for it)."""
-        port = free_port()
-        name = f"worker-{app_id}-{port}"
-        environment = {
-            **embedded_broker_env(),
-            "CHURNMON_BROKER": broker_url, "CHURNMON_APP_ID": app_id, "CHURNMON_WEB_PORT": str(port),
-            "CHURNMON_DATA_DIR": str(self.dir / f"data-{name}"), "CHURNMON_PARTITIONS": str(partitions), **(env or {}),
-        }
-        proc = self.spawn(name, [sys.executable, "-m", "stream_app", "worker", "--loglevel", environment.get("CHURNMON_BENCH_LOGLEVEL", "warn")], environment)
-        worker = Worker(proc.name, proc.popen, proc.log, port)
-        self.procs[-1] = worker
+        env = {"CHURNMON_PARTITIONS": str(partitions), **(env or {})}
+        worker = harness.start_worker(broker_url, app_id, self.dir, loglevel=env.get("CHURNMON_BENCH_LOGLEVEL", "warn"), env=env)
+        self.procs.append(worker)
         return worker
 
 
@@ -198,98 +183,11 @@ def worker_env(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-@dataclass
-class Proc:
-    name: str
-    popen: subprocess.Popen
-    log: Path
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def check(self) -> None:
-        if not self.alive():
-            raise RuntimeError(f"{self.name} exited with {self.popen.returncode}:\n{self.log_tail()}")
-
-    def log_tail(self, chars: int = 3000) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-
-    def problems(self, limit: int = 5) -> list[str]:
-        """Warnings and errors in the log, repeats folded: "N x message" (to report, not to hide)."""
-        try:
-            lines = self.log.read_text(errors="replace").splitlines()
-        except OSError:
-            return []
-        seen: dict[str, int] = {}
-        for ln in lines:
-            if any(w in ln for w in ("Traceback", "WARNING", "ERROR", "CRITICAL", "Error:")):
-                # drop terminal escapes, the "[date time] [pid]" prefix and numbers, so repeats fold
-                ln = re.sub(r"[\x00-\x1f]", "", re.sub(r"\x1b\[[?0-9;]*[A-Za-z]", "", ln)).strip()
-                msg = re.sub(r"\d+", "N", re.sub(r"^\[[^]]*\] \[\d+\] ", "", ln))
-                seen[msg] = seen.get(msg, 0) + 1
-        top = sorted(seen.items(), key=lambda kv: -kv[1])
-        return [f"{n} x {msg[:160]}" for msg, n in top[:limit]] + ([f"... and {len(top) - limit} other messages"] if len(top) > limit else [])
-
-    def stop(self, timeout: float = 20.0) -> None:
-        if self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait(timeout=10)
-
-
-@dataclass
-class Worker(Proc):
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def get(self, path: str, timeout: float = 5.0) -> bytes:
-        with urllib.request.urlopen(self.url + path, timeout=timeout) as resp:
-            return resp.read()
-
-    def processed(self) -> float:
-        return metric_sum(self.get("/metrics").decode(), PROCESSED)
-
-    def busy(self) -> tuple[float, float]:
-        """The worker's own account of its per-event work: (seconds, events) of
-        churn_event_processing_seconds (decode to state and metrics; not Faust, Kafka or timers)."""
-        text = self.get("/metrics").decode()
-        return metric_sum(text, "churn_event_processing_seconds_sum"), metric_sum(text, "churn_event_processing_seconds_count")
-
-    def assigned(self) -> set[int]:
-        """Input partitions this worker owns right now (from /healthz)."""
-        return {int(p) for p in json.loads(self.get("/healthz"))["partitions"]}
-
-    def wait_serving(self, timeout: float = 90.0) -> "Worker":
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.check()
-            try:
-                self.get("/metrics", timeout=2)
-                return self
-            except (OSError, urllib.error.URLError):
-                time.sleep(0.2)
-        raise RuntimeError(f"{self.name} did not serve /metrics within {timeout:.0f} s:\n{self.log_tail()}")
-
-
-def metric_sum(text: str, name: str) -> float:
-    """Sum of every sample of one metric in a Prometheus text exposition
-    (a line scan: cheap enough to run every few milliseconds)."""
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name) and line[len(name):len(name) + 1] in ("{", " "):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+def busy(worker: Worker) -> tuple[float, float]:
+    """The worker's own account of its per-event work: (seconds, events) of
+    churn_event_processing_seconds (decode to state and metrics; not Faust, Kafka or timers)."""
+    text = worker.fetch("/metrics").decode()
+    return metric_sum(text, "churn_event_processing_seconds_sum"), metric_sum(text, "churn_event_processing_seconds_count")
 
 
 # --------------------------------------------------------------------------- events and topics
@@ -306,13 +204,6 @@ def simulated_events(n: int, *, seed: int = 42, days: int = 120, start: str = "2
         if len(out) == n:
             return out
         customers *= 2
-
-
-def produce(broker_url: str, events: list[dict], partitions: int, rate: float = 0.0) -> int:
-    """Put events on the input topics as `replay` does (creating the topics first)."""
-    from stream_app.tools.producer import produce_events
-
-    return asyncio.run(produce_events(Settings(broker=broker_url, partitions=partitions), events, rate=rate))
 
 
 def events_on_a_broker(run: "Run", n: int, seed: int, partitions: int, hold_back: int = 0):
@@ -405,7 +296,7 @@ def measure_group(workers: list[Worker], total: int, partitions: int, every: flo
     `watch` (name -> pid; the workers are always watched) gives the window's
     `cores`: how many CPUs each process kept busy inside it, the figure that
     says whether a machine had room for another worker."""
-    pids = {w.name: w.popen.pid for w in workers} | (watch or {})
+    pids = {w.name: w.proc.pid for w in workers} | (watch or {})
     cpu_start: dict[str, float] = {}
     start: tuple[float, float] | None = None
     deadline = time.monotonic() + timeout

@@ -37,7 +37,7 @@ sys.path[:0] = [str(BENCH.parent), str(BENCH)]
 
 import _cdnow  # noqa: E402
 from model_quality import auc, top_decile_lift  # noqa: E402
-from stream_app import features  # noqa: E402
+from stream_app.risk import features  # noqa: E402
 from stream_app.domain.purchases import (  # noqa: E402
     History, PurchaseSummary, expected_purchases, fit, loglik, p_alive, p_no_purchase,
 )

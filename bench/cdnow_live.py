@@ -57,7 +57,7 @@ def wait_settled(worker, quiet_s: float = 10.0, timeout: float = 300.0) -> float
     t0 = time.monotonic()
     last, since = None, time.monotonic()
     while time.monotonic() - t0 < timeout:
-        text = worker.get("/metrics").decode()
+        text = worker.fetch("/metrics").decode()
         now = tuple(metric_sum(text, name) for name in SETTLED)
         if now != last:
             last, since = now, time.monotonic()
@@ -87,7 +87,7 @@ def main() -> int:
         deadline = time.monotonic() + 600
         while True:
             worker.check()
-            text = worker.get("/metrics").decode()
+            text = worker.fetch("/metrics").decode()
             if metric_sum(text, "churn_events_processed_total") >= len(events) and \
                     metric_sum(text, "churn_event_time_clock_seconds") >= END - 3600:
                 break
@@ -97,8 +97,8 @@ def main() -> int:
         say(f"processed in {time.monotonic() - started:.1f} s; waiting for the visits the clock made due")
         settled = wait_settled(worker)
         say(f"settled (lapses, labels, refits done) {settled:.1f} s later; reading {len(ids):,} lookups")
-        views = [json.loads(worker.get(f"/customers/{c}")) for c in ids]
-        text = worker.get("/metrics").decode()
+        views = [json.loads(worker.fetch(f"/customers/{c}")) for c in ids]
+        text = worker.fetch("/metrics").decode()
     now = np.array([np.nan if v.get("risk_now") is None else v["risk_now"] for v in views])
     stored = np.array([np.nan if v.get("risk") is None else v["risk"] for v in views])
     x, t_x, T = (np.array(c, dtype=float) for c in zip(*_cdnow.calibration(days)))

@@ -61,6 +61,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import contextlib
 import math
 import sys
 import time
@@ -238,28 +239,24 @@ async def poll_metrics(url: str, every: float, trace: Trace) -> None:
             await asyncio.sleep(every)
 
 
-async def tail(servers: str, topics: list[str], partitions: int, fetch_max_wait_ms: int):
-    """A consumer (no group) on every partition of `topics`, positioned at
+async def tail(stack: contextlib.AsyncExitStack, servers: str, topics: list[str], partitions: int, fetch_max_wait_ms: int):
+    """A tail (no group) of every partition of `topics`, positioned at
     their current end before anything live is sent."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=servers, group_id=None, enable_auto_commit=False,
-                                fetch_max_wait_ms=fetch_max_wait_ms)
-    await consumer.start()
-    tps = [TopicPartition(t, p) for t in topics for p in range(partitions)]
-    consumer.assign(tps)
-    await consumer.seek_to_end(*tps)
-    for tp in tps:
-        await consumer.position(tp)  # pin "the end" now, not at the first fetch
-    return consumer
+    from stream_app.runtime import kafka_io
+
+    consumer = await stack.enter_async_context(kafka_io.consumer(servers, fetch_max_wait_ms=fetch_max_wait_ms))
+    scan = kafka_io.Scan(consumer, {TopicPartition(t, p): kafka_io.END for t in topics for p in range(partitions)}, to=None, timeout_ms=200)
+    await scan.seek()
+    return scan
 
 
-async def collect(consumer, out: list[tuple[float, float, dict]]) -> None:
-    """(received, record timestamp, decoded value) of everything the consumer reads."""
+async def collect(scan, out: list[tuple[float, float, dict]]) -> None:
+    """(received, record timestamp, decoded value) of everything the tail reads."""
     import orjson
 
-    while True:
-        batches = await consumer.getmany(timeout_ms=200)
+    async for batches in scan:
         received = time.time()
         for records in batches.values():
             for r in records:
@@ -267,20 +264,24 @@ async def collect(consumer, out: list[tuple[float, float, dict]]) -> None:
 
 
 async def live_phase(broker_url: str, worker: h.Worker, events: list[dict], rate: float, base: float, args) -> Trace:
-    from aiokafka import AIOKafkaProducer
-
+    from stream_app.runtime import kafka_io
     from stream_app.runtime.topics import ALERTS, bootstrap_servers
 
     trace = Trace()
     servers = bootstrap_servers(broker_url)
-    producer = AIOKafkaProducer(bootstrap_servers=servers, linger_ms=args.linger_ms)
-    await producer.start()
-    fetch_wait = worker_fetch_wait_ms(h.worker_env(args.worker_env))
-    consumers = [await tail(servers, [ALERTS], args.partitions, fetch_wait),
-                 await tail(servers, list(h.INPUT_TOPICS), args.partitions, fetch_wait)]
+    async with contextlib.AsyncExitStack() as stack:  # stops the tails, then the producer
+        producer = await stack.enter_async_context(kafka_io.producer(servers, linger_ms=args.linger_ms))
+        fetch_wait = worker_fetch_wait_ms(h.worker_env(args.worker_env))
+        tails = [await tail(stack, servers, [ALERTS], args.partitions, fetch_wait),
+                 await tail(stack, servers, list(h.INPUT_TOPICS), args.partitions, fetch_wait)]
+        await _live(producer, tails, worker, events, rate, base, args, trace)
+    return trace
+
+
+async def _live(producer, tails: list, worker: h.Worker, events: list[dict], rate: float, base: float, args, trace: Trace) -> None:
     tasks = [asyncio.create_task(poll_metrics(worker.url, args.poll_ms / 1000.0, trace)),
-             asyncio.create_task(collect(consumers[0], trace.alerts)),
-             asyncio.create_task(collect(consumers[1], trace.fetched))]
+             asyncio.create_task(collect(tails[0], trace.alerts)),
+             asyncio.create_task(collect(tails[1], trace.fetched))]
     try:
         await send_paced(producer, events, rate, trace)
         target, deadline = base + len(events), time.monotonic() + max(120.0, len(events) / 50)
@@ -294,10 +295,6 @@ async def live_phase(broker_url: str, worker: h.Worker, events: list[dict], rate
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for c in consumers:
-            await c.stop()
-        await producer.stop()
-    return trace
 
 
 # --------------------------------------------------------------------------- figures
@@ -377,14 +374,14 @@ def run_rate(run: h.Run, rate: float, args: argparse.Namespace) -> dict:
         base = wait_for_count(worker, len(world.history))
         h.say(f"rate {rate:g}/s: warm ({base:,.0f} processed); live phase: {len(world.live):,} events "
               f"({world.live_days:.0f} event-time days) ...")
-        before, cpu = worker.busy(), time.process_time()
+        before, cpu = h.busy(worker), time.process_time()
         trace = asyncio.run(live_phase(broker.url, worker, world.live, rate, base, args))
-        cpu, after = time.process_time() - cpu, worker.busy()
+        cpu, after = time.process_time() - cpu, h.busy(worker)
         return {
             "offered_rate": rate, "live_events": len(world.live), "live_event_days": world.live_days,
             "history_events": len(world.history), "at_risk_customers": args.at_risk,
             **figures(world, trace, base, args),
-            "rejected": h.metric_sum(worker.get("/metrics").decode(), "churn_events_rejected_total"),
+            "rejected": h.metric_sum(worker.fetch("/metrics").decode(), "churn_events_rejected_total"),
             "worker_ms_per_event": 1000 * (after[0] - before[0]) / max(1.0, after[1] - before[1]),
             "bench_cpu_seconds": cpu,
             "log_problems": worker.problems(),

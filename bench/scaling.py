@@ -126,7 +126,7 @@ def failover(run: h.Run, broker_url: str, held: list[dict], args: argparse.Names
     before = survivor.processed()
     victim_partitions = sorted(victim.assigned())
     killed = time.monotonic()
-    os.killpg(victim.popen.pid, signal.SIGKILL)
+    os.killpg(victim.proc.pid, signal.SIGKILL)
     h.produce(broker_url, held, args.partitions)
     produced = time.monotonic() - killed
     owned_at = done_at = None

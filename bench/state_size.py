@@ -93,8 +93,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -102,11 +100,13 @@ sys.path.insert(0, str(REPO))
 
 import msgspec  # noqa: E402
 import orjson  # noqa: E402
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
+from aiokafka import TopicPartition  # noqa: E402
 from aiokafka.partitioner import murmur2  # noqa: E402
 
-from stream_app.tools.broker import EMBEDDED_ENV, EmbeddedBroker, free_port  # noqa: E402
+from stream_app.tools.broker import EmbeddedBroker, free_port  # noqa: E402
 from stream_app.runtime.children import die_with_parent  # noqa: E402
+from stream_app.runtime import kafka_io  # noqa: E402
+from stream_app.tools import harness  # noqa: E402
 from stream_app.config import Settings  # noqa: E402
 from stream_app.runtime.process import Replay  # noqa: E402
 from stream_app.risk.scoring import RiskMemory  # noqa: E402
@@ -139,16 +139,12 @@ async def check_partitioner(broker_url: str, partitions: int, samples: int = 300
             await admin.create_topics([NewTopic(topic, partitions, 1)])
     finally:
         await admin.close()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(broker_url))
-    await producer.start()
-    try:
+    async with kafka_io.producer(bootstrap_servers(broker_url)) as producer:
         for i in range(samples):
             key = f"cus_{i * 7919 % 10_000_000:07d}".encode()
             md = await (await producer.send(topic, key=key, value=b"x"))
             if md.partition != partition_for(key, partitions):
                 raise AssertionError(f"{key!r}: broker partition {md.partition}, murmur2 says {partition_for(key, partitions)}")
-    finally:
-        await producer.stop()
     return samples
 
 
@@ -264,12 +260,6 @@ async def produce_changelog(settings: Settings, broker_url: str, templates: list
                             tail: int = 10) -> dict:
     await ensure_topics(settings, broker_url)
     topics = [changelog_topic(settings, CUSTOMERS_TABLE)] + ([changelog_topic(settings, RISK_TABLE)] if with_risk else [])
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap_servers(broker_url), linger_ms=50, max_batch_size=1 << 20,
-        max_request_size=16 << 20, acks=1,
-    )
-    await producer.start()
-    started = time.perf_counter()
     counts = collections.Counter()
     last_offset = collections.Counter()
     tails: dict[int, collections.deque] = {p: collections.deque(maxlen=tail) for p in range(settings.partitions)}
@@ -283,7 +273,9 @@ async def produce_changelog(settings: Settings, broker_url: str, templates: list
                 last_offset[md.partition] = max(last_offset[md.partition], md.offset)
         pending.clear()
 
-    try:
+    async with kafka_io.producer(bootstrap_servers(broker_url), linger_ms=50, max_batch_size=1 << 20,
+                                 max_request_size=16 << 20, acks=1) as producer:
+        started = time.perf_counter()
         for cid, p, tpl in clones(templates, n, settings.partitions):
             key = cid.encode()
             value = tpl.value(cid, p)
@@ -299,20 +291,13 @@ async def produce_changelog(settings: Settings, broker_url: str, templates: list
                 await settle()
         await settle()
         await producer.flush()
-    finally:
-        await producer.stop()
     seconds = time.perf_counter() - started
     # the broker acknowledged every record at the offset it should have
     if any(last_offset[p] + 1 != counts[p] for p in counts):
         raise AssertionError(f"acknowledged offsets {dict(last_offset)} do not match records sent {dict(counts)}")
     # what the broker says the end of each partition is (ListOffsets latest, what Faust's recovery uses)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(broker_url), enable_auto_commit=False)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topics[0], p) for p in range(settings.partitions)]
-        ends = await consumer.end_offsets(tps)
-    finally:
-        await consumer.stop()
+    tps = [TopicPartition(topics[0], p) for p in range(settings.partitions)]
+    ends = await kafka_io.listed_ends(bootstrap_servers(broker_url), tps)
     listed = [ends[tp] for tp in tps]
     return {"produce_s": round(seconds, 2), "produce_records_per_s": round(n / seconds), "wire_bytes": wire,
             "per_partition": [counts[p] for p in range(settings.partitions)],
@@ -371,14 +356,6 @@ def dir_bytes(path: Path) -> int:
     return total
 
 
-def http_get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
 def py_spy() -> str | None:
     beside = Path(sys.executable).parent / "py-spy"
     return str(beside) if beside.exists() else shutil.which("py-spy")
@@ -399,26 +376,13 @@ class WorkerRun:
     def __init__(self, label: str, broker_url: str, settings: Settings, store: str, data_dir: Path, log_dir: Path,
                  profile_dir: Path | None = None) -> None:
         self.label = label
-        self.port = free_port()
         self.data_dir = data_dir
-        self.log = log_dir / f"{label}.log"
-        env = {
-            **os.environ,
-            **EMBEDDED_ENV,  # changelog ends read from a fetch (stream_app/tools/broker.py)
-            "CHURNMON_BROKER": broker_url,
-            "CHURNMON_APP_ID": settings.app_id,
-            "CHURNMON_PARTITIONS": str(settings.partitions),
-            "CHURNMON_WEB_PORT": str(self.port),
-            "CHURNMON_DATA_DIR": str(data_dir),
-            "CHURNMON_STORE": store,
-            "PYTHONPATH": str(REPO),
-        }
         self.t0 = time.monotonic()
         self.t0_wall = time.time()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "stream_app", "worker", "--loglevel", "info"],
-            env=env, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT, cwd=str(REPO), **die_with_parent(),
-        )
+        self.worker = harness.start_worker(broker_url, settings.app_id, log_dir, name=label, env={
+            "CHURNMON_PARTITIONS": str(settings.partitions), "CHURNMON_DATA_DIR": str(data_dir), "CHURNMON_STORE": store,
+        })
+        self.proc, self.port, self.log = self.worker.proc, self.worker.port, self.worker.log
         self.marks: dict[str, float] = {}
         self.oom_status: dict | None = None
         self.rss_series: list[tuple[float, int]] = []  # (seconds since start, VmRSS), about every 0.5 s
@@ -498,7 +462,7 @@ class WorkerRun:
             self.scan_log()
             if "web_up" not in self.marks:
                 try:
-                    http_get(self.port, "/healthz", timeout=1.0)
+                    self.worker.get("/healthz", token=None, timeout=1.0)
                     self.marks["web_up"] = round(self.elapsed(), 2)
                 except OSError:
                     pass
@@ -541,7 +505,7 @@ class WorkerRun:
 
     def lookup(self, cid: str) -> bool:
         try:
-            status, body = http_get(self.port, f"/customers/{cid}", timeout=60.0)
+            status, body = self.worker.get(f"/customers/{cid}", timeout=60.0)
         except OSError:
             return False
         return status == 200 and orjson.loads(body).get("customer_id") == cid
@@ -567,13 +531,7 @@ class WorkerRun:
         """SIGTERM (a clean Faust shutdown, which persists RocksDB offsets); returns seconds taken."""
         self.stop_profiler()
         started = time.monotonic()
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
+        self.worker.stop(timeout=timeout)
         return round(time.monotonic() - started, 2)
 
     def tail(self, chars: int = 3000) -> str:
@@ -641,22 +599,14 @@ def profile_summary(path: Path | None, top: int = 14) -> dict:
 # --------------------------------------------------------------------------- one measurement
 
 
-def table_counts(port: int) -> dict[str, float]:
+def table_counts(worker: harness.Worker) -> dict[str, float]:
     """Active (paying) and trial customers in the worker's books, from /metrics."""
-    from prometheus_client.parser import text_string_to_metric_families
-
     try:
-        _, body = http_get(port, "/metrics", timeout=60.0)
+        _, body = worker.get("/metrics", timeout=60.0)
     except OSError:
         return {}
-    out = {"active": 0.0, "trial": 0.0}
-    for fam in text_string_to_metric_families(body.decode()):
-        for smp in fam.samples:
-            if smp.name == "churn_customers_active":
-                out["active"] += smp.value
-            elif smp.name == "churn_customers_trial":
-                out["trial"] += smp.value
-    return out
+    text = body.decode()
+    return {"active": harness.metric_sum(text, "churn_customers_active"), "trial": harness.metric_sum(text, "churn_customers_trial")}
 
 
 def measure(label: str, broker: EmbeddedBroker, settings: Settings, store: str, data_dir: Path, work: Path,
@@ -675,7 +625,7 @@ def measure(label: str, broker: EmbeddedBroker, settings: Settings, store: str, 
                 dump = run.dump_stack()
             marks["idle"] = idle
         settled = proc_status(run.proc.pid)
-        table = table_counts(run.port)
+        table = table_counts(run.worker)
         out = {
             "label": label, "store": store, "marks_s": marks, "rebuild_log_s": run.rebuild_s,
             "sampled_ids": len(sample_ids), "sampled_ids_missing": len(missing), "missing_examples": missing[:10],

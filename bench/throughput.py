@@ -211,7 +211,7 @@ def project_worker(run: h.Run, broker_url: str, n: int, partitions: int, timeout
     try:
         worker.wait_serving()
         window = h.measure_group([worker], n, partitions, every=0.2, timeout=timeout)
-        own_seconds, own_events = worker.busy()
+        own_seconds, own_events = h.busy(worker)
         return {"count": window.count_end - window.count_start, "seconds": window.seconds, "rate": window.rate,
                 "own_us_per_event": 1e6 * own_seconds / own_events, "log_problems": worker.problems()}
     finally:

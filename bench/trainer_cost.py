@@ -28,7 +28,7 @@ from _harness import simulated_events, table, warn_if_busy  # noqa: E402
 
 import orjson  # noqa: E402
 
-from stream_app import snapshots  # noqa: E402
+from stream_app.risk import snapshots  # noqa: E402
 from stream_app.config import Settings  # noqa: E402
 from stream_app.runtime.process import Replay  # noqa: E402
 from stream_app.runtime.trainer import Trainer  # noqa: E402

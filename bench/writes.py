@@ -44,7 +44,8 @@ from _harness import (  # noqa: E402
 )
 
 from stream_app.config import Settings  # noqa: E402
-from stream_app.runtime.topics import CUSTOMERS_TABLE, RISK_TABLE, bootstrap_servers, changelog_topic, fetched_ends  # noqa: E402
+from stream_app.runtime import kafka_io  # noqa: E402
+from stream_app.runtime.topics import CUSTOMERS_TABLE, RISK_TABLE, bootstrap_servers, changelog_topic  # noqa: E402
 
 PARTITIONS = 8
 TARGETS = {"customers": 1.0, "risk": 0.1, "scores": 1.1}
@@ -81,15 +82,8 @@ def changelog_records(broker_url: str, app: str) -> dict[str, int]:
 
 
 async def _true_ends(broker_url: str, tps) -> dict:
-    from aiokafka import AIOKafkaConsumer
-
-    c = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(broker_url))
-    await c.start()
-    try:
-        listed = await c.end_offsets(tps)
-    finally:
-        await c.stop()
-    return await fetched_ends(bootstrap_servers(broker_url), dict(listed))
+    bootstrap = bootstrap_servers(broker_url)
+    return await kafka_io.fetched_ends(bootstrap, await kafka_io.listed_ends(bootstrap, tps))
 
 
 def rss_mb(pid: int) -> tuple[float, float]:
@@ -122,7 +116,7 @@ def run_population(name: str, keep: bool) -> dict:
         done = None
         while time.monotonic() - produced_at < 900:
             worker.check()
-            text = worker.get("/metrics").decode()
+            text = worker.fetch("/metrics").decode()
             seen = metric_sum(text, "churn_events_processed_total") + metric_sum(text, "churn_events_rejected_total") \
                 + metric_sum(text, "churn_events_duplicate_total")
             if seen >= n:
@@ -134,9 +128,9 @@ def run_population(name: str, keep: bool) -> dict:
         if done is None:
             raise RuntimeError(f"{name}: the worker did not process {n} events within 900 s:\n{worker.log_tail()}")
         time.sleep(3.0)  # the ticks' last sweep, and the producer's last flush
-        text = worker.get("/metrics").decode()
-        rss, peak = rss_mb(worker.popen.pid)
-        trainer_rss = children_rss_mb(worker.popen.pid)
+        text = worker.fetch("/metrics").decode()
+        rss, peak = rss_mb(worker.proc.pid)
+        trainer_rss = children_rss_mb(worker.proc.pid)
         records = changelog_records(broker.url, app)
         scores = metric_sum(text, "churn_customers_scored_total")
         rejected = metric_sum(text, "churn_events_rejected_total")

@@ -241,8 +241,9 @@ def test_redelivery_maps_to_the_same_event_ids():
 
 def test_the_story_gives_the_hand_computed_figures():
     """The same figures the e2e test reads from a real worker's /metrics."""
-    from prometheus_client.parser import text_string_to_metric_families
     from prometheus_client import generate_latest
+
+    from stream_app.tools.harness import parse_metrics
 
     pipe = PurePipeline(caught_up=True)
     for _, evt in stripe_story.records + [stripe_story.REDELIVERED]:
@@ -252,11 +253,7 @@ def test_the_story_gives_the_hand_computed_figures():
     for _, evt in stripe_story.BAD:
         assert isinstance(run(SOURCES["stripe"], orjson.dumps(evt), None, 65536), Rejection)
     values = pipe.values()
-    samples = {}
-    for fam in text_string_to_metric_families(generate_latest(pipe.metrics.registry).decode()):
-        for s in fam.samples:
-            labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
-            samples[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
+    samples = parse_metrics(generate_latest(pipe.metrics.registry).decode())
     ledger = {
         "churn_customers_active": lambda p: values.get(("active", p), 0.0), "churn_mrr": lambda p: values.get(("mrr", p), 0.0),
     }

@@ -7,7 +7,7 @@ is SIGKILLed (a CI time-out, the OOM killer, `kill -9`) runs no `finally`:
 its children used to be orphaned, holding ports, memory and CPU.
 
 `die_with_parent()` gives `subprocess.Popen` (and `run`) the arguments for a
-child that cannot outlive its parent:
+child that cannot outlive its parent (and `stop` is the parent's side of it):
 
 - its own session and process group (`start_new_session`), so the parent
   stops it, and whatever it started in turn, with one `os.killpg`;
@@ -29,13 +29,15 @@ own process group and are stopped by the parent's `finally` blocks only.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
+import subprocess
 import sys
 from typing import Any, Callable
 
-__all__ = ["die_with", "die_with_parent", "PDEATHSIG_AVAILABLE"]
+__all__ = ["die_with", "die_with_parent", "stop", "PDEATHSIG_AVAILABLE"]
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
@@ -77,3 +79,19 @@ def die_with_parent() -> dict[str, Any]:
     if _PRCTL is not None:
         kwargs["preexec_fn"] = _pdeathsig(os.getpid())
     return kwargs
+
+
+def stop(child: subprocess.Popen | None, sig: int = signal.SIGTERM, timeout: float = 30.0, kill_wait: float = 10.0) -> None:
+    """Stop a child started with `die_with_parent()` and everything it started
+    (its process group): `sig` (SIGTERM: a clean shutdown), then SIGKILL if it
+    has not exited within `timeout` s. A child already gone is left alone."""
+    if child is None or child.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.pid, sig)
+    try:
+        child.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)
+        child.wait(timeout=kill_wait)

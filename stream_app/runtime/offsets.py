@@ -189,13 +189,13 @@ class Consumer(faust_aiokafka.Consumer):
         """Where each partition ends (Faust's table recovery reads its
         changelogs up to here): from fetch responses on a broker whose
         ListOffsets answer lags a batch (`Settings.end_offsets_from_fetch`,
-        on for the embedded broker: topics.fetched_ends)."""
+        on for the embedded broker: kafka_io.fetched_ends)."""
         ends = dict(await super().highwaters(*partitions))
         settings = getattr(self.app, "churn_settings", None)
         if settings is None or not settings.end_offsets_from_fetch:
             return ends
         from .security import kafka_client_kwargs
-        from .topics import fetched_ends
+        from .kafka_io import fetched_ends
 
         bootstrap = ",".join(f"{url.host}:{url.port}" for url in self.app.conf.broker)
         return await fetched_ends(bootstrap, ends, **kafka_client_kwargs(settings))

@@ -54,8 +54,9 @@ class Recovery(faust_recovery.Recovery):
         store, and move `offsets` (Faust's start of reading) to where we
         stopped. Bounded by half Faust's request timeout, which wraps this
         step; what is left then goes Faust's way."""
-        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka import TopicPartition
 
+        from . import kafka_io
         from .security import kafka_client_kwargs
         from .topics import bootstrap_servers
 
@@ -74,28 +75,21 @@ class Recovery(faust_recovery.Recovery):
         generation = self.app.consumer_generation_id
         budget = monotonic() + float(self.app.conf.broker_request_timeout) / 2
         bootstrap = ",".join(bootstrap_servers(str(url)) for url in self.app.conf.broker)
-        reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                  **(kafka_client_kwargs(settings) if settings is not None else {}))
-        await reader.start()
+        parts = {TopicPartition(tp.topic, tp.partition): tp for tp in todo}
+        done = {tp: todo[tp][1] for tp in todo}  # the last offset applied
         started, n = monotonic(), 0
-        try:
-            parts = {TopicPartition(tp.topic, tp.partition): tp for tp in todo}
-            reader.assign(list(parts))
-            for kp, tp in parts.items():
-                reader.seek(kp, todo[tp][1] + 1)
-            done = {tp: todo[tp][1] for tp in todo}  # the last offset applied
-            waiting = set(parts)
-            while waiting and monotonic() < budget and not self.should_stop:
-                batch = await reader.getmany(*waiting, timeout_ms=500, max_records=20_000)
+        async with kafka_io.consumer(bootstrap, **(kafka_client_kwargs(settings) if settings is not None else {})) as reader:
+            scan = kafka_io.Scan(reader, {kp: todo[tp][1] + 1 for kp, tp in parts.items()},
+                                 to={kp: todo[tp][2] for kp, tp in parts.items()}, timeout_ms=500, max_records=20_000,
+                                 stop=lambda: self.should_stop, deadline=budget)
+            async for batch in scan:
                 for kp, records in batch.items():
                     tp = parts[kp]
-                    table, _, last = todo[tp]
+                    table = todo[tp][0]
                     store = table.data
                     data, key_partition = store.data, store._key_partition
                     loads = codecs.get_codec(table.changelog_topic.value_serializer).loads
-                    for rec in records:
-                        if rec.offset > last:
-                            break
+                    for rec in records:  # up to the high-water mark Faust took (`to`)
                         key = table._to_key(rec.key.decode())
                         if rec.value is None:
                             data.pop(key, None)
@@ -105,11 +99,7 @@ class Recovery(faust_recovery.Recovery):
                             key_partition[key] = tp.partition
                         done[tp] = rec.offset
                         n += 1
-                for kp in list(waiting):
-                    if done[parts[kp]] >= todo[parts[kp]][2] or await reader.position(kp) > todo[parts[kp]][2]:
-                        waiting.discard(kp)
-        finally:
-            await reader.stop()
+        waiting = scan.pending
         if self.app.consumer_generation_id != generation:
             return  # a rebalance meanwhile: what was read stays in the store, Faust reads it all again
         for tp, last_applied in done.items():

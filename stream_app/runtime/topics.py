@@ -17,6 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from ..config import Settings
 from ..ingest.contract import TOPICS as INPUT_TOPICS
 from ..ingest.sources import SOURCE_TOPICS  # churn.source.stripe, .segment, .zendesk: read by the adapter agents
+from .kafka_io import end_of  # noqa: F401 - agents.follow_models reads it here until it moves to kafka_io.Scan
 
 SUBSCRIPTION, USAGE, SUPPORT = INPUT_TOPICS
 DLQ = "churn.dlq"  # rejected input: original bytes + why, in headers
@@ -53,56 +54,6 @@ def all_topics(settings: Settings) -> dict[str, tuple[int, dict]]:
     topics[changelog_topic(settings, CUSTOMERS_TABLE)] = (n, compacted)
     topics[changelog_topic(settings, RISK_TABLE)] = (n, compacted)
     return topics
-
-
-async def end_of(consumer, tp) -> int:
-    """Where a partition ends, as the last fetch reported it (`end_offsets`
-    can lag a batch on the embedded broker: see broker.py). Before any fetch
-    has answered (an empty partition never returns records) it falls back to
-    `end_offsets`, which is exact for an empty partition."""
-    end = consumer.highwater(tp)
-    if end is None:
-        end = (await consumer.end_offsets([tp]))[tp]
-    return end
-
-
-async def fetched_ends(bootstrap: str, ends: dict, timeout_s: float = 10.0, **client_kwargs) -> dict:
-    """The true end of each partition, from fetch responses.
-
-    The embedded broker answers ListOffsets(latest) with the base offset of a
-    partition's last batch + 1 (broker.py); the high-water mark in a fetch
-    response is right. A fetch from one before that answer returns the last
-    batch, and with it the real end. Partitions whose answer is 0 are empty
-    (an empty partition has no batch to misreport). Faust's table recovery
-    reads its changelog up to these ends (offsets.Consumer.highwaters).
-    """
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    probe = {tp: end for tp, end in ends.items() if end}
-    if not probe:
-        return dict(ends)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, **client_kwargs)
-    await consumer.start()
-    try:
-        tps = {tp: TopicPartition(tp.topic, tp.partition) for tp in probe}
-        consumer.assign(list(tps.values()))
-        for tp, end in probe.items():
-            consumer.seek(tps[tp], end - 1)
-        out = dict(ends)
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        waiting = set(probe)
-        while waiting and asyncio.get_running_loop().time() < deadline:
-            await consumer.getmany(*[tps[tp] for tp in waiting], timeout_ms=200)
-            for tp in list(waiting):
-                hw = consumer.highwater(tps[tp])
-                if hw is not None:
-                    out[tp] = max(hw, probe[tp])
-                    waiting.discard(tp)
-        if waiting:
-            raise RuntimeError(f"no fetch answered for {sorted(map(str, waiting))} within {timeout_s} s")
-        return out
-    finally:
-        await consumer.stop()
 
 
 def bootstrap_servers(broker_url: str) -> str:

@@ -37,18 +37,13 @@ async def follow(broker_url: str, on_alert: Callable[[dict], None], *, from_begi
                  stop: Callable[[], bool] = lambda: False, idle_timeout: float | None = None,
                  client_kwargs: dict | None = None) -> int:
     """Call `on_alert` for every alert until `stop()` (or `idle_timeout` s without one)."""
-    from aiokafka import AIOKafkaConsumer
+    from ..runtime import kafka_io
 
-    consumer = AIOKafkaConsumer(ALERTS, bootstrap_servers=bootstrap_servers(broker_url), group_id=None,
-                                auto_offset_reset="earliest" if from_beginning else "latest", **(client_kwargs or {}))
-    try:
-        await consumer.start()
-    except Exception:
-        await consumer.stop()  # or aiokafka warns about an unclosed consumer
-        raise
     n = 0
     idle = 0.0
-    try:
+    # a tail with no end, subscribed by topic name (no partition list to fetch first, unlike kafka_io.Scan)
+    async with kafka_io.consumer(bootstrap_servers(broker_url), ALERTS, auto_offset_reset="earliest" if from_beginning else "latest",
+                                 **(client_kwargs or {})) as consumer:
         while not stop():
             batch = await consumer.getmany(timeout_ms=500)
             if not batch:
@@ -64,8 +59,6 @@ async def follow(broker_url: str, on_alert: Callable[[dict], None], *, from_begi
                         n += 1
                     except (orjson.JSONDecodeError, KeyError, TypeError):
                         continue
-    finally:
-        await consumer.stop()
     return n
 
 

@@ -48,8 +48,6 @@ is set and its clock moves); Kafka has no such limit.
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import socket
 import subprocess
 import time
@@ -57,7 +55,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..config import Settings
-from ..runtime.children import die_with_parent
+from ..runtime.children import die_with_parent, stop
 
 # settings a worker needs on the embedded broker (see the module docstring)
 EMBEDDED_SETTINGS = {"end_offsets_from_fetch": True, "session_timeout_s": 3.0}
@@ -133,16 +131,7 @@ class EmbeddedBroker:
 
     def stop(self) -> None:
         proc, self.process = self.process, None
-        if proc is None or proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
+        stop(proc, timeout=5, kill_wait=5)
 
     def __enter__(self) -> "EmbeddedBroker":
         return self if self.process else self.start()

@@ -8,7 +8,6 @@ one line on stderr naming the problem and exit status 2, never a traceback.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -395,7 +394,7 @@ def demo(
     plain: bool = typer.Option(False, "--plain", help="print figures line by line instead of a live screen"),
 ) -> None:
     """Embedded broker + worker + simulator in one command, with a live terminal view."""
-    from ..runtime.children import die_with_parent
+    from ..runtime.children import die_with_parent, stop
     from ..runtime.topics import ensure_topics
     from .broker import EMBEDDED_ENV, EmbeddedBroker, free_port
     from .dashboard import run_view
@@ -431,14 +430,7 @@ def demo(
         pass
     finally:
         for child in reversed(children):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(child.pid, signal.SIGTERM)
-        for child in children:
-            try:
-                child.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(child.pid, signal.SIGKILL)
+            stop(child, timeout=15)
         b.stop()
         typer.echo("demo stopped", err=True)
 

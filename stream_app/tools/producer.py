@@ -10,8 +10,9 @@ number, never dropped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
 import orjson
@@ -20,6 +21,7 @@ from aiokafka import AIOKafkaProducer
 from ..config import Settings
 from ..ingest import dead_letters as dl
 from ..ingest.contract import Rejection, decode, format_ts, parse_ts, topic_for_type
+from ..runtime import kafka_io
 from ..runtime.security import kafka_client_kwargs
 from ..runtime.topics import DLQ, bootstrap_servers, ensure_topics
 
@@ -84,9 +86,8 @@ async def produce_events(
     `rate` caps events per wall second; `speed` compresses event time instead
     (86400 = one day of event time per wall second). 0 = as fast as possible.
     """
-    producer = await _start_producer(settings)
     sent = 0
-    try:
+    async with _producer(settings) as producer:
         for number, rejection, raw in invalid:
             where = {dl.SOURCE_FILE: source, dl.SOURCE_LINE: number}
             headers = dl.headers(rejection.reason, rejection.detail, where, format_ts(time.time()))
@@ -106,19 +107,17 @@ async def produce_events(
             else:
                 await _pace(sent, rate, started)
         await producer.flush()
-    finally:
-        await producer.stop()
     return sent
 
 
-async def _start_producer(settings: Settings) -> AIOKafkaProducer:
+@contextlib.asynccontextmanager
+async def _producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
     """The topics created (explicit partition counts), then a started producer."""
     assert settings.broker is not None
     await ensure_topics(settings, settings.broker)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(settings.broker), linger_ms=5, max_batch_size=262144,
-                                **kafka_client_kwargs(settings))
-    await producer.start()
-    return producer
+    async with kafka_io.producer(bootstrap_servers(settings.broker), linger_ms=5, max_batch_size=262144,
+                                 **kafka_client_kwargs(settings)) as producer:
+        yield producer
 
 
 async def _pace(sent: int, rate: float, started: float) -> None:
@@ -132,14 +131,11 @@ async def _pace(sent: int, rate: float, started: float) -> None:
 async def produce_records(settings: Settings, topic: str, records: Iterable[tuple[str, dict]], *, rate: float = 0.0) -> int:
     """Source records (`simulate --format`) to their source topic, keyed by
     customer like the input topics, so a customer's records stay in order."""
-    producer = await _start_producer(settings)
     sent, started = 0, time.monotonic()
-    try:
+    async with _producer(settings) as producer:
         for key, record in records:
             await producer.send(topic, key=key.encode(), value=orjson.dumps(record))
             sent += 1
             await _pace(sent, rate, started)
         await producer.flush()
-    finally:
-        await producer.stop()
     return sent

@@ -20,8 +20,8 @@ import time
 import jsonschema
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer
 
+from stream_app.runtime import kafka_io
 from stream_app.runtime.children import die_with_parent
 from stream_app.runtime.topics import bootstrap_servers
 from tests.integration.conftest import REPO, processed, replay, send, simulate, wait_for
@@ -37,18 +37,7 @@ FIRST_ALERT_WITHIN_S = 15
 
 async def every_alert(url: str) -> list[tuple[bytes, dict]]:
     """(key, alert) of every record of churn.alerts, all partitions, to the high-water mark."""
-    c = AIOKafkaConsumer("churn.alerts", bootstrap_servers=bootstrap_servers(url), auto_offset_reset="earliest", group_id=None)
-    await c.start()
-    out = []
-    try:
-        while True:
-            batch = await c.getmany(timeout_ms=3000)
-            if not batch:
-                return out
-            for msgs in batch.values():
-                out.extend((m.key, orjson.loads(m.value)) for m in msgs)
-    finally:
-        await c.stop()
+    return [(m.key, orjson.loads(m.value)) for m in await kafka_io.read(bootstrap_servers(url), "churn.alerts")]
 
 
 def emitted(metrics: dict[str, float]) -> float:

@@ -25,8 +25,8 @@ import urllib.request
 import orjson
 import pytest
 import yaml
-from aiokafka import AIOKafkaProducer
 
+from stream_app.runtime import kafka_io
 from stream_app.tools.broker import embedded_broker, free_port
 from stream_app.ingest.contract import format_ts, topic_for_type
 from stream_app.runtime.topics import bootstrap_servers
@@ -68,14 +68,8 @@ def spike_events(now: float) -> list[dict]:
 
 
 async def produce(broker_url: str, events: list[dict]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(broker_url))
-    await producer.start()
-    try:
-        for e in events:
-            await producer.send(topic_for_type(e["type"]), key=e["customer_id"].encode(), value=orjson.dumps(e))
-        await producer.flush()
-    finally:
-        await producer.stop()
+    await kafka_io.send(bootstrap_servers(broker_url), [(topic_for_type(e["type"]), e["customer_id"].encode(), orjson.dumps(e)) for e in events],
+                        each_acked=False)
 
 
 def prom_query(port: int, expr: str) -> list:

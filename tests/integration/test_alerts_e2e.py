@@ -12,9 +12,9 @@ from pathlib import Path
 import fastjsonschema
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from stream_app.ingest.contract import parse_ts
+from stream_app.runtime import kafka_io
 from stream_app.runtime.topics import bootstrap_servers
 from tests.data.at_risk_story import RECOVERY_DAY, RISKY, T0, story
 from tests.integration.conftest import processed, replay, wait_for
@@ -25,19 +25,9 @@ USAGE_SIGNALS = {"usage_trend", "usage_7d", "usage_30d", "days_since_last_activi
 SERVICE_SIGNALS = {"open_tickets", "tickets_30d", "csat", "csat_low", "nps", "nps_detractor"}
 
 
-async def read_alerts(url: str, timeout: float = 3.0) -> list[dict]:
-    c = AIOKafkaConsumer("churn.alerts", bootstrap_servers=bootstrap_servers(url), auto_offset_reset="earliest", group_id=None)
-    await c.start()
-    out = []
-    try:
-        while True:
-            batch = await c.getmany(timeout_ms=int(timeout * 1000))
-            if not batch:
-                return out
-            for msgs in batch.values():
-                out.extend(orjson.loads(m.value) for m in msgs)
-    finally:
-        await c.stop()
+async def read_alerts(url: str) -> list[dict]:
+    """Every alert on churn.alerts, to the end a fetch reports."""
+    return [orjson.loads(m.value) for m in await kafka_io.read(bootstrap_servers(url), "churn.alerts")]
 
 
 def topic_of(event: dict) -> str:
@@ -47,12 +37,7 @@ def topic_of(event: dict) -> str:
 
 
 async def send(url: str, topic: str, event: dict) -> None:
-    p = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(url))
-    await p.start()
-    try:
-        await p.send_and_wait(topic, key=event["customer_id"].encode(), value=orjson.dumps(event))
-    finally:
-        await p.stop()
+    await kafka_io.send(bootstrap_servers(url), [(topic, event["customer_id"].encode(), orjson.dumps(event))])
 
 
 def test_collapse_raises_recovery_resolves_and_redelivery_is_not_a_second_alert(broker, workers, app_id, tmp_path):

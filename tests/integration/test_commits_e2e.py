@@ -16,8 +16,9 @@ import signal
 import time
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
+from stream_app.runtime import kafka_io
 from stream_app.runtime.topics import INPUT_TOPICS, bootstrap_servers
 from tests.integration.conftest import processed, replay, simulate, wait_for
 
@@ -25,12 +26,8 @@ pytestmark = pytest.mark.integration
 
 
 async def committed(url: str, group: str, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int | None]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(url), group_id=group, enable_auto_commit=False)
-    await consumer.start()
-    try:
+    async with kafka_io.consumer(bootstrap_servers(url), group_id=group) as consumer:
         return {tp: await consumer.committed(TopicPartition(*tp)) for tp in tps}
-    finally:
-        await consumer.stop()
 
 
 def settled(worker, quiet_s: float = 8.0) -> bool:

@@ -17,8 +17,8 @@ from collections import Counter
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
 
+from stream_app.runtime import kafka_io
 from stream_app.risk import snapshots
 from stream_app.ingest.contract import Limits, Rejection, decode, decode_example, decode_tick, topic_for_type
 from stream_app.tools.dlq import read
@@ -156,16 +156,9 @@ def fuzz_snapshots(rng: random.Random) -> list[bytes | None]:
 
 
 async def produce(url: str, records: list[tuple[str, bytes | None, bytes | None, int | None]]) -> None:
-    p = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(url), linger_ms=5)
-    await p.start()
-    try:
-        for topic, key, value, partition in records:
-            if key is None and value is None:  # Kafka needs one of them; a null value is rejected whatever the key
-                key = b"tombstone"
-            await p.send(topic, key=key, value=value, partition=partition)
-        await p.flush()
-    finally:
-        await p.stop()
+    # Kafka needs a key or a value; a null value is rejected whatever the key
+    await kafka_io.send(bootstrap_servers(url), [(topic, b"tombstone" if key is None and value is None else key, value, partition)
+                                                 for topic, key, value, partition in records], each_acked=False, linger_ms=5)
 
 
 def counters(w, name: str) -> Counter:

@@ -9,8 +9,8 @@ import json
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 
+from stream_app.runtime import kafka_io
 from stream_app.runtime.topics import bootstrap_servers
 from tests.data.make_kpi_events import EXPECTED, events
 from tests.integration.conftest import processed, replay, send, wait_for
@@ -28,19 +28,8 @@ BAD = [
 
 
 async def _read_dlq(url: str, n: int, timeout: float = 30.0):
-    c = AIOKafkaConsumer("churn.dlq", bootstrap_servers=bootstrap_servers(url), auto_offset_reset="earliest", group_id=None)
-    await c.start()
-    out = []
-    try:
-        async def take():
-            async for msg in c:
-                out.append(msg)
-                if len(out) >= n:
-                    return
-        await asyncio.wait_for(take(), timeout)
-    finally:
-        await c.stop()
-    return out
+    """The dead letters once `n` are there, waiting for them at most `timeout` s."""
+    return await kafka_io.read(bootstrap_servers(url), "churn.dlq", count=n, timeout_s=timeout)
 
 
 def test_replayed_file_gives_the_hand_computed_kpis(broker, workers, app_id):

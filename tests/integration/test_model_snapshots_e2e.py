@@ -10,8 +10,8 @@ import pickle
 import signal
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
+from stream_app.runtime import kafka_io
 from stream_app.risk.model import ChurnModel
 from stream_app.risk.snapshots import MAGIC, encode, mac
 from stream_app.runtime.topics import MODELS, bootstrap_servers
@@ -77,14 +77,8 @@ def forgeries(marker: str) -> list[tuple[bytes | None, str]]:
 
 
 async def _produce(url: str, values: list[bytes | None]) -> None:
-    p = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(url))
-    await p.start()
-    try:
-        for value in values:
-            await p.send_and_wait(MODELS, key=b"churn-model", value=value,
-                                  headers=[("version", HUGE), ("training_offset", HUGE)])
-    finally:
-        await p.stop()
+    headers = [("version", HUGE), ("training_offset", HUGE)]
+    await kafka_io.send(bootstrap_servers(url), [(MODELS, b"churn-model", value, None, headers) for value in values])
 
 
 def rejected(w) -> dict[str, float]:

@@ -13,11 +13,11 @@ import sys
 import orjson
 import pytest
 from prometheus_client import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 from stream_app.runtime.children import die_with_parent
 from stream_app.config import Settings
 from stream_app.tools.dlq import read
+from stream_app.tools.harness import parse_metrics
 from stream_app.runtime.metrics import Metrics
 from stream_app.tools.simulator import Simulation, scenario
 from stream_app.runtime.topics import bootstrap_servers, ensure_topics
@@ -132,12 +132,7 @@ def _exported(values: dict, clock: float) -> dict[str, float]:
     """Ledger values as the worker's own exporter writes them on /metrics."""
     m = Metrics()
     m.watch_ledgers(lambda: (values, clock, 1, None))
-    out = {}
-    for fam in text_string_to_metric_families(generate_latest(m.registry).decode()):
-        for s in fam.samples:
-            labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
-            out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
-    return out
+    return parse_metrics(generate_latest(m.registry).decode())
 
 
 def test_a_simulated_population_through_all_three_adapters(broker, workers, app_id, tmp_path):

@@ -11,8 +11,8 @@ import time
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
 
+from stream_app.runtime import kafka_io
 from stream_app.tools.broker import EmbeddedBroker, free_port
 from stream_app.tools.dlq import read
 from stream_app.runtime.topics import bootstrap_servers
@@ -41,14 +41,7 @@ def poison() -> list[tuple[bytes, str | None]]:
 
 
 async def _send_ticks(url: str, topic: str, payloads: list[bytes]) -> None:
-    p = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(url))
-    await p.start()
-    try:
-        for partition in range(PARTITIONS):
-            for value in payloads:
-                await p.send_and_wait(topic, value=value, partition=partition)
-    finally:
-        await p.stop()
+    await kafka_io.send(bootstrap_servers(url), [(topic, None, value, partition) for partition in range(PARTITIONS) for value in payloads])
 
 
 def rejected_ticks(w, topic: str) -> dict[str, float]:

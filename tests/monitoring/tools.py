@@ -242,18 +242,9 @@ def start(cmd: list[str], log: Path, **kwargs) -> subprocess.Popen:
 
 def stop(proc: subprocess.Popen | None, timeout: float = 15) -> None:
     """SIGTERM the process group we started, SIGKILL if it does not go."""
-    import signal
+    from stream_app.runtime.children import stop
 
-    if proc is None or proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=timeout)
-    except ProcessLookupError:
-        pass
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+    stop(proc, timeout=timeout)
 
 
 def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
