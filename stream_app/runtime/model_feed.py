@@ -15,11 +15,13 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from aiokafka import TopicPartition
+
 from ..config import Settings
 from ..ingest.contract import Rejection
 from ..risk import snapshots
 from ..risk.model import ChurnModel
-from . import topics
+from . import kafka_io, topics
 from .metrics import Metrics
 from .process import Processor
 from .security import kafka_client_kwargs, signing_key
@@ -42,24 +44,14 @@ class ModelFeed:
         return self.processor.model
 
     async def follow(self) -> None:
-        from aiokafka import AIOKafkaConsumer, TopicPartition
-
-        consumer = AIOKafkaConsumer(bootstrap_servers=topics.bootstrap_servers(self.broker_url), group_id=None, enable_auto_commit=False,
-                                    **kafka_client_kwargs(self.settings))
-        await consumer.start()
-        try:
-            tp = TopicPartition(topics.MODELS, 0)
-            consumer.assign([tp])
-            await consumer.seek_to_beginning(tp)
-            while True:
-                batch = await consumer.getmany(tp, timeout_ms=1000)
-                end = await topics.end_of(consumer, tp)
+        tp = TopicPartition(topics.MODELS, 0)
+        async with kafka_io.consumer(topics.bootstrap_servers(self.broker_url), **kafka_client_kwargs(self.settings)) as c:
+            scan = kafka_io.Scan(c, {tp: kafka_io.BEGINNING}, to=None, timeout_ms=1000)
+            async for batch in scan:
                 for msg in batch.get(tp, []):
                     self.take(msg.offset, msg.value)
-                if not self.seen.is_set() and await consumer.position(tp) >= end:
+                if not self.seen.is_set() and await scan.at_end(tp):
                     self.seen.set()
-        finally:
-            await consumer.stop()
 
     def take(self, offset: int, value: bytes) -> None:
         """Score with the snapshot in this record if it verifies and is newer."""

@@ -194,8 +194,8 @@ class Consumer(faust_aiokafka.Consumer):
         settings = getattr(self.app, "churn_settings", None)
         if settings is None or not settings.end_offsets_from_fetch:
             return ends
-        from .security import kafka_client_kwargs
         from .kafka_io import fetched_ends
+        from .security import kafka_client_kwargs
 
         bootstrap = ",".join(f"{url.host}:{url.port}" for url in self.app.conf.broker)
         return await fetched_ends(bootstrap, ends, **kafka_client_kwargs(settings))

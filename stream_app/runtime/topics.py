@@ -17,7 +17,6 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from ..config import Settings
 from ..ingest.contract import TOPICS as INPUT_TOPICS
 from ..ingest.sources import SOURCE_TOPICS  # churn.source.stripe, .segment, .zendesk: read by the adapter agents
-from .kafka_io import end_of  # noqa: F401 - agents.follow_models reads it here until it moves to kafka_io.Scan
 
 SUBSCRIPTION, USAGE, SUPPORT = INPUT_TOPICS
 DLQ = "churn.dlq"  # rejected input: original bytes + why, in headers

@@ -136,49 +136,45 @@ def main(settings: Settings, broker_url: str, latest_blob: bytes | None, conn: C
 
 
 async def _run(settings: Settings, broker_url: str, latest_blob: bytes | None, conn: Connection) -> None:
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+    from aiokafka import TopicPartition
+
+    from . import kafka_io
 
     latest = snapshots.decode(latest_blob, key=signing_key(settings)) if latest_blob else None
     trainer = Trainer(settings, latest if isinstance(latest, snapshots.Snapshot) else None)
     log.info("trainer (pid %s): model version %s, learnt to offset %s of %s", os.getpid(), trainer.model.version,
              trainer.learnt_to, topics.TRAINING)
-    client = dict(bootstrap_servers=topics.bootstrap_servers(broker_url), **kafka_client_kwargs(settings))
-    consumer = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, auto_offset_reset="earliest", **client)
-    producer = AIOKafkaProducer(linger_ms=5, **client)
-    await consumer.start()
-    await producer.start()
+    bootstrap, client = topics.bootstrap_servers(broker_url), kafka_client_kwargs(settings)
     tp = TopicPartition(topics.TRAINING, 0)
-    consumer.assign([tp])
-    consumer.seek(tp, trainer.learnt_to + 1)
     report = Report()
     stopped = asyncio.Event()  # SIGTERM (the worker's whole process group is being stopped) ends it as STOP does
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopped.set)
     try:
-        while not stopped.is_set() and not (conn.poll() and conn.recv() == STOP):
-            batch = await consumer.getmany(tp, timeout_ms=int(settings.clock_tick_s * 1000), max_records=500)
-            for msg in batch.get(tp, []):
-                if msg.offset <= trainer.learnt_to:
-                    continue
-                bad = trainer.learn(msg.offset, msg.key, msg.value)
-                if bad is None:
-                    report.learnt += 1
-                else:
-                    await _dead_letter(producer, msg, bad)
-                    report.rejected.append(bad.reason)
-            if trainer.due():
-                blob = trainer.snapshot()
-                await producer.send_and_wait(topics.MODELS, key=b"churn-model", value=blob, headers=[
-                    ("version", str(trainer.model.version).encode()), ("training_offset", str(trainer.learnt_to).encode())])
-                report.quality = trainer.quality.report()
-            if report.learnt or report.rejected or report.quality is not None:
-                report.learnt_to, report.version = trainer.learnt_to, trainer.model.version
-                conn.send(report)
-                report = Report()
+        async with kafka_io.consumer(bootstrap, auto_offset_reset="earliest", **client) as consumer, \
+                kafka_io.producer(bootstrap, linger_ms=5, **client) as producer:
+            scan = kafka_io.Scan(consumer, {tp: trainer.learnt_to + 1}, to=None, timeout_ms=int(settings.clock_tick_s * 1000),
+                                 max_records=500, stop=lambda: stopped.is_set() or (conn.poll() and conn.recv() == STOP))
+            async for batch in scan:
+                for msg in batch.get(tp, []):
+                    if msg.offset <= trainer.learnt_to:
+                        continue
+                    bad = trainer.learn(msg.offset, msg.key, msg.value)
+                    if bad is None:
+                        report.learnt += 1
+                    else:
+                        await _dead_letter(producer, msg, bad)
+                        report.rejected.append(bad.reason)
+                if trainer.due():
+                    blob = trainer.snapshot()
+                    await producer.send_and_wait(topics.MODELS, key=b"churn-model", value=blob, headers=[
+                        ("version", str(trainer.model.version).encode()), ("training_offset", str(trainer.learnt_to).encode())])
+                    report.quality = trainer.quality.report()
+                if report.learnt or report.rejected or report.quality is not None:
+                    report.learnt_to, report.version = trainer.learnt_to, trainer.model.version
+                    conn.send(report)
+                    report = Report()
     except (BrokenPipeError, EOFError):  # the worker is gone
         return
-    finally:
-        await consumer.stop()
-        await producer.stop()
     log.info("trainer: stopped; the model was dropped with %s labels unpublished", trainer.unpublished)
     with contextlib.suppress(BrokenPipeError, OSError):
         conn.send(Report(learnt_to=trainer.learnt_to, version=trainer.model.version, dropped=trainer.unpublished))
