@@ -158,7 +158,7 @@ class Processor:
         # BG/NBD's population parameters, fitted from the books' purchase
         # summaries once per event-time day (`_refit`); None until enough buyers
         self.bgnbd: Params | None = None
-        self._bgnbd_day: int | None = None  # the newest day `refit` ran for
+        self._refit_days: dict[int, int] = {}  # partition -> the newest of its clock days a refit ran for
         self._fitted_day, self._fitted_changes = -1, 0  # when BG/NBD was last fitted, and the summaries' changes then
         self.purchase_model = PurchaseModel(min_labels=settings.min_labels)
         # metric children bound once: (processed, duplicate, late) per input topic
@@ -242,15 +242,22 @@ class Processor:
             sweep_limit = max(sweep_limit, s.sweep_idle_visits)
         self._finish(book, visits, out, sweep_limit)
         today = day_of(book.clock) if book.clock is not None else None
-        if today is not None and (self._bgnbd_day is None or today > self._bgnbd_day):
-            # after the visits: the summary has every purchase applied so far
-            self.refit(today)
+        if today is not None and today > self._refit_days.get(partition, -1):
+            # after the visits: the summary has every purchase applied so far.
+            # Per partition, not once per newest day: in a backlog the partition
+            # ahead reaches the last day first, and refits that waited for a
+            # newer day never came while the others caught up; a CDNOW replay
+            # then ended with no BG/NBD fit at all in some runs (lookup ROC AUC
+            # 0.64-0.68 instead of 0.78; bench/cdnow_live.py)
+            self._refit_days[partition] = today
+            self.refit(max(self._refit_days.values()))
         book.fold()
         return out
 
     def refit(self, today: int, force: bool = False) -> Params | None:
         """Judge and maybe refit the purchase model, and fit BG/NBD to this
-        worker's buyers: called once per day of event time, the BG/NBD fit
+        worker's buyers: called when a partition's clock enters a new day
+        (`today` is the newest day of any partition), the BG/NBD fit
         runs when a week has passed since the last one or 2 % of the buyers'
         histories changed (a population's parameters move slowly; a fit is
         some 30 ms, every day of a year's backlog would be seconds), or when
@@ -266,7 +273,6 @@ class Processor:
         can differ in the last digits after a rebalance. Too few buyers, or
         too few repeat buyers, to tell the population's rhythm: no fit
         (buyers are scored by the churn model or the rules)."""
-        self._bgnbd_day = today
         self.purchase_model.refit()
         self.metrics.set_purchase_model(self.purchase_model)
         parts = [(b.buyers, day_of(b.clock)) for b in self.books.values() if b.buyers.cells and b.clock is not None]
