@@ -99,6 +99,7 @@ class Metrics:
             *_doc("churn_source_records_total", "counter", ["source", "outcome"], "Source records read by the adapters (source = stripe, segment, zendesk), by outcome: mapped to contract events, ignored (nothing the monitor tracks, e.g. a Segment identify), dead_lettered (to churn.dlq, reason in churn_events_rejected_total)."),
             ["source", "outcome"], registry=r)
         self.duplicates = Counter(*_doc("churn_events_duplicate_total", "counter", ["topic"], "Redelivered events (event_id already applied) that changed nothing."), ["topic"], registry=r)
+        self.offset_gaps = Counter(*_doc("churn_input_offset_gaps_total", "counter", ["topic"], "Input events that never reached the processing agent: an offset of a partition arrived after a later one was missed (events of a partition arrive in offset order, so every gap is events lost before the agent, to look into; a read again from an earlier offset is not a gap). Should stay 0."), ["topic"], registry=r)
         self.late = Counter(*_doc("churn_events_late_total", "counter", ["topic"], "Events older than the event-time clock (applied where safe)."), ["topic"], registry=r)
         self.latency = Histogram(
             *_doc("churn_event_processing_seconds", "histogram", [], "Wall time per input event: each batch's processing time (decode, state, scores, table writes, metrics) divided by its events, observed once per event."),
