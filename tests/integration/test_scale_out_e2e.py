@@ -78,7 +78,9 @@ def test_two_then_three_workers_add_up_to_one(broker, workers, app_id, tmp_path)
         wait_for(converged, 240, "the scaled group's figures to equal the single worker's", second)
     except AssertionError:
         got = summed(*(ledger_gauges(w.metrics()) for w in live))
-        raise AssertionError(f"summed figures differ (single, scaled): {figures_differ(expected, got)}") from None
+        gaps = {w.name: {k: v for k, v in w.metrics().items() if k.startswith("churn_input_offset_gaps_total")} for w in live}
+        raise AssertionError(f"summed figures differ (single, scaled): {figures_differ(expected, got)}; "
+                             f"input offsets that never reached an agent: {gaps}") from None
 
     dups = sum(v for w in live for k, v in w.metrics().items() if k.startswith("churn_events_duplicate_total"))
     print(f"scale-out: {n_events} events; processed by the live pair {progress(*live):.0f}, redeliveries dropped {dups:.0f}")
