@@ -42,7 +42,9 @@ def run_agent(backlog, puts: int, max_events: int, checks: list[float]) -> list[
 
 def test_live_a_batch_closes_after_within():
     (seen,) = run_agent(lambda events: 0, puts=3, max_events=100, checks=[0.3])
-    assert seen == [[b"0", b"1", b"2"]]
+    # every event handed over by 300 ms; one batch or two (a loaded machine can
+    # let `within` run out between two puts: seen once in a parallel suite)
+    assert [v for b in seen for v in b] == [b"0", b"1", b"2"]
 
 
 def test_a_batch_keeps_filling_while_enough_records_wait_to_fill_it():
@@ -53,7 +55,9 @@ def test_a_batch_keeps_filling_while_enough_records_wait_to_fill_it():
 
 def test_a_batch_closes_after_within_when_too_few_records_wait_to_fill_it():
     (seen,) = run_agent(lambda events: 97 - len(events), puts=3, max_events=100, checks=[0.3])
-    assert seen == [[b"0", b"1", b"2"]]  # 94 waiting, 97 wanted
+    # 94 waiting, 97 wanted: not held for catchup_s (3 s); every event handed
+    # over by 300 ms, in one batch or two (see the test above)
+    assert [v for b in seen for v in b] == [b"0", b"1", b"2"]
 
 
 @pytest.mark.parametrize("max_events", [1, 4])
