@@ -48,7 +48,6 @@ class Processing:
     def __post_init__(self) -> None:
         self.generation = 0  # bumped on every rebalance: a rebuild that spans one is thrown away
         self.holding: dict[tuple[str, int, int], faust.EventT] = {}  # events read, not applied yet
-        self.arrived: dict[tuple[str, int], int] = {}  # (input topic, partition) -> the newest offset handed to the processor
         n = self.settings.partitions
         self.alerts_topic = self.app.topic(topics.ALERTS, key_serializer="raw", value_serializer="raw", partitions=n)
         self.training = self.app.topic(topics.TRAINING, key_serializer="raw", value_serializer="raw", partitions=1)
@@ -71,7 +70,6 @@ class Processing:
         """
         s = self.settings
         inputs = frozenset(topics.INPUT_TOPICS)
-        processed = self.progress.processed
         # Faust's own check (before each message it hands to a stream) waits
         # and warns above 100 records. `backpressure` keeps the buffer under
         # our bound between batches; one batch adds at most two table writes
@@ -96,8 +94,7 @@ class Processing:
                     msg = event.message
                     records.append(Record(msg.topic, partition, msg.offset, event.key, event.value, msg.headers or ()))
                     if msg.topic in inputs:
-                        self.check_gap(msg.topic, partition, msg.offset)
-                        processed[(msg.topic, partition)] = msg.offset
+                        self.check_gap(msg.topic, partition, msg.offset)  # records it in `processed`
                         n_events += 1
                         # held until applied (see `release`): not committable before
                         msg.incref()
@@ -126,14 +123,13 @@ class Processing:
         The scale-out test has lost an event to a cause not found yet
         (docs/RELIABILITY.md, Scale-out): this says whether it was here.
         """
-        key = (topic, partition)
-        last = self.arrived.get(key)
+        processed = self.progress.processed  # cleared on a rebalance (`Progress.forget`)
+        last = processed.get((topic, partition))
         if last is not None and offset > last + 1:
             self.metrics.offset_gaps.labels(topic=topic).inc(offset - last - 1)
             log.warning("%s[%s]: offsets %s..%s never reached the agent (consumer generation %s)",
                         topic, partition, last + 1, offset - 1, self.app.consumer_generation_id)
-        if last is None or offset > last:
-            self.arrived[key] = offset
+        processed[(topic, partition)] = offset
 
     async def apply(self, stream: faust.StreamT, partition: int, records, anchor: faust.EventT) -> None:
         """One processor step on one partition, and what follows from it:
@@ -246,7 +242,6 @@ class Processing:
     def on_rebalance(self) -> None:
         """Ownership changed: drop every book; the next batch rebuilds it from the table."""
         self.generation += 1
-        self.arrived.clear()
         self.processor.books.clear()
         # held events are dropped unacked: Faust seeks back to the committed
         # offset, which is before them, and redelivers them
