@@ -46,6 +46,13 @@ def hazards(risk: float, days_to_renewal: int, plan: str) -> tuple[float, float,
     return h_co, h_vol, window
 
 
+#: The highest day's hazard any subscriber can have (risk 1, renewal week,
+#: business plan), from `hazards` itself so the two never part: the customer
+#: draws its uniform every day, and a draw at or above this cancels nothing
+#: whatever its risk, so most days need no hazard worked out.
+H_MAX = sum(hazards(1.0, 0, "business")[:2])
+
+
 def reason(rnd: random.Random, u: float, h_co: float, window: float,
            causes: list[tuple[str, float]]) -> tuple[str, bool, float]:
     """The stated reason of a cancellation drawn as `u` (below h_co + h_vol),

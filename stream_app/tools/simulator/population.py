@@ -123,10 +123,7 @@ class Simulation:
             stamp = day_stamps(self.start_epoch + day * DAY)
             for sec, _, cid, typ, payload in buf:
                 counter += 1
-                ev = {"event_id": f"{seed}-{counter}", "customer_id": cid, "type": typ, "ts": stamp(sec)}
-                if payload:
-                    ev.update(payload)
-                yield ev
+                yield {"event_id": f"{seed}-{counter}", "customer_id": cid, "type": typ, "ts": stamp(sec), **payload}
             self.event_count = counter
 
     def run(self) -> list[Truth]:

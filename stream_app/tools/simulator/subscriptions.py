@@ -16,6 +16,7 @@ import random
 from typing import TYPE_CHECKING, NamedTuple
 
 from . import cancellation
+from .cancellation import H_MAX
 from .clock import DAY, WORK_HI, WORK_LO, format_ts
 from .customer import ACTIVE, DUNNING, GONE, LOST, PENDING, TRIAL, Customer, Traits
 from .draws import derive_seed, pick, poisson
@@ -42,6 +43,8 @@ class Today(NamedTuple):
     fresh: bool  # started (or came back) today
     mark: int  # where its events of the day start in the day's buffer
 
+
+_new_today = tuple.__new__
 
 class SubscriptionCustomer(Customer):
     """One subscriber's lifecycle, advanced a day at a time by `step`."""
@@ -170,12 +173,13 @@ class SubscriptionCustomer(Customer):
     def _begin_day(self, sim: "Simulation", day: int) -> Today:
         """Today's risk, counted towards Truth.latent_risk while the first life lasts."""
         cfg = sim.cfg
-        age = day - self.start_day + self.traits.tenure0
+        traits = self.traits
+        age = day - self.start_day + traits.tenure0
         levels = self._levels(day) if self.eps else {}
         ep_sum = sum(levels.values())
         onb = self._onboard_level(age)
         onb_risk = onb * cfg.onboarding_risk
-        raw = 0.05 + cfg.engagement_risk * (1.0 - self.traits.eng) + ep_sum + onb_risk
+        raw = 0.05 + cfg.engagement_risk * (1.0 - traits.eng) + ep_sum + onb_risk
         if cfg.support_frustration:
             raw += self.support.frustration(cfg, day)
         risk = min(1.0, raw)
@@ -185,10 +189,13 @@ class SubscriptionCustomer(Customer):
             self.risk_sum += risk
             self.risk_days += 1
         lo = WORK_LO
-        fresh = (day == self.start_day and self.traits.tenure0 == 0) or day == self.react_day
+        fresh = (day == self.start_day and traits.tenure0 == 0) or day == self.react_day
         if fresh:  # nothing before today's subscription_started / trial_started
             lo = max(lo, self.anchor + 60)
-        return Today(day, sim.start_epoch + day * DAY, age, levels, onb, onb_risk, risk, lo, fresh, sim.mark())
+        # tuple.__new__ rather than Today(...), every customer-day: a
+        # NamedTuple's own __new__ is a Python function (0.33 against 0.11 us)
+        return _new_today(Today, (day, sim.start_epoch + day * DAY, age, levels, onb, onb_risk, risk, lo, fresh,
+                                  sim.mark()))
 
     # ------------------------------------------------------------------ the day
     def step(self, sim: "Simulation", day: int) -> bool:
@@ -199,17 +206,27 @@ class SubscriptionCustomer(Customer):
         if (day == sim.rise_day and self.plan == sim.cfg.price_rise_plan
                 and self.state in (ACTIVE, DUNNING) and not today.fresh):
             self._price_rise(sim, day)
-        if not self._bill(sim, today):
+        # billing on its days only: one call fewer on all the others
+        due = day == self.next_renewal or day == self.trial_end or day == self.recover_day
+        if due and not self._bill(sim, today):
             return False
         if self.state == ACTIVE and not self.immortal and not today.fresh:
-            self._upgrade_or_new_episode(sim, today)
-            cancelled_at = self._maybe_cancel(sim, today)
-            if cancelled_at is not None:  # effective now: the day's use ends with the cancellation
-                sec, payload = cancelled_at
-                self._use(sim, today)
-                sim.drop_since(today.mark, sec)
-                sim.emit(sec, self.cid, "subscription_cancelled", payload)
-                return True
+            # at most two episodes at once; a customer doing well (risk < 0.25)
+            # sometimes moves up a plan, the more engaged the likelier (expansion)
+            r = self.rnd
+            if len(self.eps) < 2 and r.random() < self.ep_total:
+                self._new_episode(sim, day, emit_at=r.randrange(WORK_LO, WORK_HI))
+            elif today.risk < 0.25 and self.plan != "business" and r.random() < 0.0012 * self.traits.eng:
+                self._upgrade(sim, day)
+            u = r.random()  # today's cancellation draw
+            if u < H_MAX:  # else no hazard could make it one (most days)
+                cancelled_at = self._maybe_cancel(sim, today, u)
+                if cancelled_at is not None:  # effective now: the day's use ends with the cancellation
+                    sec, payload = cancelled_at
+                    self._use(sim, today)
+                    sim.drop_since(today.mark, sec)
+                    sim.emit(sec, self.cid, "subscription_cancelled", payload)
+                    return True
         self._use(sim, today)
         return True
 
@@ -303,27 +320,20 @@ class SubscriptionCustomer(Customer):
         self.next_renewal += 30
 
     # ------------------------------------------------------------------ plan and churn
-    def _upgrade_or_new_episode(self, sim: "Simulation", today: Today) -> None:
-        """At most two episodes at once; a customer doing well (risk < 0.25)
-        sometimes moves up a plan, the more engaged the likelier (expansion)."""
-        r = self.rnd
-        if len(self.eps) < 2 and r.random() < self.ep_total:
-            self._new_episode(sim, today.day, emit_at=r.randrange(WORK_LO, WORK_HI))
-        elif (
-            today.risk < 0.25 and self.plan != "business" and r.random() < 0.0012 * self.traits.eng
-        ):  # expansion
-            self.plan = PLANS[PLANS.index(self.plan) + 1]
-            self.mrr = sim.price(self.plan, today.day)
-            sim.emit(r.randrange(WORK_LO, WORK_HI), self.cid, "plan_changed", {"plan": self.plan, "mrr": self.mrr})
+    def _upgrade(self, sim: "Simulation", day: int) -> None:
+        """Expansion: one plan up, at today's list price."""
+        self.plan = PLANS[PLANS.index(self.plan) + 1]
+        self.mrr = sim.price(self.plan, day)
+        sim.emit(self.rnd.randrange(WORK_LO, WORK_HI), self.cid, "plan_changed", {"plan": self.plan, "mrr": self.mrr})
 
-    def _maybe_cancel(self, sim: "Simulation", today: Today) -> tuple[int, dict] | None:
-        """Whether the customer cancels today; (second, payload) when the
-        cancellation takes effect at once (the caller emits it after the day's
-        use), None otherwise (no cancellation, or one effective at the end of
-        the paid period, already emitted)."""
+    def _maybe_cancel(self, sim: "Simulation", today: Today, u: float) -> tuple[int, dict] | None:
+        """Whether the customer cancels today, `u` being the day's uniform
+        draw; (second, payload) when the cancellation takes effect at once
+        (the caller emits it after the day's use), None otherwise (no
+        cancellation, or one effective at the end of the paid period, already
+        emitted)."""
         r = self.rnd
         h_co, h_vol, window = cancellation.hazards(today.risk, self.next_renewal - today.day, self.plan)
-        u = r.random()
         if u >= h_co + h_vol:
             return None
         # after anything this customer already did today (billing, plan change)
@@ -410,7 +420,7 @@ class SubscriptionCustomer(Customer):
         t = self.traits
         cid = self.cid
         emit = sim.emit
-        damp = self._usage_damping(sim, today.levels)
+        damp = self._usage_damping(sim, today.levels) if today.levels else 0.0
         mult = sim.weekday_mult[today.day % 7]
         if self.state == PENDING:
             mult *= 0.35
