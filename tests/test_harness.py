@@ -70,6 +70,25 @@ def test_problems_folds_repeated_warnings_and_check_reports_an_exit(tmp_path):
         p.check()
 
 
+def test_spawn_passes_our_settings_on_unless_the_child_is_to_run_on_its_own(tmp_path, monkeypatch):
+    """own_settings: none of our CHURNMON_* variables reach the child, only
+    `env`'s (a demo under test on its defaults); other variables still do."""
+    for name in [k for k in os.environ if k.startswith("CHURNMON_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("CHURNMON_BROKER", "ours:9092")
+    monkeypatch.setenv("UNRELATED_VARIABLE", "kept")
+    show = ("import os\nprint(sorted((k, v) for k, v in os.environ.items()"
+            " if k.startswith('CHURNMON_') or k == 'UNRELATED_VARIABLE'))")
+    seen = {}
+    for own in (False, True):
+        log = tmp_path / f"own-{own}.log"
+        p = spawn("env", [sys.executable, "-c", show], log, {"CHURNMON_APP_ID": "given"}, own_settings=own)
+        assert p.proc.wait(timeout=30) == 0, p.log_tail()
+        seen[own] = log.read_text().strip()
+    assert seen[False] == str([("CHURNMON_APP_ID", "given"), ("CHURNMON_BROKER", "ours:9092"), ("UNRELATED_VARIABLE", "kept")])
+    assert seen[True] == str([("CHURNMON_APP_ID", "given"), ("UNRELATED_VARIABLE", "kept")])
+
+
 def _gone(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -130,10 +130,16 @@ class Proc:
         stop(self.proc, sig, timeout)
 
 
-def spawn(name: str, argv: list[str], log: Path, env: dict[str, str], cwd: Path | None = None) -> Proc:
-    """Start `argv` with output to `log`, in its own process group, dying with us."""
+def spawn(name: str, argv: list[str], log: Path, env: dict[str, str], cwd: Path | None = None, *,
+          own_settings: bool = False) -> Proc:
+    """Start `argv` with output to `log`, in its own process group, dying with us.
+
+    `own_settings`: the child inherits none of this process's CHURNMON_*
+    variables, only `env`'s, so a demo or worker runs on its defaults whatever
+    the shell that started the tests exported."""
+    inherited = {k: v for k, v in os.environ.items() if not (own_settings and k.startswith("CHURNMON_"))}
     with open(log, "wb") as out:
-        popen = subprocess.Popen(argv, env={**os.environ, "PYTHONPATH": str(PACKAGE_PARENT), **env}, cwd=cwd,
+        popen = subprocess.Popen(argv, env={**inherited, "PYTHONPATH": str(PACKAGE_PARENT), **env}, cwd=cwd,
                                  stdout=out, stderr=subprocess.STDOUT, **die_with_parent())
     return Proc(name, popen, log)
 

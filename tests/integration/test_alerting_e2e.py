@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 import time
 import urllib.parse
@@ -30,14 +29,12 @@ from stream_app.runtime import kafka_io
 from stream_app.tools.broker import embedded_broker, free_port
 from stream_app.ingest.contract import format_ts, topic_for_type
 from stream_app.runtime.topics import bootstrap_servers
+from stream_app.tools.harness import spawn
 from tests.monitoring.tools import (
-    REPO,
     RULE_FILES,
     WebhookReceiver,
     alertmanager_config_for_test,
     ensure_tools,
-    start,
-    stop,
     wait_http,
 )
 
@@ -101,17 +98,17 @@ def test_churn_spike_pages_on_call(tmp_path):
         try:
             # the worker
             web_port = free_port()
-            env = {**os.environ, "PYTHONPATH": str(REPO)}
-            worker = start([sys.executable, "-m", "stream_app", "worker", "--broker", broker.url, "--web-port", str(web_port),
-                            "--data-dir", str(tmp_path / "worker-data"), "--app-id", "e2e-alerting"], logs["worker"], env=env)
+            worker = spawn("worker", [sys.executable, "-m", "stream_app", "worker", "--broker", broker.url, "--web-port", str(web_port),
+                                      "--data-dir", str(tmp_path / "worker-data"), "--app-id", "e2e-alerting"], logs["worker"], {})
             procs.append(worker)
 
             # alertmanager: the real routes and inhibitions, webhooks to this test
             am_port = free_port()
             am_config = tmp_path / "alertmanager.yml"
             am_config.write_text(yaml.safe_dump(alertmanager_config_for_test(receiver)), encoding="utf-8")
-            alertmanager = start([tools.alertmanager, f"--config.file={am_config}", f"--storage.path={tmp_path / 'am-data'}",
-                                  f"--web.listen-address=127.0.0.1:{am_port}", "--cluster.listen-address="], logs["alertmanager"])
+            alertmanager = spawn("alertmanager", [tools.alertmanager, f"--config.file={am_config}", f"--storage.path={tmp_path / 'am-data'}",
+                                                  f"--web.listen-address=127.0.0.1:{am_port}", "--cluster.listen-address="],
+                                 logs["alertmanager"], {})
             procs.append(alertmanager)
 
             # prometheus: the real rule files, fast scrapes and evaluations
@@ -123,13 +120,13 @@ def test_churn_spike_pages_on_call(tmp_path):
                 "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]},
                 "scrape_configs": [{"job_name": "churnmon", "static_configs": [{"targets": [f"127.0.0.1:{web_port}"]}]}],
             }), encoding="utf-8")
-            prometheus = start([tools.prometheus, f"--config.file={prom_config}", f"--storage.tsdb.path={tmp_path / 'prom-data'}",
-                                f"--web.listen-address=127.0.0.1:{prom_port}"], logs["prometheus"])
+            prometheus = spawn("prometheus", [tools.prometheus, f"--config.file={prom_config}", f"--storage.tsdb.path={tmp_path / 'prom-data'}",
+                                              f"--web.listen-address=127.0.0.1:{prom_port}"], logs["prometheus"], {})
             procs.append(prometheus)
 
-            wait_http(f"http://127.0.0.1:{web_port}/healthz", worker, logs["worker"], timeout=90)
-            wait_http(f"http://127.0.0.1:{am_port}/-/ready", alertmanager, logs["alertmanager"])
-            wait_http(f"http://127.0.0.1:{prom_port}/-/ready", prometheus, logs["prometheus"])
+            wait_http(f"http://127.0.0.1:{web_port}/healthz", worker, timeout=90)
+            wait_http(f"http://127.0.0.1:{am_port}/-/ready", alertmanager)
+            wait_http(f"http://127.0.0.1:{prom_port}/-/ready", prometheus)
 
             # the spike
             started = time.monotonic()
@@ -139,7 +136,7 @@ def test_churn_spike_pages_on_call(tmp_path):
             page = None
             while time.monotonic() < deadline and page is None:
                 for proc, name in ((worker, "worker"), (prometheus, "prometheus"), (alertmanager, "alertmanager")):
-                    assert proc.poll() is None, f"{name} exited:\n{diagnose(prom_port, receiver, logs)}"
+                    assert proc.alive(), f"{name} exited:\n{diagnose(prom_port, receiver, logs)}"
                 page = next((labels for path, status, labels in receiver.alerts()
                              if path == "/page" and status == "firing" and labels["alertname"] == "ChurnRateHigh"), None)
                 time.sleep(0.5)
@@ -155,4 +152,4 @@ def test_churn_spike_pages_on_call(tmp_path):
             assert not [a for a in receiver.alerts() if a[0] == "/ticket" and a[2]["alertname"] == "ChurnRateHigh"]
         finally:
             for proc in reversed(procs):
-                stop(proc)
+                proc.stop()

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from stream_app.tools.broker import free_port
-from stream_app.runtime.children import PDEATHSIG_AVAILABLE, die_with_parent
-from tests.integration.conftest import REPO, scrape, wait_for
+from stream_app.runtime.children import PDEATHSIG_AVAILABLE
+from stream_app.tools.harness import spawn
+from tests.integration.conftest import scrape, wait_for
 
 pytestmark = [
     pytest.mark.integration,
@@ -55,13 +56,15 @@ def descendants(root: int) -> dict[int, str]:
     return found
 
 
-def start(args: list[str], log: Path, **env: str) -> subprocess.Popen:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("CHURNMON_")}
-    return subprocess.Popen([sys.executable, *args], env={**environment, "PYTHONPATH": str(REPO), **env}, cwd=log.parent,
-                            stdout=open(log, "wb"), stderr=subprocess.STDOUT, **die_with_parent())
+def start(args: list[str], log: Path) -> subprocess.Popen:
+    """`python args` as the harness starts every child (its own session, killed
+    when the test process dies: not what is tested here, its own children
+    are), on its defaults: none of our CHURNMON_* variables."""
+    return spawn(log.stem, [sys.executable, *args], log, {}, cwd=log.parent, own_settings=True).proc
 
 
 def sigkill_and_check(proc: subprocess.Popen, children: dict[int, str], log: Path) -> None:
+    """SIGKILL `proc` alone (not its group: its children must go by themselves)."""
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
     deadline = time.monotonic() + 10

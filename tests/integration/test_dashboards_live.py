@@ -44,8 +44,9 @@ import yaml
 from stream_app.tools.broker import free_port
 from stream_app.runtime.children import die_with_parent
 from stream_app.ingest.contract import format_ts, parse_ts, topic_for_type
+from stream_app.tools.harness import spawn
 from tests.integration.conftest import REPO, processed, send, wait_for
-from tests.monitoring.tools import RULE_FILES, ensure_tools, start, stop, wait_http
+from tests.monitoring.tools import RULE_FILES, ensure_tools, wait_http
 
 pytestmark = pytest.mark.integration
 
@@ -193,11 +194,11 @@ def test_every_dashboard_panel_returns_data(broker, workers, app_id, tmp_path):
         "rule_files": [str(p) for p in RULE_FILES],
         "scrape_configs": [{"job_name": "churnmon", "static_configs": [{"targets": [f"127.0.0.1:{w.port}"]}]}],
     }), encoding="utf-8")
-    prometheus = start([tools.prometheus, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'prom-data'}",
-                        f"--web.listen-address=127.0.0.1:{prom_port}"], prom_log)
+    prometheus = spawn("prometheus", [tools.prometheus, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'prom-data'}",
+                                      f"--web.listen-address=127.0.0.1:{prom_port}"], prom_log, {})
     replayer = None
     try:
-        wait_http(f"http://127.0.0.1:{prom_port}/-/ready", prometheus, prom_log)
+        wait_http(f"http://127.0.0.1:{prom_port}/-/ready", prometheus)
         prom_started = time.time()
 
         replayer = subprocess.Popen([sys.executable, "-m", "stream_app", "replay", str(sim), "--broker", broker.url, "--rate", str(REPLAY_RATE)],
@@ -275,4 +276,4 @@ def test_every_dashboard_panel_returns_data(broker, workers, app_id, tmp_path):
         if replayer is not None and replayer.poll() is None:
             replayer.kill()
             replayer.wait(timeout=10)
-        stop(prometheus)
+        prometheus.stop()

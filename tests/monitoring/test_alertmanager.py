@@ -12,7 +12,8 @@ from datetime import datetime, timedelta, timezone
 import yaml
 
 from stream_app.tools.broker import free_port
-from tests.monitoring.tools import WebhookReceiver, alertmanager_config_for_test, start, stop, wait_http
+from stream_app.tools.harness import spawn
+from tests.monitoring.tools import WebhookReceiver, alertmanager_config_for_test, wait_http
 
 
 def _alert(name: str, severity: str, **labels: str) -> dict:
@@ -31,10 +32,10 @@ def test_routing_and_inhibition(tools, tmp_path):
         config.write_text(yaml.safe_dump(alertmanager_config_for_test(receiver)), encoding="utf-8")
         port = free_port()
         log = tmp_path / "alertmanager.log"
-        proc = start([tools.alertmanager, f"--config.file={config}", f"--storage.path={tmp_path / 'data'}",
-                      f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="], log)
+        proc = spawn("alertmanager", [tools.alertmanager, f"--config.file={config}", f"--storage.path={tmp_path / 'data'}",
+                                      f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="], log, {})
         try:
-            wait_http(f"http://127.0.0.1:{port}/-/ready", proc, log)
+            wait_http(f"http://127.0.0.1:{port}/-/ready", proc)
             alerts = [
                 _alert("ChurnRateHigh", "page"),
                 _alert("ChurnRateHigh", "ticket"),  # muted: the page of the same alert fires
@@ -57,4 +58,4 @@ def test_routing_and_inhibition(tools, tmp_path):
             got = {(path, labels["alertname"], labels["severity"]) for path, _status, labels in receiver.alerts()}
             assert got == expected, f"inhibited alerts were delivered: {sorted(got - expected)}"
         finally:
-            stop(proc)
+            proc.stop()

@@ -234,33 +234,16 @@ def alertmanager_config_for_test(receiver: WebhookReceiver, *, wait: str = "1s")
     return config
 
 
-def start(cmd: list[str], log: Path, **kwargs) -> subprocess.Popen:
-    from stream_app.runtime.children import die_with_parent
-
-    return subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT, **die_with_parent(), **kwargs)
-
-
-def stop(proc: subprocess.Popen | None, timeout: float = 15) -> None:
-    """SIGTERM the process group we started, SIGKILL if it does not go."""
-    from stream_app.runtime.children import stop
-
-    stop(proc, timeout=timeout)
-
-
-def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
-    """Until `url` answers 200, or fail with the process's log."""
-    import time
+def wait_http(url: str, proc, timeout: float = 60) -> None:
+    """Until `url` answers 200; an AssertionError with the log of `proc` (a
+    `stream_app.tools.harness.Proc`) if it exits first or the time runs out."""
     import urllib.request
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"{proc.args[0]} exited with {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{url} did not answer within {timeout:.0f} s:\n{log.read_text(errors='replace')[-3000:]}")
+    from stream_app.tools.harness import wait_for
+
+    def ready() -> bool:
+        proc.check()
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status == 200
+
+    wait_for(ready, timeout, f"{url} to answer 200", proc, every=0.2)
