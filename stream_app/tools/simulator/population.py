@@ -37,8 +37,11 @@ class Simulation:
         self.end_epoch = self.start_epoch + self.cfg.days * DAY
         self.truth: list[Truth] = []
         self.event_count = 0
-        # today's events: (second of the day, arrival order, customer, type, own fields)
-        self._buf: list[tuple] = []
+        #: today's events: (second of the day, arrival order, customer, type, own
+        #: fields); its length before a customer's day is that customer's mark
+        #: for `seconds_since` and `drop_since` (read directly: every customer
+        #: takes one every day, and a method call for it cost ~0.6 %)
+        self.buf: list[tuple] = []
         self._used = False
         cfg = self.cfg
         #: the day of SimConfig's price rise (None: no rise)
@@ -57,20 +60,16 @@ class Simulation:
 
     # ---- today's events, as the customers make them -------------------------
     def emit(self, sec: int, cid: str, typ: str, payload: dict) -> None:
-        buf = self._buf
+        buf = self.buf
         buf.append((sec, len(buf), cid, typ, payload))
 
-    def mark(self) -> int:
-        """Where the events a customer is about to emit today will start."""
-        return len(self._buf)
-
     def seconds_since(self, mark: int) -> list[int]:
-        return [e[0] for e in self._buf[mark:]]
+        return [e[0] for e in self.buf[mark:]]
 
     def drop_since(self, mark: int, sec: int) -> None:
         """Events emitted since `mark` at `sec` or later are dropped: a customer
         whose cancellation is effective at once does nothing after it."""
-        buf = self._buf
+        buf = self.buf
         if len(buf) > mark:
             buf[mark:] = [e for e in buf[mark:] if e[0] < sec]
 
@@ -110,7 +109,7 @@ class Simulation:
                     dormant.setdefault(c.react_day, []).append(c)
             active = keep
             yield day
-            self._buf = []
+            self.buf = []
         self.truth = [c.to_truth(self) for c in customers]
 
     def events(self) -> Iterator[dict]:
@@ -118,7 +117,7 @@ class Simulation:
         seed = self.cfg.seed
         counter = 0
         for day in self._days():
-            buf = self._buf
+            buf = self.buf
             buf.sort()  # (sec, arrival order) is unique: payload dicts are never compared
             stamp = day_stamps(self.start_epoch + day * DAY)
             for sec, _, cid, typ, payload in buf:
@@ -130,7 +129,7 @@ class Simulation:
         """Simulate without materialising events; return the truth."""
         n = 0
         for _ in self._days():
-            n += len(self._buf)
+            n += len(self.buf)
         self.event_count = n
         return self.truth
 

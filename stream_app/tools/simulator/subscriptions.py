@@ -195,7 +195,7 @@ class SubscriptionCustomer(Customer):
         # tuple.__new__ rather than Today(...), every customer-day: a
         # NamedTuple's own __new__ is a Python function (0.33 against 0.11 us)
         return _new_today(Today, (day, sim.start_epoch + day * DAY, age, levels, onb, onb_risk, risk, lo, fresh,
-                                  sim.mark()))
+                                  len(sim.buf)))
 
     # ------------------------------------------------------------------ the day
     def step(self, sim: "Simulation", day: int) -> bool:
@@ -210,6 +210,7 @@ class SubscriptionCustomer(Customer):
         due = day == self.next_renewal or day == self.trial_end or day == self.recover_day
         if due and not self._bill(sim, today):
             return False
+        cancelled_at = None
         if self.state == ACTIVE and not self.immortal and not today.fresh:
             # at most two episodes at once; a customer doing well (risk < 0.25)
             # sometimes moves up a plan, the more engaged the likelier (expansion)
@@ -221,13 +222,11 @@ class SubscriptionCustomer(Customer):
             u = r.random()  # today's cancellation draw
             if u < H_MAX:  # else no hazard could make it one (most days)
                 cancelled_at = self._maybe_cancel(sim, today, u)
-                if cancelled_at is not None:  # effective now: the day's use ends with the cancellation
-                    sec, payload = cancelled_at
-                    self._use(sim, today)
-                    sim.drop_since(today.mark, sec)
-                    sim.emit(sec, self.cid, "subscription_cancelled", payload)
-                    return True
         self._use(sim, today)
+        if cancelled_at is not None:  # effective now: the day's use ends with the cancellation
+            sec, payload = cancelled_at
+            sim.drop_since(today.mark, sec)
+            sim.emit(sec, self.cid, "subscription_cancelled", payload)
         return True
 
     def _price_rise(self, sim: "Simulation", day: int) -> None:
@@ -393,15 +392,47 @@ class SubscriptionCustomer(Customer):
 
     # ------------------------------------------------------------------ use of the product
     def _use(self, sim: "Simulation", today: Today) -> None:
-        """Sessions, feature use and add-on purchases, support, NPS: what the
-        monitor sees of the customer's risk before any churn."""
-        self._sessions(sim, today)
-        leaving = self.state in (PENDING, LOST)
-        self.support.day(sim, today.day, today.lo, today.levels, today.risk, leaving)
+        """Sessions (Poisson around the customer's own rate), each maybe using
+        one of its features, rarely an add-on purchase; support; NPS: what the
+        monitor sees of the customer's risk before any churn. Fewer and
+        shorter sessions with episodes under way, at weekends, once cancelled
+        or after a lost payment, and while onboarding has failed.
+
+        One method, not one per kind of use: it runs for every customer
+        every day, where each Python call more costs the simulator ~0.6 %
+        (bench/simulator_speed.py)."""
+        r = self.rnd
         t = self.traits
-        if (today.age % 90) == t.nps_phase and today.lo < WORK_HI and self.rnd.random() < 0.45:
-            score = int(round(self.rnd.gauss(9.9 - 9.0 * today.risk, 1.1)))
-            sim.emit(self.rnd.randrange(today.lo, WORK_HI), self.cid, "nps", {"score": min(10, max(0, score))})
+        cid = self.cid
+        emit = sim.emit
+        damp = self._usage_damping(sim, today.levels) if today.levels else 0.0
+        mult = sim.weekday_mult[today.day % 7]
+        state = self.state
+        if state == PENDING:
+            mult *= 0.35
+        elif state == LOST:
+            mult *= max(0.0, 0.6 * (1.0 - (today.day - self.fail_day) / sim.cfg.grace_days))
+        if today.onb:
+            mult *= 0.2 if today.age < 100 else 0.5
+        lo, hi = today.lo, WORK_HI
+        n = poisson(r, t.base_rate * (1.0 - damp) * mult)
+        if n and lo < hi:
+            k = max(1, int(round(t.kmax * (1.0 - 0.85 * damp) * (0.5 if today.onb else 1.0))))
+            durf = 1.0 - 0.5 * damp
+            dur_mu, features = t.dur_mu, t.features
+            for _ in range(n):
+                sec = r.randrange(lo, hi)
+                dur = max(10, int(math.exp(r.gauss(dur_mu, 0.7)) * durf))
+                emit(sec, cid, "session", {"duration_s": dur})
+                if r.random() < 0.45:
+                    fsec = min(DAY - 1, sec + r.randrange(0, dur + 1))
+                    emit(fsec, cid, "feature_used", {"feature": features[r.randrange(k)]})
+            if r.random() < 0.003 * (1.0 - damp):
+                emit(r.randrange(lo, hi), cid, "purchase", {"amount": float((19, 49, 99, 149)[r.randrange(4)])})
+        self.support.day(sim, today.day, lo, today.levels, today.risk, state == PENDING or state == LOST)
+        if (today.age % 90) == t.nps_phase and lo < hi and r.random() < 0.45:
+            score = int(round(r.gauss(9.9 - 9.0 * today.risk, 1.1)))
+            emit(r.randrange(lo, hi), cid, "nps", {"score": min(10, max(0, score))})
 
     def _usage_damping(self, sim: "Simulation", levels: dict[str, float]) -> float:
         """How far the episodes suppress use (SimConfig.usage_damping scales it)."""
@@ -410,39 +441,6 @@ class SubscriptionCustomer(Customer):
         for kind, lvl in levels.items():
             damp += lvl * EPISODE_USAGE[kind] * scale
         return 0.92 if damp > 0.92 else damp
-
-    def _sessions(self, sim: "Simulation", today: Today) -> None:
-        """Sessions (Poisson around the customer's own rate), each maybe using
-        one of its features, and rarely an add-on purchase: fewer and shorter
-        with episodes under way, at weekends, once cancelled or after a lost
-        payment, and while onboarding has failed."""
-        r = self.rnd
-        t = self.traits
-        cid = self.cid
-        emit = sim.emit
-        damp = self._usage_damping(sim, today.levels) if today.levels else 0.0
-        mult = sim.weekday_mult[today.day % 7]
-        if self.state == PENDING:
-            mult *= 0.35
-        elif self.state == LOST:
-            mult *= max(0.0, 0.6 * (1.0 - (today.day - self.fail_day) / sim.cfg.grace_days))
-        if today.onb:
-            mult *= 0.2 if today.age < 100 else 0.5
-        lo, hi = today.lo, WORK_HI
-        n = poisson(r, t.base_rate * (1.0 - damp) * mult)
-        if not n or lo >= hi:
-            return
-        k = max(1, int(round(t.kmax * (1.0 - 0.85 * damp) * (0.5 if today.onb else 1.0))))
-        durf = 1.0 - 0.5 * damp
-        for _ in range(n):
-            sec = r.randrange(lo, hi)
-            dur = max(10, int(math.exp(r.gauss(t.dur_mu, 0.7)) * durf))
-            emit(sec, cid, "session", {"duration_s": dur})
-            if r.random() < 0.45:
-                fsec = min(DAY - 1, sec + r.randrange(0, dur + 1))
-                emit(fsec, cid, "feature_used", {"feature": t.features[r.randrange(k)]})
-        if r.random() < 0.003 * (1.0 - damp):
-            emit(r.randrange(lo, hi), cid, "purchase", {"amount": float((19, 49, 99, 149)[r.randrange(4)])})
 
     # ------------------------------------------------------------------ truth
     def to_truth(self, sim: "Simulation") -> Truth:
