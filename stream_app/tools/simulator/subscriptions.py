@@ -46,6 +46,7 @@ class Today(NamedTuple):
 
 _new_today = tuple.__new__
 
+
 class SubscriptionCustomer(Customer):
     """One subscriber's lifecycle, advanced a day at a time by `step`."""
 
