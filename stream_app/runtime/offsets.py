@@ -39,7 +39,7 @@ import logging
 from collections.abc import Iterable
 
 from faust.transport import producer as faust_producer
-from faust.transport.consumer import CONSUMER_FETCHING
+from faust.transport.consumer import CONSUMER_FETCHING, ensure_TP
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from faust.utils.functional import consecutive_numbers
@@ -53,19 +53,25 @@ def advance(acked: Iterable[int], committed: int | None) -> tuple[int | None, li
     offsets that must wait for an earlier one.
 
     `committed` is the offset committed before (the next one to read). An
-    offset acked twice counts once; one missing offset right at the head is
-    taken as a gap in the log, as Faust does; more than one missing means an
-    earlier event is still being processed, so nothing is committed.
+    offset acked twice counts once, and one below `committed` (acked before a
+    seek moved it on) no longer counts. The run must start *at* `committed`:
+    an offset there that is not acked is an event still being processed or
+    held back for a slower topic, and committing past it would lose it on the
+    next rebalance or crash. Offsets the broker does not have (transaction
+    markers, compaction) are known from the fetches and added as acked before
+    this is called (`Consumer._new_offset`).
 
     >>> advance([5, 6, 6, 7, 9], 5)
     (8, [9])
-    >>> advance([7, 8], 5)
-    (None, [7, 8])
+    >>> advance([6, 7], 5)
+    (None, [6, 7])
+    >>> advance([3, 4, 5], 5)
+    (6, [])
     >>> advance([], 5)
     (None, [])
     """
-    pending = sorted(set(acked))
-    if not pending or (committed is not None and pending[0] - committed > 1):
+    pending = sorted({o for o in acked if committed is None or o >= committed})
+    if not pending or (committed is not None and pending[0] != committed):
         return None, pending
     run = next(consecutive_numbers(pending))
     return run[-1] + 1, pending[len(run):]
@@ -93,7 +99,54 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 
 class Consumer(faust_aiokafka.Consumer):
-    """Faust's aiokafka consumer, committing with `advance`."""
+    """Faust's aiokafka consumer, committing with `advance`, and counting as
+    processed only what a stream took and offsets the log does not have.
+
+    Faust's own bookkeeping lets a commit pass events nobody processed, in
+    three ways found by reading it while chasing single events lost at
+    handovers in the scale-out test (docs/RELIABILITY.md, Scale-out; that
+    test has not shown which, if any, of them it hit):
+    - a record a stream skips because the flow is suspended for a rebalance,
+      or because it was fetched in an older generation, is acked as if
+      processed (faust/streams.py); the next commit covers it, and the new
+      owner starts after it. Here it is not counted (`ack`): whoever owns
+      the partition next reads it again from the committed offset.
+    - an offset gap between two reads is recorded with the record that
+      follows it included (`_add_gap(tp, last + 1, offset)`), so that record
+      counted as acked while it was still held back for a slower topic.
+      Here a gap is exactly the offsets a fetch passed over (`_drain_messages`).
+    - `_new_offset` let one missing offset at the head of the run through (to
+      get past a transaction marker right at the committed offset); an event
+      held back there was committed unprocessed. Here the head must be acked
+      or known absent (`advance`), and the first record after a seek tells
+      which offsets before it are absent.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # per partition, the next offset the log should deliver: set by a seek,
+        # then one past each record read; a record beyond it means the offsets
+        # in between are not in the log
+        self._expected: dict[TP, int] = {}
+
+    def ack(self, message) -> bool:
+        if not message.tracked:  # skipped by the stream (rebalance), never processed
+            message.acked = True
+            return False
+        return super().ack(message)
+
+    async def perform_seek(self) -> None:
+        """Faust's seek to the committed offsets, which also says where each
+        partition's reads start."""
+        committed = await self.seek_to_committed()
+        self._read_offset.update({tp: o if o is not None and o >= 0 else None for tp, o in committed.items()})
+        self._committed_offset.update({ensure_TP(tp): o if o else None for tp, o in committed.items() if o is not None})
+        self._expected.clear()  # (in place: the drain loop holds it)
+        self._expected.update({ensure_TP(tp): o for tp, o in committed.items() if o is not None and o >= 0})
+
+    async def seek(self, partition: TP, offset: int) -> None:
+        await super().seek(partition, offset)
+        self._expected[ensure_TP(partition)] = offset
 
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -126,8 +179,9 @@ class Consumer(faust_aiokafka.Consumer):
         record a restore reads. Here the callback runs as one task and gets
         one turn of the loop; only if it has not finished by then (it
         blocks) does the loop wait for it or for the suspension, exactly as
-        Faust does. Everything else is Faust's (faust-streaming 0.11,
-        `Consumer._drain_messages`), including its gap bookkeeping.
+        Faust does. The gaps it records are the offsets a fetch passed over
+        (see the class). Everything else is Faust's (faust-streaming 0.11,
+        `Consumer._drain_messages`).
         """
         callback = self.callback
         getmany = self.getmany
@@ -142,6 +196,7 @@ class Consumer(faust_aiokafka.Consumer):
         suspend_flow = self.suspend_flow
         create_task = asyncio.get_running_loop().create_task
         sleep = asyncio.sleep
+        expected = self._expected
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 set_flag(CONSUMER_FETCHING)
@@ -152,9 +207,10 @@ class Consumer(faust_aiokafka.Consumer):
                         offset = message.offset
                         r_offset = get_read_offset(tp)
                         if r_offset is None or offset >= r_offset:
-                            gap = offset - (r_offset or 0)
-                            if gap > 1 and r_offset and acks_enabled_for(message.topic):
-                                await self._add_gap(tp, r_offset + 1, offset)
+                            nxt = expected.get(tp)
+                            if nxt is not None and offset > nxt and acks_enabled_for(message.topic):
+                                self._gap[tp].addi(nxt, offset)  # passed over by the fetch: not in the log
+                            expected[tp] = offset + 1
                             if commit_every is not None and self._n_acked >= commit_every:
                                 self._n_acked = 0
                                 await self.commit()
