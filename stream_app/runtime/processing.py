@@ -79,6 +79,8 @@ class Processing:
         holding = self.holding
         backlog = backlog_by_highwater(self.progress.highwater)
         async for events in take_batches(stream, s.batch_max_events, s.batch_within_s, s.batch_catchup_s, backlog):
+            if self.stopping(events):
+                continue
             started = time.perf_counter()
             by_partition: dict[int, list[faust.EventT]] = {}
             for event in events:
@@ -109,6 +111,25 @@ class Processing:
             if n_events:
                 self.metrics.observe_processing(time.perf_counter() - started, n_events)
             await self.backpressure()
+
+    def stopping(self, events: list[faust.EventT]) -> bool:
+        """The worker is shutting down: leave `events` unapplied and never
+        committable, for whoever reads the partition next.
+
+        Faust stops the agents last: after the fetcher, after the tables
+        (their stores closed) and after the producer buffer's flush, so a
+        batch taken in that window was applied to closed stores with its
+        changelog writes queued behind the flush. A leave by SIGTERM has
+        twice ended with a committed offset past a state the changelog never
+        got (docs/RELIABILITY.md, Scale-out); applying nothing once the stop
+        has begun takes that window away. At-least-once as before: the
+        batch is read again from the committed offset.
+        """
+        if not self.app.should_stop:
+            return False
+        for event in events:
+            event.message.incref()  # Faust acks the batch's events: this reference is never released
+        return True
 
     def check_gap(self, topic: str, partition: int, offset: int) -> None:
         """Count and log an input offset that skips ahead of the one before it.
