@@ -135,14 +135,13 @@ class Consumer(faust_aiokafka.Consumer):
             return False
         return super().ack(message)
 
-    async def perform_seek(self) -> None:
-        """Faust's seek to the committed offsets, which also says where each
-        partition's reads start."""
-        committed = await self.seek_to_committed()
-        self._read_offset.update({tp: o if o is not None and o >= 0 else None for tp, o in committed.items()})
-        self._committed_offset.update({ensure_TP(tp): o if o else None for tp, o in committed.items() if o is not None})
+    async def seek_to_committed(self) -> dict:
+        """Faust's seek to the committed offsets (`perform_seek` calls it),
+        noting where each partition's reads now start."""
+        committed = await super().seek_to_committed()
         self._expected.clear()  # (in place: the drain loop holds it)
         self._expected.update({ensure_TP(tp): o for tp, o in committed.items() if o is not None and o >= 0})
+        return committed
 
     async def seek(self, partition: TP, offset: int) -> None:
         await super().seek(partition, offset)

@@ -137,12 +137,12 @@ class Processing:
         A partition's records reach the agent in offset order, and a
         rebalance starts the count again (Faust seeks to the committed
         offset, so the next record may be an earlier one: read again, not
-        lost). A skip ahead means records that never reached this agent:
-        Faust's stream drops, and acks, a record it reads while the flow is
-        suspended for a rebalance or whose consumer generation is not the
-        app's (faust/streams.py), and an acked record can be committed.
-        The scale-out test has lost an event to a cause not found yet
-        (docs/RELIABILITY.md, Scale-out): this says whether it was here.
+        lost). A skip ahead means records that never reached this agent,
+        seen where two workers owned a partition at once: the new owner's
+        seek to committed offsets the old owner had just moved on jumped
+        over records whose state it never restored (docs/RELIABILITY.md,
+        Scale-out). Records Faust's stream skips in a rebalance no longer
+        count as processed (`offsets.Consumer.ack`), so they come again.
         """
         processed = self.progress.processed  # cleared on a rebalance (`Progress.forget`)
         last = processed.get((topic, partition))
