@@ -128,17 +128,68 @@ class Consumer(faust_aiokafka.Consumer):
         # then one past each record read; a record beyond it means the offsets
         # in between are not in the log
         self._expected: dict[TP, int] = {}
+        # per partition, records a stream skipped (flow suspended or an older
+        # generation) since the last assignment: /healthz, to tell a partition
+        # that is fetched and thrown away from one that is not fetched at all
+        self.skipped: dict[TP, int] = {}
 
     def ack(self, message) -> bool:
         if not message.tracked:  # skipped by the stream (rebalance), never processed
             message.acked = True
+            tp = message.tp
+            self.skipped[tp] = self.skipped.get(tp, 0) + 1
             return False
         return super().ack(message)
+
+    def describe(self, topics: Iterable[str]) -> dict:
+        """Why a partition this worker owns is or is not read, for /healthz.
+
+        A partition is fetched only while it is in Faust's active set (not
+        paused for a recovery, not dropped because a stream's buffer is
+        full) and aiokafka holds a position for it; what is fetched reaches
+        a stream only from the read offset on, and while the flow is on.
+        Each of those has stopped a worker from reading a partition it
+        owned in some Faust release; this shows which one, while it happens.
+        """
+        wanted = set(topics)
+        app = self.app
+        aio = getattr(self._thread, "_consumer", None)
+        subscription = getattr(getattr(aio, "_subscription", None), "subscription", None)
+        assignment = getattr(subscription, "assignment", None)
+        active = self._active_partitions or set()
+        parts = {}
+        for tp in sorted(t for t in self.assignment() if t.topic in wanted):
+            state = None
+            if assignment is not None:
+                try:
+                    st = assignment.state_value(tp)
+                except Exception:  # (aiokafka's own TopicPartition type; a miss is no position)
+                    st = None
+                if st is not None:
+                    state = {"paused": st.paused, "position": st.position if st.has_valid_position else None}
+            parts[f"{tp.topic}[{tp.partition}]"] = {
+                "committed": self._committed_offset.get(tp),
+                "read_offset": self._read_offset.get(tp),
+                "active": tp in active,
+                "paused": tp in self._paused_partitions,
+                "buffer_full": tp in self._buffered_partitions,
+                "skipped": self.skipped.get(tp, 0),
+                "aiokafka": state,
+            }
+        return {
+            "generation": app.consumer_generation_id,
+            "rebalancing": bool(app.rebalancing),
+            "in_recovery": bool(app.in_recovery),
+            "flow_control_active": app.flow_control.is_active(),
+            "fetch_flow_active": not self.suspend_flow.is_set(),
+            "partitions": parts,
+        }
 
     async def seek_to_committed(self) -> dict:
         """Faust's seek to the committed offsets (`perform_seek` calls it),
         noting where each partition's reads now start."""
         committed = await super().seek_to_committed()
+        self.skipped.clear()
         self._expected.clear()  # (in place: the drain loop holds it)
         self._expected.update({ensure_TP(tp): o for tp, o in committed.items() if o is not None and o >= 0})
         return committed

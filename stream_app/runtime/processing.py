@@ -16,6 +16,7 @@ import asyncio
 import itertools
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import faust
@@ -34,6 +35,16 @@ from .rejects import DeadLetterSink
 from .tables import writes_for
 
 log = logging.getLogger(__name__)
+
+
+def leave_unacked(events: Iterable[faust.EventT]) -> None:
+    """Keep `events` from ever counting as processed, for whoever reads their
+    partition next: Faust acks a batch's events once the agent's loop body
+    returns, and an extra reference that is never released keeps that ack
+    from counting. The committed offset stays before them, and after the
+    next rebalance (or restart) Faust's seek to it delivers them again."""
+    for event in events:
+        event.message.incref()
 
 
 @dataclass(eq=False)
@@ -127,8 +138,7 @@ class Processing:
         """
         if not self.app.should_stop:
             return False
-        for event in events:
-            event.message.incref()  # Faust acks the batch's events: this reference is never released
+        leave_unacked(events)
         return True
 
     def check_gap(self, topic: str, partition: int, offset: int) -> None:
@@ -236,9 +246,7 @@ class Processing:
                 return group
         else:
             fresh = []
-        for event in group:
-            if event.message.generation_id != generation or not fresh:
-                event.message.incref()  # Faust acks the batch's events: this reference is never released
+        leave_unacked(e for e in group if e.message.generation_id != generation or not fresh)
         log.info("partition %s: %s events fetched before the last rebalance left to be read again",
                  partition, len(group) - len(fresh))
         return fresh

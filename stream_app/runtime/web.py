@@ -12,6 +12,7 @@ import faust
 from prometheus_client import generate_latest
 
 from ..config import Settings
+from . import topics
 from .metrics import Metrics
 from .processing import Processing
 from .security import lookup_denied
@@ -57,4 +58,8 @@ def register_pages(app: faust.App, settings: Settings, metrics: Metrics, process
 
     @app.page("/healthz")
     async def health(web, request):
-        return web.json({"ok": True, "partitions": processing.describe()})
+        body = {"ok": True, "partitions": processing.describe()}
+        describe = getattr(app.consumer, "describe", None)  # (offsets.Consumer; not with another transport)
+        if describe is not None:
+            body["consumer"] = describe(topics.INPUT_TOPICS)
+        return web.json(body)

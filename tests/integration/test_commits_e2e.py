@@ -48,9 +48,18 @@ def test_offsets_committed_to_the_end_after_a_crash_and_a_clean_stop(broker, wor
 
     second = workers(app_id)
     wait_for(lambda: processed(second.metrics()) > 0 and settled(second), 300, "the backlog processed", second)
-    parts = json.loads(second.get("/healthz")[1])["partitions"]
+    health = json.loads(second.get("/healthz")[1])
+    parts = health["partitions"]
     highwaters = {(t, int(p)): v["highwaters"][t] for p, v in parts.items() for t in INPUT_TOPICS}
     assert len(highwaters) == 3 * 8 and all(h is not None for h in highwaters.values()), parts
+    # the consumer's own account of the same partitions: fetched, not paused, read to the end
+    consumer = health["consumer"]
+    assert consumer["flow_control_active"] and consumer["fetch_flow_active"] and not consumer["rebalancing"], consumer
+    fetch = {(name.split("[")[0], int(name.split("[")[1][:-1])): v for name, v in consumer["partitions"].items()}
+    assert set(fetch) == set(highwaters), sorted(fetch)
+    unread = {tp: v for tp, v in fetch.items()
+              if not v["active"] or v["paused"] or v["read_offset"] != highwaters[tp] - 1 or v["aiokafka"]["position"] != highwaters[tp]}
+    assert not unread, f"partitions the consumer does not show read to the end: {unread}"
     second.stop(signal.SIGTERM)
     assert second.proc.returncode == 0, second.log.read_text()[-2000:]
 
