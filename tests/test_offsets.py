@@ -4,6 +4,7 @@ nothing is committed past an event that is still being processed."""
 import asyncio
 from types import SimpleNamespace
 
+from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.transport.producer import ProducerBuffer
 from hypothesis import given, strategies as st
 
@@ -126,3 +127,45 @@ def test_offsets_a_fetch_passed_over_are_committed_through():
     consumer._acked[tp].extend([7, 8])
     consumer._acked_index[tp].update([7, 8])
     assert consumer._new_offset(tp) == 9
+
+
+def test_a_seek_keeps_stream_partitions_out_of_the_fetch_until_the_flow_resumes():
+    """Records handed on while the seek is in flight would be thrown away
+    with the stream buffers when Faust resumes its flow, and not read again."""
+    consumer = _consumer()
+    consumer.app.topics.acks_enabled_for = lambda topic: not topic.endswith("-changelog")
+    stream, changelog = TP("churn.usage", 3), TP("churnmon-customers-changelog", 3)
+    consumer._set_active_tps({stream, changelog})
+    consumer.assignment = lambda: {stream, changelog}
+    during = []
+
+    async def seek_to_committed():
+        during.append(set(consumer._get_active_partitions()))
+        return {stream: 40}
+
+    consumer.seek_to_committed = seek_to_committed  # (Faust's perform_seek calls it; no broker here)
+    asyncio.run(consumer.perform_seek())
+    assert during == [{changelog}]  # a standby's changelog reads on
+    assert consumer._get_active_partitions() == {changelog}
+    consumer.resume_flow()
+    assert consumer._get_active_partitions() == {stream, changelog}
+
+
+def test_a_partition_with_nothing_committed_is_read_again_from_its_beginning(monkeypatch):
+    consumer = _consumer()
+    consumer.app.topics.acks_enabled_for = lambda topic: not topic.endswith("-changelog")
+    fresh, committed, changelog = TP("churn.usage", 0), TP("churn.usage", 1), TP("churnmon-customers-changelog", 0)
+
+    async def faust_seek(self):
+        return {fresh: None, committed: 7, changelog: None}
+
+    monkeypatch.setattr(faust_aiokafka.Consumer, "seek_to_committed", faust_seek)
+    rewound = []
+
+    async def seek_to_beginning(*tps):
+        rewound.extend(tps)
+
+    consumer._thread = SimpleNamespace(seek_to_beginning=seek_to_beginning)
+    assert asyncio.run(consumer.seek_to_committed()) == {fresh: None, committed: 7, changelog: None}
+    assert rewound == [fresh]  # aiokafka leaves it where its fetch was; a changelog is the recovery's to seek
+    assert consumer._expected == {committed: 7}

@@ -128,18 +128,54 @@ class Consumer(faust_aiokafka.Consumer):
         # then one past each record read; a record beyond it means the offsets
         # in between are not in the log
         self._expected: dict[TP, int] = {}
-        # per partition, records a stream skipped (flow suspended or an older
-        # generation) since the last assignment: /healthz, to tell a partition
-        # that is fetched and thrown away from one that is not fetched at all
-        self.skipped: dict[TP, int] = {}
+        # per partition, records fetched and not handed on, by why: `skipped`
+        # by a stream (flow suspended, or an older generation), `abandoned`
+        # by the fetch loop (the flow was suspended while its hand-over
+        # waited), `below_read` (older than the read offset: fetched before a
+        # seek). Each is (count, lowest offset, highest offset) since the
+        # worker started: /healthz and the agent's gap warning show them, to
+        # tell a partition fetched and thrown away from one not fetched
+        self.dropped: dict[str, dict[TP, tuple[int, int, int]]] = {"skipped": {}, "abandoned": {}, "below_read": {}, "stale": {}}
+        # bumped by every seek of the assignment: what a fetch returned before
+        # it is stale and is not handed on (`_drain_messages`)
+        self._seek_epoch = 0
+        # partitions taken out of the fetch while a seek moves them, put back
+        # by the `resume_flow` that follows it (`perform_seek`)
+        self._held_for_seek: set[TP] = set()
 
     def ack(self, message) -> bool:
         if not message.tracked:  # skipped by the stream (rebalance), never processed
             message.acked = True
-            tp = message.tp
-            self.skipped[tp] = self.skipped.get(tp, 0) + 1
+            self._note("skipped", message.tp, message.offset)
             return False
         return super().ack(message)
+
+    def _note(self, why: str, tp: TP, offset: int) -> None:
+        count, low, high = self.dropped[why].get(tp, (0, offset, offset))
+        self.dropped[why][tp] = (count + 1, min(low, offset), max(high, offset))
+
+    def account(self, tp: TP) -> dict:
+        """One partition's fetch state (see `describe`)."""
+        aio = getattr(self._thread, "_consumer", None)
+        assignment = getattr(getattr(getattr(aio, "_subscription", None), "subscription", None), "assignment", None)
+        state = None
+        if assignment is not None:
+            try:
+                st = assignment.state_value(tp)
+            except Exception:  # (not assigned to aiokafka any more)
+                st = None
+            if st is not None:
+                state = {"paused": st.paused, "position": st.position if st.has_valid_position else None}
+        return {
+            "committed": self._committed_offset.get(tp),
+            "read_offset": self._read_offset.get(tp),
+            "next_fetched": self._expected.get(tp),  # one past the last record handed on (or where a seek starts)
+            "active": tp in (self._active_partitions or ()),
+            "paused": tp in self._paused_partitions,
+            "buffer_full": tp in self._buffered_partitions,
+            **{why: list(seen[tp]) for why, seen in self.dropped.items() if tp in seen},
+            "aiokafka": state,
+        }
 
     def describe(self, topics: Iterable[str]) -> dict:
         """Why a partition this worker owns is or is not read, for /healthz.
@@ -153,29 +189,8 @@ class Consumer(faust_aiokafka.Consumer):
         """
         wanted = set(topics)
         app = self.app
-        aio = getattr(self._thread, "_consumer", None)
-        subscription = getattr(getattr(aio, "_subscription", None), "subscription", None)
-        assignment = getattr(subscription, "assignment", None)
-        active = self._active_partitions or set()
-        parts = {}
-        for tp in sorted(t for t in self.assignment() if t.topic in wanted):
-            state = None
-            if assignment is not None:
-                try:
-                    st = assignment.state_value(tp)
-                except Exception:  # (aiokafka's own TopicPartition type; a miss is no position)
-                    st = None
-                if st is not None:
-                    state = {"paused": st.paused, "position": st.position if st.has_valid_position else None}
-            parts[f"{tp.topic}[{tp.partition}]"] = {
-                "committed": self._committed_offset.get(tp),
-                "read_offset": self._read_offset.get(tp),
-                "active": tp in active,
-                "paused": tp in self._paused_partitions,
-                "buffer_full": tp in self._buffered_partitions,
-                "skipped": self.skipped.get(tp, 0),
-                "aiokafka": state,
-            }
+        parts = {f"{tp.topic}[{tp.partition}]": self.account(tp)
+                 for tp in sorted(t for t in self.assignment() if t.topic in wanted)}
         return {
             "generation": app.consumer_generation_id,
             "rebalancing": bool(app.rebalancing),
@@ -185,11 +200,59 @@ class Consumer(faust_aiokafka.Consumer):
             "partitions": parts,
         }
 
+    async def perform_seek(self) -> None:
+        """Faust's seek of every assigned partition to its committed offset,
+        with nothing handed on from those partitions until the flow resumes.
+
+        At the end of a recovery Faust resumes the stream partitions, then
+        awaits this seek, then resumes its flow control, which empties every
+        stream buffer (`FlowControlQueue(clear_on_resume=True)`). Records
+        fetched while the seek was in flight were handed on and then thrown
+        away with the buffers, though the fetch loop had read past them: if
+        they came after the seek, no later seek brings them again (seen in the
+        scale-out test as one record at the head of a newly assigned
+        partition that never reached the agent: the committed offset stuck
+        there and the records after it applied, or with Faust's own
+        bookkeeping committed unprocessed). Here the partitions leave the
+        fetch for the seek and come back with `resume_flow`, after the
+        buffers are emptied; and a fetch returned before the seek is not
+        handed on after it (`_seek_epoch`).
+        """
+        self._seek_epoch += 1
+        active = self._get_active_partitions()
+        streams = {tp for tp in active if self.app.topics.acks_enabled_for(tp.topic)}  # (not changelogs: a standby reads on)
+        self._held_for_seek |= streams
+        active.difference_update(streams)
+        await super().perform_seek()
+
+    def resume_flow(self) -> None:
+        super().resume_flow()
+        held, self._held_for_seek = self._held_for_seek, set()
+        if held:
+            assigned = self.assignment()
+            self._get_active_partitions().update(tp for tp in held if tp in assigned and tp not in self._paused_partitions)
+
     async def seek_to_committed(self) -> dict:
         """Faust's seek to the committed offsets (`perform_seek` calls it),
-        noting where each partition's reads now start."""
+        noting where each partition's reads now start; a partition with
+        nothing committed goes back to its beginning.
+
+        aiokafka seeks only partitions with a committed offset above 0, and
+        leaves the others where their fetch was. Records of such a partition
+        that a rebalance threw away from the stream buffers (Faust empties
+        them when the flow resumes) were then never read again: a worker that
+        joins before the group's first commit (a fresh deployment, or one
+        that held its first event for a slower topic) lost them silently.
+        With `consumer_auto_offset_reset` "earliest" (Faust's default, kept by
+        the worker) nothing committed means "start from the beginning", and the state's
+        source offsets drop what was applied already.
+        """
         committed = await super().seek_to_committed()
-        self.skipped.clear()
+        if self.app.conf.consumer_auto_offset_reset == "earliest":
+            acks_enabled_for = self.app.topics.acks_enabled_for  # (changelogs commit nothing: the recovery seeks them)
+            uncommitted = [tp for tp, o in committed.items() if (not o or o < 0) and acks_enabled_for(tp.topic)]
+            if uncommitted:
+                await self._thread.seek_to_beginning(*uncommitted)
         self._expected.clear()  # (in place: the drain loop holds it)
         self._expected.update({ensure_TP(tp): o for tp, o in committed.items() if o is not None and o >= 0})
         return committed
@@ -253,7 +316,14 @@ class Consumer(faust_aiokafka.Consumer):
                 ait = getmany(timeout=1.0)
                 await sleep(0)  # (Faust: getmany may loop without yielding)
                 if not self.should_stop:
+                    epoch = None
                     async for tp, message in ait:
+                        if epoch is None:  # the fetch has just returned
+                            epoch = self._seek_epoch
+                        elif epoch != self._seek_epoch and acks_enabled_for(message.topic):
+                            # a seek of the stream partitions came since: fetched before it, read again after it
+                            self._note("stale", tp, message.offset)
+                            continue
                         offset = message.offset
                         r_offset = get_read_offset(tp)
                         if r_offset is None or offset >= r_offset:
@@ -264,16 +334,17 @@ class Consumer(faust_aiokafka.Consumer):
                             if commit_every is not None and self._n_acked >= commit_every:
                                 self._n_acked = 0
                                 await self.commit()
-                            if suspend_flow.is_set():
-                                await self.wait_first(callback(message), suspend_flow.wait())
+                            task = create_task(callback(message))
+                            await sleep(0)  # its turn (this also yields, as Faust's loop does every 100)
+                            if task.done():
+                                task.result()  # (an exception propagates, as from wait_first)
                             else:
-                                task = create_task(callback(message))
-                                await sleep(0)  # its turn (this also yields, as Faust's loop does every 100)
-                                if task.done():
-                                    task.result()  # (an exception propagates, as from wait_first)
-                                else:
-                                    await self.wait_first(task, suspend_flow.wait())
+                                await self.wait_first(task, suspend_flow.wait())
+                                if task.cancelled():  # a rebalance began while it waited: Faust's seek brings it again
+                                    self._note("abandoned", tp, offset)
                             set_read_offset(tp, offset)
+                        else:
+                            self._note("below_read", tp, offset)
                     unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:

@@ -158,8 +158,10 @@ class Processing:
         last = processed.get((topic, partition))
         if last is not None and offset > last + 1:
             self.metrics.offset_gaps.labels(topic=topic).inc(offset - last - 1)
-            log.warning("%s[%s]: offsets %s..%s never reached the agent (consumer generation %s)",
-                        topic, partition, last + 1, offset - 1, self.app.consumer_generation_id)
+            account = getattr(getattr(self.app, "consumer", None), "account", None)  # (offsets.Consumer: where the records went)
+            log.warning("%s[%s]: offsets %s..%s never reached the agent (consumer generation %s; fetch state %s)",
+                        topic, partition, last + 1, offset - 1, self.app.consumer_generation_id,
+                        account(faust.types.TP(topic, partition)) if account else "unknown")
         processed[(topic, partition)] = offset
 
     async def apply(self, stream: faust.StreamT, partition: int, records, anchor: faust.EventT) -> None:
