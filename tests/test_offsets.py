@@ -1,5 +1,6 @@
 """Commit bookkeeping (stream_app.runtime.offsets): each acked offset counts once, and
-nothing is committed past an event that is still being processed."""
+nothing is committed past an event that is still being processed; and the rebalance
+paths that threw records away (offsets.Consumer's seeks, recovery.TableManager's queue)."""
 
 import asyncio
 from types import SimpleNamespace
@@ -169,3 +170,17 @@ def test_a_partition_with_nothing_committed_is_read_again_from_its_beginning(mon
     assert asyncio.run(consumer.seek_to_committed()) == {fresh: None, committed: 7, changelog: None}
     assert rewound == [fresh]  # aiokafka leaves it where its fetch was; a changelog is the recovery's to seek
     assert consumer._expected == {committed: 7}
+
+
+def test_a_resumed_flow_empties_stream_buffers_but_not_the_changelog_queue():
+    """Faust empties both when its flow control resumes; a standby then lost
+    the changelog records that were queued (stream records are sought again)."""
+    app = build_app(Settings(), "kafka://127.0.0.1:1")
+    changelog = app.tables.changelog_queue
+    stream = app.FlowControlQueue(maxsize=10, clear_on_resume=True)  # as Faust makes a stream's buffer
+    app.flow_control.resume()
+    changelog.put_nowait("record")
+    stream.put_nowait("record")
+    app.flow_control.suspend()
+    app.flow_control.resume()
+    assert changelog.qsize() == 1 and stream.qsize() == 0

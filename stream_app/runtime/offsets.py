@@ -120,6 +120,14 @@ class Consumer(faust_aiokafka.Consumer):
       held back there was committed unprocessed. Here the head must be acked
       or known absent (`advance`), and the first record after a seek tells
       which offsets before it are absent.
+
+    With the head held strictly, a record that never reaches the agent stops
+    the partition's commits instead of being committed past, so two ways
+    Faust lost records at a rebalance showed (2026-12-01, the scale-out
+    test's gap warnings): records handed on during the end-of-recovery seek
+    and then emptied from the stream buffers (`perform_seek`), and records of
+    a partition with nothing committed, which no seek brought again
+    (`seek_to_committed`).
     """
 
     def __init__(self, *args, **kwargs) -> None:
