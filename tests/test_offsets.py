@@ -13,7 +13,7 @@ from faust.types import TP
 
 from stream_app.runtime.app import build_app
 from stream_app.config import Settings
-from stream_app.runtime.offsets import CommitSafeBuffer, Consumer, advance
+from stream_app.runtime.offsets import SEEK_HOLD, CommitSafeBuffer, Consumer, advance
 
 
 def test_offsets_acked_twice_do_not_stop_the_commit():
@@ -146,10 +146,27 @@ def test_a_seek_keeps_stream_partitions_out_of_the_fetch_until_the_flow_resumes(
 
     consumer.seek_to_committed = seek_to_committed  # (Faust's perform_seek calls it; no broker here)
     asyncio.run(consumer.perform_seek())
-    assert during == [{changelog}]  # a standby's changelog reads on
-    assert consumer._get_active_partitions() == {changelog}
+    assert during == [{changelog, SEEK_HOLD}]  # a standby's changelog reads on
     consumer.resume_flow()
     assert consumer._get_active_partitions() == {stream, changelog}
+
+
+def test_the_partitions_to_fetch_are_never_an_empty_set_while_held():
+    """aiokafka's fetch reads an empty set as every partition: records of the
+    held ones were consumed there and dropped by Faust as not active."""
+    consumer = _consumer()
+    stream = TP("churn.usage", 3)
+    consumer._set_active_tps({stream})
+    consumer.assignment = lambda: {stream}
+
+    async def seek_to_committed():
+        assert consumer._get_active_partitions() and stream not in consumer._get_active_partitions()
+        return {stream: 40}
+
+    consumer.seek_to_committed = seek_to_committed
+    asyncio.run(consumer.perform_seek())
+    consumer.resume_flow()
+    assert consumer._get_active_partitions() == {stream}
 
 
 def test_a_partition_with_nothing_committed_is_read_again_from_its_beginning(monkeypatch):

@@ -47,6 +47,10 @@ from mode import Service
 
 log = logging.getLogger(__name__)
 
+# a partition no broker has: keeps the set of partitions to fetch from being
+# empty while the stream partitions are held out of it (`Consumer.perform_seek`)
+SEEK_HOLD = TP("__churnmon-seek-hold", 0)
+
 
 def advance(acked: Iterable[int], committed: int | None) -> tuple[int | None, list[int]]:
     """The offset to commit next (one past the last processed), and the acked
@@ -231,14 +235,21 @@ class Consumer(faust_aiokafka.Consumer):
         streams = {tp for tp in active if self.app.topics.acks_enabled_for(tp.topic)}  # (not changelogs: a standby reads on)
         self._held_for_seek |= streams
         active.difference_update(streams)
+        # Faust hands this very set to aiokafka's fetch, which reads an empty
+        # one as "every partition": it then consumed records of the held
+        # partitions that Faust dropped as not active (a worker with no
+        # standby lost the rest of a partition that way, 2026-12-01)
+        active.add(SEEK_HOLD)
         await super().perform_seek()
 
     def resume_flow(self) -> None:
         super().resume_flow()
         held, self._held_for_seek = self._held_for_seek, set()
+        active = self._get_active_partitions()
+        active.discard(SEEK_HOLD)
         if held:
             assigned = self.assignment()
-            self._get_active_partitions().update(tp for tp in held if tp in assigned and tp not in self._paused_partitions)
+            active.update(tp for tp in held if tp in assigned and tp not in self._paused_partitions)
 
     async def seek_to_committed(self) -> dict:
         """Faust's seek to the committed offsets (`perform_seek` calls it),
