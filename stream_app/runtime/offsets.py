@@ -141,10 +141,13 @@ class Consumer(faust_aiokafka.Consumer):
         # in between are not in the log
         self._expected: dict[TP, int] = {}
         # per partition, records fetched and not handed on, by why: `skipped`
-        # by a stream (flow suspended, or an older generation), `abandoned`
+        # by a stream (flow suspended, or an older generation; only streams
+        # that ack per event report it: the processing agent's batches turn
+        # Faust's acks off, so its skips show as gaps), `abandoned`
         # by the fetch loop (the flow was suspended while its hand-over
         # waited), `below_read` (older than the read offset: fetched before a
-        # seek). Each is (count, lowest offset, highest offset) since the
+        # seek), `stale` (fetched before a seek, handed on after it: not).
+        # Each is (count, lowest offset, highest offset) since the
         # worker started: /healthz and the agent's gap warning show them, to
         # tell a partition fetched and thrown away from one not fetched
         self.dropped: dict[str, dict[TP, tuple[int, int, int]]] = {"skipped": {}, "abandoned": {}, "below_read": {}, "stale": {}}
@@ -168,16 +171,11 @@ class Consumer(faust_aiokafka.Consumer):
 
     def account(self, tp: TP) -> dict:
         """One partition's fetch state (see `describe`)."""
-        aio = getattr(self._thread, "_consumer", None)
-        assignment = getattr(getattr(getattr(aio, "_subscription", None), "subscription", None), "assignment", None)
-        state = None
-        if assignment is not None:
-            try:
-                st = assignment.state_value(tp)
-            except Exception:  # (not assigned to aiokafka any more)
-                st = None
-            if st is not None:
-                state = {"paused": st.paused, "position": st.position if st.has_valid_position else None}
+        try:
+            st = self._thread._consumer._subscription.subscription.assignment.state_value(tp)
+        except Exception:  # (consumer not started, or the partition no longer assigned to aiokafka)
+            st = None
+        state = None if st is None else {"paused": st.paused, "position": st.position if st.has_valid_position else None}
         return {
             "committed": self._committed_offset.get(tp),
             "read_offset": self._read_offset.get(tp),

@@ -147,12 +147,13 @@ class Processing:
         A partition's records reach the agent in offset order, and a
         rebalance starts the count again (Faust seeks to the committed
         offset, so the next record may be an earlier one: read again, not
-        lost). A skip ahead means records that never reached this agent,
-        seen where two workers owned a partition at once: the new owner's
-        seek to committed offsets the old owner had just moved on jumped
-        over records whose state it never restored (docs/RELIABILITY.md,
-        Scale-out). Records Faust's stream skips in a rebalance no longer
-        count as processed (`offsets.Consumer.ack`), so they come again.
+        lost). A skip ahead means records that never reached this agent.
+        Seen on 2026-12-01 where Faust emptied the stream buffers after the
+        fetch had read past them (fixed in `offsets.Consumer`), and where two
+        workers owned a partition at once on the embedded broker (the new
+        owner's seek jumped over records the old owner had committed; open):
+        docs/RELIABILITY.md, Scale-out. The warning carries the consumer's
+        account of the partition (`offsets.Consumer.account`).
         """
         processed = self.progress.processed  # cleared on a rebalance (`Progress.forget`)
         last = processed.get((topic, partition))
